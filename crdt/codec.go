@@ -1,0 +1,374 @@
+package crdt
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// FormatVersion is the version of the binary encodings below. Decoders
+// reject any other version with ErrVersion.
+const FormatVersion = 1
+
+// The binary encodings are CBOR (RFC 8949) in its deterministic core form,
+// so equal values encode to equal bytes. Dots are written as pairs of
+// (index into a per-record table of replica IDs, counter), and the entries a
+// delta's own operation wrote omit their dot and timestamp, which keeps an
+// encoded add close to the size of its metadata.
+
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
+		panic(err)
+	}
+	if decMode, err = (cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		IndefLength:       cbor.IndefLengthForbidden,
+		MaxNestedLevels:   8,
+		MaxArrayElements:  2 * MaxDeltaDots * 4,
+		MaxMapPairs:       1 << 20,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+	}).DecMode(); err != nil {
+		panic(err)
+	}
+}
+
+type wireEntry struct {
+	Value []byte   `cbor:"1,keyasint"`
+	Dot   []uint64 `cbor:"2,keyasint,omitempty"` // (replica index, counter); absent: the record's own dot
+	TS    uint64   `cbor:"3,keyasint,omitempty"` // absent: the record's own timestamp
+}
+
+type wireDelta struct {
+	_          struct{} `cbor:",toarray"`
+	Version    uint
+	Replicas   []string // [0] is the delta's own replica
+	Counter    uint64
+	TS         uint64
+	Op         uint8
+	Collection string
+	ID         string
+	Context    []uint64 // pairs
+	Presence   []uint64 // pairs
+	Fields     map[string][]wireEntry
+}
+
+type wireItem struct {
+	_        struct{} `cbor:",toarray"`
+	Version  uint
+	Replicas []string
+	Presence []uint64
+	Fields   map[string][]wireEntry
+}
+
+type wireContext struct {
+	_       struct{} `cbor:",toarray"`
+	Version uint
+	VV      map[string]uint64
+	Cloud   map[string][]uint64
+}
+
+// replicaTable assigns small indexes to replica IDs in order of first use.
+type replicaTable struct {
+	ids   []string
+	index map[ReplicaID]uint64
+}
+
+func (t *replicaTable) pairs(ds []Dot) []uint64 {
+	if len(ds) == 0 {
+		return nil
+	}
+	out := make([]uint64, 0, 2*len(ds))
+	for _, d := range ds {
+		out = append(out, t.ref(d.Replica), d.Counter)
+	}
+	return out
+}
+
+func (t *replicaTable) ref(r ReplicaID) uint64 {
+	if i, ok := t.index[r]; ok {
+		return i
+	}
+	if t.index == nil {
+		t.index = map[ReplicaID]uint64{}
+	}
+	i := uint64(len(t.ids))
+	t.index[r] = i
+	t.ids = append(t.ids, string(r))
+	return i
+}
+
+// fields encodes entries, omitting dot and timestamp where they equal own
+// and ownTS. Field names are visited in order so the table is deterministic.
+func (t *replicaTable) fields(fs map[string][]Entry, own Dot, ownTS Timestamp) map[string][]wireEntry {
+	if len(fs) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(fs))
+	for f := range fs {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	out := make(map[string][]wireEntry, len(fs))
+	for _, f := range names {
+		ws := make([]wireEntry, len(fs[f]))
+		for i, e := range fs[f] {
+			ws[i].Value = e.Value
+			if e.Dot != own {
+				ws[i].Dot = []uint64{t.ref(e.Dot.Replica), e.Dot.Counter}
+			}
+			if e.TS != ownTS {
+				ws[i].TS = uint64(e.TS)
+			}
+		}
+		out[f] = ws
+	}
+	return out
+}
+
+// decodeTable checks a decoded replica table.
+func decodeTable(ids []string) ([]ReplicaID, error) {
+	out := make([]ReplicaID, len(ids))
+	for i, s := range ids {
+		r := ReplicaID(s)
+		if err := r.Validate(); err != nil {
+			return nil, err
+		}
+		out[i] = r
+	}
+	return out, nil
+}
+
+func unpairs(table []ReplicaID, ps []uint64) ([]Dot, error) {
+	if len(ps)%2 != 0 {
+		return nil, fmt.Errorf("%w: odd dot list", ErrInvalid)
+	}
+	if len(ps) == 0 {
+		return nil, nil
+	}
+	out := make([]Dot, len(ps)/2)
+	for i := range out {
+		d, err := unpair(table, ps[2*i], ps[2*i+1])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = d
+	}
+	return out, nil
+}
+
+func unpair(table []ReplicaID, ri, counter uint64) (Dot, error) {
+	if ri >= uint64(len(table)) {
+		return Dot{}, fmt.Errorf("%w: replica index %d outside a table of %d", ErrInvalid, ri, len(table))
+	}
+	return Dot{table[ri], counter}, nil
+}
+
+func unfields(table []ReplicaID, ws map[string][]wireEntry, own Dot, ownTS Timestamp) (map[string][]Entry, error) {
+	if len(ws) == 0 {
+		return nil, nil
+	}
+	out := make(map[string][]Entry, len(ws))
+	for f, es := range ws {
+		list := make([]Entry, len(es))
+		for i, w := range es {
+			e := Entry{Dot: own, TS: ownTS, Value: w.Value}
+			if w.Dot != nil {
+				if len(w.Dot) != 2 {
+					return nil, fmt.Errorf("%w: field %q: malformed dot", ErrInvalid, f)
+				}
+				d, err := unpair(table, w.Dot[0], w.Dot[1])
+				if err != nil {
+					return nil, err
+				}
+				e.Dot = d
+			}
+			if w.TS != 0 {
+				e.TS = Timestamp(w.TS)
+			}
+			list[i] = e
+		}
+		out[f] = list
+	}
+	return out, nil
+}
+
+// EncodeDelta returns the binary encoding of d. It fails only if d is
+// larger than MaxDeltaBytes.
+func EncodeDelta(d *Delta) ([]byte, error) {
+	var t replicaTable
+	t.ref(d.Dot.Replica)
+	w := wireDelta{
+		Version:    FormatVersion,
+		Counter:    d.Dot.Counter,
+		TS:         uint64(d.TS),
+		Op:         uint8(d.Op),
+		Collection: d.Collection,
+		ID:         d.ID,
+		Context:    t.pairs(d.Context),
+		Presence:   t.pairs(d.Item.Presence),
+		Fields:     t.fields(d.Item.Fields, d.Dot, d.TS),
+	}
+	w.Replicas = t.ids
+	b, err := encMode.Marshal(&w)
+	if err != nil {
+		return nil, fmt.Errorf("encode delta %s: %w", d.Dot, err)
+	}
+	if len(b) > MaxDeltaBytes {
+		return nil, fmt.Errorf("encode delta %s: %w: %d bytes, limit %d", d.Dot, ErrTooLarge, len(b), MaxDeltaBytes)
+	}
+	return b, nil
+}
+
+// DecodeDelta decodes and validates a delta. It returns an error wrapping
+// ErrInvalid, ErrTooLarge or ErrVersion on any bad input, and never panics.
+func DecodeDelta(b []byte) (*Delta, error) {
+	if len(b) > MaxDeltaBytes {
+		return nil, fmt.Errorf("decode delta: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxDeltaBytes)
+	}
+	var w wireDelta
+	if err := decMode.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("decode delta: %w: %v", ErrInvalid, err)
+	}
+	if w.Version != FormatVersion {
+		return nil, fmt.Errorf("decode delta: %w %d", ErrVersion, w.Version)
+	}
+	table, err := decodeTable(w.Replicas)
+	if err != nil {
+		return nil, fmt.Errorf("decode delta: %w", err)
+	}
+	if len(table) == 0 {
+		return nil, fmt.Errorf("decode delta: %w: empty replica table", ErrInvalid)
+	}
+	d := &Delta{Dot: Dot{table[0], w.Counter}, TS: Timestamp(w.TS), Op: Op(w.Op), Collection: w.Collection, ID: w.ID}
+	if d.Context, err = unpairs(table, w.Context); err != nil {
+		return nil, fmt.Errorf("decode delta: %w", err)
+	}
+	if d.Item.Presence, err = unpairs(table, w.Presence); err != nil {
+		return nil, fmt.Errorf("decode delta: %w", err)
+	}
+	if d.Item.Fields, err = unfields(table, w.Fields, d.Dot, d.TS); err != nil {
+		return nil, fmt.Errorf("decode delta: %w", err)
+	}
+	if err := d.Validate(); err != nil {
+		return nil, fmt.Errorf("decode delta: %w", err)
+	}
+	return d, nil
+}
+
+// EncodeItem returns the binary encoding of an item record.
+func EncodeItem(it *Item) ([]byte, error) {
+	var t replicaTable
+	w := wireItem{Version: FormatVersion, Presence: t.pairs(it.Presence), Fields: t.fields(it.Fields, Dot{}, 0)}
+	w.Replicas = t.ids
+	b, err := encMode.Marshal(&w)
+	if err != nil {
+		return nil, fmt.Errorf("encode item: %w", err)
+	}
+	if len(b) > MaxItemBytes {
+		return nil, fmt.Errorf("encode item: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxItemBytes)
+	}
+	return b, nil
+}
+
+// DecodeItem decodes and validates an item record.
+func DecodeItem(b []byte) (*Item, error) {
+	if len(b) > MaxItemBytes {
+		return nil, fmt.Errorf("decode item: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxItemBytes)
+	}
+	var w wireItem
+	if err := decMode.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("decode item: %w: %v", ErrInvalid, err)
+	}
+	if w.Version != FormatVersion {
+		return nil, fmt.Errorf("decode item: %w %d", ErrVersion, w.Version)
+	}
+	table, err := decodeTable(w.Replicas)
+	if err != nil {
+		return nil, fmt.Errorf("decode item: %w", err)
+	}
+	it := &Item{}
+	if it.Presence, err = unpairs(table, w.Presence); err != nil {
+		return nil, fmt.Errorf("decode item: %w", err)
+	}
+	if it.Fields, err = unfields(table, w.Fields, Dot{}, 0); err != nil {
+		return nil, fmt.Errorf("decode item: %w", err)
+	}
+	if err := it.validate(nil); err != nil {
+		return nil, fmt.Errorf("decode item: %w", err)
+	}
+	return it, nil
+}
+
+// EncodeContext returns the binary encoding of a causal context.
+func EncodeContext(c *Context) ([]byte, error) {
+	w := wireContext{Version: FormatVersion, VV: make(map[string]uint64, len(c.vv))}
+	for r, n := range c.vv {
+		if n > 0 {
+			w.VV[string(r)] = n
+		}
+	}
+	if len(c.cloud) > 0 {
+		w.Cloud = make(map[string][]uint64, len(c.cloud))
+		for r, cl := range c.cloud {
+			ks := make([]uint64, 0, len(cl))
+			for k := range cl {
+				ks = append(ks, k)
+			}
+			sort.Slice(ks, func(i, j int) bool { return ks[i] < ks[j] })
+			w.Cloud[string(r)] = ks
+		}
+	}
+	b, err := encMode.Marshal(&w)
+	if err != nil {
+		return nil, fmt.Errorf("encode context: %w", err)
+	}
+	if len(b) > MaxContextBytes {
+		return nil, fmt.Errorf("encode context: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxContextBytes)
+	}
+	return b, nil
+}
+
+// DecodeContext decodes and validates a causal context.
+func DecodeContext(b []byte) (*Context, error) {
+	if len(b) > MaxContextBytes {
+		return nil, fmt.Errorf("decode context: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxContextBytes)
+	}
+	var w wireContext
+	if err := decMode.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("decode context: %w: %v", ErrInvalid, err)
+	}
+	if w.Version != FormatVersion {
+		return nil, fmt.Errorf("decode context: %w %d", ErrVersion, w.Version)
+	}
+	c := NewContext()
+	for s, n := range w.VV {
+		r := ReplicaID(s)
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("decode context: %w", err)
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("decode context: %w: zero version for %s", ErrInvalid, r)
+		}
+		c.vv[r] = n
+	}
+	for s, ks := range w.Cloud {
+		r := ReplicaID(s)
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("decode context: %w", err)
+		}
+		for i, k := range ks {
+			if k <= c.vv[r]+1 || (i > 0 && k <= ks[i-1]) {
+				return nil, fmt.Errorf("decode context: %w: cloud of %s not canonical at %d", ErrInvalid, r, k)
+			}
+			c.Add(Dot{r, k})
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,237 @@
+package crdt
+
+import (
+	"encoding/json"
+	"maps"
+	"slices"
+	"sort"
+)
+
+// Entry is one write of one metadata field: the value, the dot of the
+// operation that wrote it and that operation's timestamp. Value is compact
+// JSON.
+type Entry struct {
+	Dot   Dot
+	TS    Timestamp
+	Value json.RawMessage
+}
+
+// beats reports whether e wins over o in last-writer-wins order: the greater
+// (TS, replica) wins; the counter settles the impossible case of two entries
+// of one replica with one timestamp, so the order is total.
+func (e Entry) beats(o Entry) bool {
+	if e.TS != o.TS {
+		return e.TS > o.TS
+	}
+	if e.Dot.Replica != o.Dot.Replica {
+		return e.Dot.Replica > o.Dot.Replica
+	}
+	return e.Dot.Counter > o.Dot.Counter
+}
+
+// Item is the replicated state of one catalog item: the dots of the adds
+// that make it present (an add-wins set membership), and for each metadata
+// field the entries of its dotted LWW register. An item is visible while it
+// has a presence dot. Slices are kept sorted by dot; an Item is a value that
+// the functions of this package never modify in place.
+type Item struct {
+	Presence []Dot
+	Fields   map[string][]Entry
+}
+
+// Visible reports whether the item is present in its collection.
+func (it *Item) Visible() bool { return it != nil && len(it.Presence) > 0 }
+
+// Empty reports whether the item holds no entry at all, so it need not be
+// stored.
+func (it *Item) Empty() bool { return it == nil || (len(it.Presence) == 0 && len(it.Fields) == 0) }
+
+// Field returns the winning entry of field f: the greatest (TS, replica).
+func (it *Item) Field(f string) (Entry, bool) {
+	es := it.Fields[f]
+	if len(es) == 0 {
+		return Entry{}, false
+	}
+	w := es[0]
+	for _, e := range es[1:] {
+		if e.beats(w) {
+			w = e
+		}
+	}
+	return w, true
+}
+
+// Metadata returns the resolved document: each field's winning value. The
+// caller owns the map; the values alias the item's.
+func (it *Item) Metadata() map[string]json.RawMessage {
+	m := make(map[string]json.RawMessage, len(it.Fields))
+	for f := range it.Fields {
+		w, _ := it.Field(f)
+		m[f] = w.Value
+	}
+	return m
+}
+
+// Conflicts returns, for each field with concurrent writes, the losing
+// entries, greatest first. Fields without conflict are absent.
+func (it *Item) Conflicts() map[string][]Entry {
+	var out map[string][]Entry
+	for f, es := range it.Fields {
+		if len(es) < 2 {
+			continue
+		}
+		s := slices.Clone(es)
+		sort.Slice(s, func(i, j int) bool { return s[i].beats(s[j]) })
+		if out == nil {
+			out = map[string][]Entry{}
+		}
+		out[f] = s[1:]
+	}
+	return out
+}
+
+// Dots returns every dot the item holds (presence and fields), sorted and
+// without duplicates.
+func (it *Item) Dots() []Dot {
+	ds := slices.Clone(it.Presence)
+	for _, es := range it.Fields {
+		for _, e := range es {
+			ds = append(ds, e.Dot)
+		}
+	}
+	return sortDots(ds)
+}
+
+// Clone returns a copy of it that shares only the immutable value bytes.
+func (it *Item) Clone() *Item {
+	if it == nil {
+		return &Item{}
+	}
+	n := &Item{Presence: slices.Clone(it.Presence)}
+	if len(it.Fields) > 0 {
+		n.Fields = make(map[string][]Entry, len(it.Fields))
+		for f, es := range it.Fields {
+			n.Fields[f] = slices.Clone(es)
+		}
+	}
+	return n
+}
+
+// Equal reports whether two items hold the same entries.
+func (it *Item) Equal(o *Item) bool {
+	if it.Empty() || o.Empty() {
+		return it.Empty() && o.Empty()
+	}
+	return slices.Equal(it.Presence, o.Presence) && maps.EqualFunc(it.Fields, o.Fields, func(a, b []Entry) bool {
+		return slices.EqualFunc(a, b, func(x, y Entry) bool {
+			return x.Dot == y.Dot && x.TS == y.TS && string(x.Value) == string(y.Value)
+		})
+	})
+}
+
+// restrict returns the entries of it whose dots are in ds.
+func (it *Item) restrict(ds DotSet) *Item {
+	n := &Item{}
+	for _, d := range it.Presence {
+		if ds.Contains(d) {
+			n.Presence = append(n.Presence, d)
+		}
+	}
+	for f, es := range it.Fields {
+		for _, e := range es {
+			if ds.Contains(e.Dot) {
+				if n.Fields == nil {
+					n.Fields = map[string][]Entry{}
+				}
+				n.Fields[f] = append(n.Fields[f], e)
+			}
+		}
+	}
+	return n
+}
+
+// JoinItem returns the join of item a, whose causal context is actx, with
+// item b, whose causal context is bctx: an entry survives if both hold it,
+// or if one holds it and the other's context lacks its dot (so the other has
+// not yet seen it, rather than removed it). Either item may be nil. Neither
+// input is modified.
+func JoinItem(a *Item, actx DotSet, b *Item, bctx DotSet) *Item {
+	if a == nil {
+		a = &Item{}
+	}
+	if b == nil {
+		b = &Item{}
+	}
+	out := &Item{Presence: joinDots(a.Presence, actx, b.Presence, bctx)}
+	for f, es := range a.Fields {
+		if j := joinEntries(es, actx, b.Fields[f], bctx); len(j) > 0 {
+			if out.Fields == nil {
+				out.Fields = map[string][]Entry{}
+			}
+			out.Fields[f] = j
+		}
+	}
+	for f, es := range b.Fields {
+		if _, done := a.Fields[f]; done {
+			continue
+		}
+		if j := joinEntries(nil, actx, es, bctx); len(j) > 0 {
+			if out.Fields == nil {
+				out.Fields = map[string][]Entry{}
+			}
+			out.Fields[f] = j
+		}
+	}
+	return out
+}
+
+// joinDots merges two sorted dot lists by the join rule.
+func joinDots(a []Dot, actx DotSet, b []Dot, bctx DotSet) []Dot {
+	var out []Dot
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || (i < len(a) && a[i].Less(b[j])):
+			if !bctx.Contains(a[i]) {
+				out = append(out, a[i])
+			}
+			i++
+		case i == len(a) || b[j].Less(a[i]):
+			if !actx.Contains(b[j]) {
+				out = append(out, b[j])
+			}
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+			j++
+		}
+	}
+	return out
+}
+
+// joinEntries merges two entry lists sorted by dot by the join rule. Two
+// entries with one dot are one write, so either copy serves.
+func joinEntries(a []Entry, actx DotSet, b []Entry, bctx DotSet) []Entry {
+	var out []Entry
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || (i < len(a) && a[i].Dot.Less(b[j].Dot)):
+			if !bctx.Contains(a[i].Dot) {
+				out = append(out, a[i])
+			}
+			i++
+		case i == len(a) || b[j].Dot.Less(a[i].Dot):
+			if !actx.Contains(b[j].Dot) {
+				out = append(out, b[j])
+			}
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+			j++
+		}
+	}
+	return out
+}

@@ -1,0 +1,127 @@
+package crdt
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+)
+
+// The JSON form of a delta, used by GET and POST /crdt/delta:
+//
+//	{
+//	  "dot": {"replica": "a1b2", "counter": 7},
+//	  "ts": "2023-12-07T10:30:45.000Z/0",
+//	  "op": "add",
+//	  "collection": "snapshots",
+//	  "id": "snap1",
+//	  "context": [{"replica": "a1b2", "counter": 7}],
+//	  "presence": [{"replica": "a1b2", "counter": 7}],
+//	  "fields": {"size": [{"dot": {"replica": "a1b2", "counter": 7}, "ts": "...", "value": 1024}]}
+//	}
+
+type jsonDot struct {
+	Replica ReplicaID `json:"replica"`
+	Counter uint64    `json:"counter"`
+}
+
+type jsonEntry struct {
+	Dot   jsonDot         `json:"dot"`
+	TS    Timestamp       `json:"ts"`
+	Value json.RawMessage `json:"value"`
+}
+
+type jsonDelta struct {
+	Dot        jsonDot                `json:"dot"`
+	TS         Timestamp              `json:"ts"`
+	Op         string                 `json:"op"`
+	Collection string                 `json:"collection"`
+	ID         string                 `json:"id"`
+	Context    []jsonDot              `json:"context"`
+	Presence   []jsonDot              `json:"presence"`
+	Fields     map[string][]jsonEntry `json:"fields"`
+}
+
+func toJSONDots(ds []Dot) []jsonDot {
+	out := make([]jsonDot, len(ds))
+	for i, d := range ds {
+		out[i] = jsonDot(d)
+	}
+	return out
+}
+
+func fromJSONDots(ds []jsonDot) []Dot {
+	if len(ds) == 0 {
+		return nil
+	}
+	out := make([]Dot, len(ds))
+	for i, d := range ds {
+		out[i] = Dot(d)
+	}
+	return out
+}
+
+// MarshalJSON encodes d in its JSON form.
+func (d *Delta) MarshalJSON() ([]byte, error) {
+	j := jsonDelta{
+		Dot: jsonDot(d.Dot), TS: d.TS, Op: d.Op.String(), Collection: d.Collection, ID: d.ID,
+		Context: toJSONDots(d.Context), Presence: toJSONDots(d.Item.Presence),
+		Fields: make(map[string][]jsonEntry, len(d.Item.Fields)),
+	}
+	for f, es := range d.Item.Fields {
+		for _, e := range es {
+			j.Fields[f] = append(j.Fields[f], jsonEntry{jsonDot(e.Dot), e.TS, e.Value})
+		}
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes the JSON form and validates the result like
+// DecodeDelta. Unknown keys are an error; on error d is left unchanged.
+func (d *Delta) UnmarshalJSON(b []byte) error {
+	if len(b) > 2*MaxDeltaBytes {
+		return fmt.Errorf("decode delta: %w: %d bytes of JSON", ErrTooLarge, len(b))
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var j jsonDelta
+	if err := dec.Decode(&j); err != nil {
+		return fmt.Errorf("decode delta: %w: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("decode delta: %w: data after the delta", ErrInvalid)
+	}
+	op, err := ParseOp(j.Op)
+	if err != nil {
+		return fmt.Errorf("decode delta: %w", err)
+	}
+	n := Delta{
+		Dot: Dot(j.Dot), TS: j.TS, Op: op, Collection: j.Collection, ID: j.ID,
+		Context: fromJSONDots(j.Context), Item: Item{Presence: fromJSONDots(j.Presence)},
+	}
+	for f, es := range j.Fields {
+		if n.Item.Fields == nil {
+			n.Item.Fields = map[string][]Entry{}
+		}
+		list := make([]Entry, len(es))
+		for i, e := range es {
+			v, err := compactJSON(e.Value)
+			if err != nil {
+				return fmt.Errorf("decode delta: %w: field %q: %v", ErrInvalid, f, err)
+			}
+			list[i] = Entry{Dot(e.Dot), e.TS, v}
+		}
+		n.Item.Fields[f] = list
+	}
+	// Accept dot lists and entries in any order, as a person may write them.
+	n.Context = sortDots(slices.Clone(n.Context))
+	slices.SortFunc(n.Item.Presence, compareDots)
+	for _, es := range n.Item.Fields {
+		slices.SortFunc(es, func(a, b Entry) int { return compareDots(a.Dot, b.Dot) })
+	}
+	if err := n.Validate(); err != nil {
+		return fmt.Errorf("decode delta: %w", err)
+	}
+	*d = n
+	return nil
+}
