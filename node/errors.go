@@ -1,0 +1,31 @@
+package node
+
+import (
+	"errors"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+)
+
+// Sentinel errors. Errors returned by Node wrap one of these (or one of
+// crdt's: crdt.ErrInvalid, crdt.ErrTooLarge, crdt.ErrVersion), so callers
+// branch with errors.Is.
+var (
+	// ErrNotFound: the item is not present.
+	ErrNotFound = crdt.ErrNotFound
+	// ErrUnknownCollection: the collection is not one this node serves.
+	ErrUnknownCollection = errors.New("unknown collection")
+	// ErrClosed: the node is closed or closing.
+	ErrClosed = errors.New("node closed")
+	// ErrFailed: an earlier write to the store failed; the node refuses
+	// further writes because its memory may be ahead of its disk. Reopen it.
+	ErrFailed = errors.New("node failed")
+	// ErrCursorExpired: the delta log no longer holds deltas right after
+	// the given cursor; the consumer has missed deltas and must take a
+	// full-state export instead.
+	ErrCursorExpired = errors.New("cursor expired")
+	// ErrLogGap: the delta log cannot cover what a peer lacks; a full-state
+	// transfer is needed.
+	ErrLogGap = errors.New("delta log does not cover the gap")
+	// ErrCorrupt: the store holds a record that does not decode.
+	ErrCorrupt = errors.New("store corrupt")
+)

@@ -1,0 +1,366 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+	ds "github.com/ipfs/go-datastore"
+)
+
+// Node is one replica of the catalog: the CRDT state in a store, the delta
+// log, and the pending-delta cursor. All methods are safe for concurrent use.
+//
+// Every write (local operation or remote delta) is staged in memory and made
+// durable by the commit goroutine, which gathers the writes of concurrent
+// callers into one atomic store batch (group commit). A call returns only
+// after its batch is durable, and a delta reaches subscribers only after
+// that, so no peer ever sees a write its origin could lose.
+type Node struct {
+	cfg   Config
+	store ds.Batching
+	log   *slog.Logger
+	colls map[string]bool
+
+	// gate lets an import of full state exclude every other write for its
+	// duration: writers hold it shared while they stage.
+	gate sync.RWMutex
+
+	mu      sync.Mutex // guards the fields below
+	replica crdt.ReplicaID
+	meta    *meta
+	seen    *crdt.Context
+	applied *crdt.Context
+	clock   crdt.Clock
+	filling *group               // the group being staged; nil if none
+	overlay map[string]staged    // staged writes not yet durable, by key
+	subs    map[*Subscription]struct{}
+	durable uint64 // last log sequence number that is durable
+	closed  bool
+	failed  error
+
+	kick     chan struct{} // wakes the commit goroutine
+	stop     chan struct{}
+	finished chan struct{}
+
+	stats counters
+}
+
+// staged is one write of a group; a nil value is a delete.
+type staged struct {
+	val []byte
+	g   *group
+}
+
+// group is the set of writes committed together.
+type group struct {
+	writes  map[string][]byte // key -> value, nil for delete
+	changes []Change
+	ops     int
+	done    chan struct{} // closed once committed (or failed)
+	err     error         // set before done is closed
+}
+
+// counters are the node's running totals; see Stats.
+type counters struct {
+	ops, deltasNew, deltasDuplicate, deltasRejected, clockAhead atomic.Uint64
+	commits, commitNanos                                          atomic.Uint64
+}
+
+// Open opens the catalog held in store, creating a new replica if the store
+// is empty. It reads only the bookkeeping records, never the whole catalog.
+// The Node owns store from here on and closes it in Close.
+func Open(ctx context.Context, store ds.Batching, cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:      cfg,
+		store:    store,
+		log:      cfg.Logger,
+		colls:    map[string]bool{},
+		overlay:  map[string]staged{},
+		subs:     map[*Subscription]struct{}{},
+		kick:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		finished: make(chan struct{}),
+	}
+	for _, c := range cfg.Collections {
+		n.colls[c] = true
+	}
+	n.clock.MaxOffset = cfg.MaxClockOffset.Milliseconds()
+	if err := n.load(ctx); err != nil {
+		return nil, err
+	}
+	go n.commitLoop()
+	return n, nil
+}
+
+// load reads the bookkeeping records, or creates them for a new replica.
+func (n *Node) load(ctx context.Context) error {
+	b, err := get(ctx, n.store, keyMeta)
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	if b == nil {
+		var raw [8]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return fmt.Errorf("open: new replica id: %w", err)
+		}
+		n.meta = &meta{Version: crdt.FormatVersion, Replica: hex.EncodeToString(raw[:]), First: 1, Visible: map[string]int64{}}
+		n.seen, n.applied = crdt.NewContext(), crdt.NewContext()
+		batch, err := n.store.Batch(ctx)
+		if err != nil {
+			return fmt.Errorf("open: %w", err)
+		}
+		for k, v := range n.bookkeeping() {
+			if err := batch.Put(ctx, ds.RawKey(k), v); err != nil {
+				return fmt.Errorf("open: %w", err)
+			}
+		}
+		if err := batch.Commit(ctx); err != nil {
+			return fmt.Errorf("open: create replica: %w", err)
+		}
+		n.replica = crdt.ReplicaID(n.meta.Replica)
+		n.log.Info("created new replica", "replica", n.replica)
+		return nil
+	}
+	if n.meta, err = decodeMeta(b); err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	n.replica = crdt.ReplicaID(n.meta.Replica)
+	n.durable = n.meta.Seq
+	n.clock.Restore(crdt.Timestamp(n.meta.HLC))
+	for _, c := range []struct {
+		key ds.Key
+		dst **crdt.Context
+	}{{keySeen, &n.seen}, {keyApplied, &n.applied}} {
+		b, err := get(ctx, n.store, c.key)
+		if err != nil {
+			return fmt.Errorf("open: %w", err)
+		}
+		if b == nil {
+			return fmt.Errorf("open: %w: %s missing", ErrCorrupt, c.key)
+		}
+		if *c.dst, err = crdt.DecodeContext(b); err != nil {
+			return fmt.Errorf("open: %w: %s: %v", ErrCorrupt, c.key, err)
+		}
+	}
+	return nil
+}
+
+// bookkeeping encodes the records every commit rewrites. Caller holds mu.
+func (n *Node) bookkeeping() map[string][]byte {
+	n.meta.HLC = uint64(n.clock.Last())
+	seen, err := crdt.EncodeContext(n.seen)
+	if err != nil {
+		panic(fmt.Sprintf("causal context over its limit: %v", err))
+	}
+	applied, err := crdt.EncodeContext(n.applied)
+	if err != nil {
+		panic(fmt.Sprintf("causal context over its limit: %v", err))
+	}
+	return map[string][]byte{keyMeta.String(): encodeMeta(n.meta), keySeen.String(): seen, keyApplied.String(): applied}
+}
+
+// ReplicaID returns this node's replica ID.
+func (n *Node) ReplicaID() crdt.ReplicaID { return n.replica }
+
+// Collections returns the collections local operations may name.
+func (n *Node) Collections() []string { return slices.Clone(n.cfg.Collections) }
+
+// begin starts staging a write: it takes the shared gate and mu and returns
+// the group to stage into. The caller must call end.
+func (n *Node) begin() (*group, error) {
+	n.gate.RLock()
+	g, err := n.stage()
+	if err != nil {
+		n.gate.RUnlock()
+	}
+	return g, err
+}
+
+// stage takes mu and returns the group to stage into; on error mu is not
+// held.
+func (n *Node) stage() (*group, error) {
+	n.mu.Lock()
+	switch {
+	case n.closed:
+		n.mu.Unlock()
+		return nil, ErrClosed
+	case n.failed != nil:
+		err := n.failed
+		n.mu.Unlock()
+		return nil, fmt.Errorf("%w: %v", ErrFailed, err)
+	}
+	if n.filling == nil {
+		n.filling = &group{writes: map[string][]byte{}, done: make(chan struct{})}
+	}
+	return n.filling, nil
+}
+
+// end releases what begin took and, if anything was staged, waits until
+// the group is durable.
+func (n *Node) end(ctx context.Context, g *group, staged bool) error {
+	n.mu.Unlock()
+	n.gate.RUnlock()
+	return n.wait(ctx, g, staged)
+}
+
+// wait wakes the commit goroutine and waits until g is durable.
+func (n *Node) wait(ctx context.Context, g *group, staged bool) error {
+	if !staged {
+		return nil
+	}
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-g.done:
+		return g.err
+	case <-ctx.Done():
+		// The write stays staged and will commit; the caller just stops
+		// waiting for it.
+		return ctx.Err()
+	}
+}
+
+// put stages a write in g. Caller holds mu.
+func (n *Node) put(g *group, k ds.Key, v []byte) {
+	g.writes[k.String()] = v
+	n.overlay[k.String()] = staged{v, g}
+}
+
+// read returns the newest value of k: staged or durable. Caller holds mu.
+func (n *Node) read(ctx context.Context, k ds.Key) ([]byte, error) {
+	if s, ok := n.overlay[k.String()]; ok {
+		return s.val, nil
+	}
+	return get(ctx, n.store, k)
+}
+
+// commitLoop is the commit goroutine: it takes the filling group, adds the
+// bookkeeping records, writes it as one batch, then releases its callers and
+// notifies subscribers.
+func (n *Node) commitLoop() {
+	defer close(n.finished)
+	for {
+		select {
+		case <-n.kick:
+		case <-n.stop:
+			// Close waits for writers to leave; commit what they staged.
+			n.commitOnce()
+			return
+		}
+		n.commitOnce()
+	}
+}
+
+func (n *Node) commitOnce() {
+	n.mu.Lock()
+	g := n.filling
+	n.filling = nil
+	if g == nil {
+		n.mu.Unlock()
+		return
+	}
+	n.trimLog(g)
+	for k, v := range n.bookkeeping() {
+		g.writes[k] = v
+	}
+	n.mu.Unlock()
+
+	start := time.Now()
+	err := n.write(g)
+	took := time.Since(start)
+
+	n.mu.Lock()
+	for k := range g.writes {
+		if s, ok := n.overlay[k]; ok && s.g == g {
+			delete(n.overlay, k)
+		}
+	}
+	if err != nil {
+		n.failed = err
+		n.log.Error("store write failed; refusing further writes", "err", err)
+	}
+	g.err = err
+	if err == nil && len(g.changes) > 0 {
+		n.durable = g.changes[len(g.changes)-1].Seq
+		n.publish(g.changes)
+	}
+	n.mu.Unlock()
+	close(g.done)
+	n.stats.commits.Add(1)
+	n.stats.commitNanos.Add(uint64(took))
+	if n.cfg.OnCommit != nil && err == nil {
+		n.cfg.OnCommit(g.ops, took)
+	}
+}
+
+// write commits g's writes as one atomic batch.
+func (n *Node) write(g *group) error {
+	ctx := context.Background()
+	batch, err := n.store.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	for k, v := range g.writes {
+		key := ds.RawKey(k)
+		if v == nil {
+			err = batch.Delete(ctx, key)
+		} else {
+			err = batch.Put(ctx, key, v)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return batch.Commit(ctx)
+}
+
+// flush waits until everything staged so far is durable.
+func (n *Node) flush(ctx context.Context) error {
+	g, err := n.begin()
+	if err != nil {
+		return err
+	}
+	// An empty group still carries the bookkeeping and orders after every
+	// group staged before it.
+	return n.end(ctx, g, true)
+}
+
+// Close commits what is staged, stops the commit goroutine and closes the
+// store. Calls after the first return ErrClosed.
+func (n *Node) Close() error {
+	n.gate.Lock() // wait for writers that are staging
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		n.gate.Unlock()
+		return ErrClosed
+	}
+	n.closed = true
+	for s := range n.subs {
+		s.close(ErrClosed)
+	}
+	n.mu.Unlock()
+	n.gate.Unlock()
+	close(n.stop)
+	<-n.finished
+	if err := n.store.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// now returns the physical clock in milliseconds.
+func (n *Node) now() int64 { return n.cfg.Now().UnixMilli() }

@@ -1,0 +1,254 @@
+package node
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+)
+
+// Item is a present item as callers see it: its resolved metadata and, for
+// fields written concurrently, the losing entries.
+type Item struct {
+	Collection string
+	ID         string
+	Metadata   crdt.Document
+	// Conflicts maps each field with concurrent writes to the losing
+	// entries, greatest first; nil when there are none.
+	Conflicts map[string][]crdt.Entry
+}
+
+func view(k crdt.Key, it *crdt.Item) Item {
+	return Item{Collection: k.Collection, ID: k.ID, Metadata: it.Metadata(), Conflicts: it.Conflicts()}
+}
+
+// checkKey validates a key of a local operation or read.
+func (n *Node) checkKey(k crdt.Key) error {
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	if !n.colls[k.Collection] {
+		return fmt.Errorf("%w: %q", ErrUnknownCollection, k.Collection)
+	}
+	return nil
+}
+
+// Add adds the item with metadata doc, or, if it is present, makes doc its
+// whole metadata. It returns once the write is durable.
+func (n *Node) Add(ctx context.Context, k crdt.Key, doc crdt.Document) (Item, error) {
+	return n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
+		return crdt.AddDelta(k, cur, doc, dot, ts)
+	})
+}
+
+// Remove removes a present item with all its observed metadata; a
+// concurrent add on another replica wins over it. ErrNotFound if absent.
+func (n *Node) Remove(ctx context.Context, k crdt.Key) error {
+	_, err := n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
+		return crdt.RemoveDelta(k, cur, dot, ts)
+	})
+	return err
+}
+
+// Replace makes doc the whole metadata of a present item (fields absent
+// from doc are removed). ErrNotFound if absent.
+func (n *Node) Replace(ctx context.Context, k crdt.Key, doc crdt.Document) (Item, error) {
+	return n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
+		return crdt.ReplaceDelta(k, cur, doc, dot, ts)
+	})
+}
+
+// Patch applies a JSON merge patch (RFC 7396) to the metadata of a present
+// item. ErrNotFound if absent.
+func (n *Node) Patch(ctx context.Context, k crdt.Key, patch crdt.Document) (Item, error) {
+	return n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
+		return crdt.PatchDelta(k, cur, patch, dot, ts)
+	})
+}
+
+type mutator func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error)
+
+// local runs one local operation: it takes the next dot and timestamp,
+// computes the delta, joins it, and waits until it is durable.
+func (n *Node) local(ctx context.Context, k crdt.Key, mut mutator) (Item, error) {
+	if err := n.checkKey(k); err != nil {
+		return Item{}, err
+	}
+	g, err := n.begin()
+	if err != nil {
+		return Item{}, err
+	}
+	cur, err := n.readItem(ctx, k)
+	if err != nil {
+		return Item{}, n.abort(g, err)
+	}
+	dot := crdt.Dot{Replica: n.replica, Counter: n.meta.Counter + 1}
+	d, err := mut(cur, dot, n.clock.Now(n.now()))
+	if err != nil {
+		return Item{}, n.abort(g, err)
+	}
+	enc, err := crdt.EncodeDelta(d)
+	if err != nil {
+		return Item{}, n.abort(g, err)
+	}
+	post := n.join(g, cur, d, enc, true)
+	n.stats.ops.Add(1)
+	if err := n.end(ctx, g, true); err != nil {
+		return Item{}, err
+	}
+	return view(k, post), nil
+}
+
+// abort ends a write that staged nothing and returns err.
+func (n *Node) abort(g *group, err error) error {
+	_ = n.end(context.Background(), g, false)
+	return err
+}
+
+// readItem returns the newest state of an item, staged or durable; nil if
+// the store holds nothing for it. Caller holds mu.
+func (n *Node) readItem(ctx context.Context, k crdt.Key) (*crdt.Item, error) {
+	b, err := n.read(ctx, itemKey(k))
+	if err != nil || b == nil {
+		return nil, err
+	}
+	it, err := crdt.DecodeItem(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: item %s: %v", ErrCorrupt, k, err)
+	}
+	return it, nil
+}
+
+// join joins a validated delta into the item it is about (whose current
+// state is cur), stages the item, the contexts and the log entry, and
+// returns the item's new state. Caller holds mu.
+func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, local bool) *crdt.Item {
+	k := d.Key()
+	post := crdt.JoinItem(cur, n.seen, &d.Item, d.Covers())
+	if post.Empty() {
+		n.put(g, itemKey(k), nil)
+	} else {
+		b, err := crdt.EncodeItem(post)
+		if err != nil {
+			// An item over MaxItemBytes would need tens of thousands of
+			// concurrent writes; refuse to lose it silently.
+			panic(fmt.Sprintf("item %s: %v", k, err))
+		}
+		n.put(g, itemKey(k), b)
+	}
+	if was, is := cur.Visible(), post.Visible(); was != is {
+		if is {
+			n.meta.Visible[k.Collection]++
+		} else {
+			n.meta.Visible[k.Collection]--
+		}
+	}
+	for _, c := range d.Context {
+		n.seen.Add(c)
+	}
+	n.applied.Add(d.Dot)
+	if d.Dot.Replica == n.replica {
+		// Never mint a dot that some other copy of this replica's history
+		// already used.
+		n.meta.Counter = max(n.meta.Counter, d.Dot.Counter)
+	}
+	n.meta.Seq++
+	entry := logEntry(enc, local)
+	n.put(g, logSeqKey(n.meta.Seq), entry)
+	n.put(g, logDotKey(d.Dot), encodeSeq(n.meta.Seq))
+	n.meta.Bytes += int64(len(entry))
+	g.changes = append(g.changes, Change{Seq: n.meta.Seq, Delta: d, Encoded: enc, Local: local})
+	g.ops++
+	return post
+}
+
+// ApplyResult says what ApplyDeltas did.
+type ApplyResult struct {
+	New       int // deltas joined for the first time
+	Duplicate int // deltas already applied: nothing changed
+}
+
+// ApplyDelta joins one remote delta; see ApplyDeltas.
+func (n *Node) ApplyDelta(ctx context.Context, d *crdt.Delta) (ApplyResult, error) {
+	return n.ApplyDeltas(ctx, []*crdt.Delta{d})
+}
+
+// ApplyDeltas joins remote deltas, in any order, and returns once they are
+// durable. Every delta is validated first: if any fails, none is applied
+// and the error names its index. A delta already applied changes nothing
+// and counts as a duplicate. New deltas are logged under their own dots, so
+// this node can serve them to others, and are passed to subscribers.
+func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResult, error) {
+	var res ApplyResult
+	encs := make([][]byte, len(deltas))
+	for i, d := range deltas {
+		if d == nil {
+			n.stats.deltasRejected.Add(1)
+			return res, fmt.Errorf("delta %d: %w: nil", i, crdt.ErrInvalid)
+		}
+		err := d.Validate()
+		if err == nil {
+			encs[i], err = crdt.EncodeDelta(d)
+		}
+		if err != nil {
+			n.stats.deltasRejected.Add(1)
+			return res, fmt.Errorf("delta %d (%s): %w", i, d.Dot, err)
+		}
+	}
+	g, err := n.begin()
+	if err != nil {
+		return res, err
+	}
+	now := n.now()
+	for i, d := range deltas {
+		if n.applied.Contains(d.Dot) {
+			res.Duplicate++
+			continue
+		}
+		cur, err := n.readItem(ctx, d.Key())
+		if err != nil {
+			// Deltas joined so far in this call stay staged; they are valid
+			// and commit with the group.
+			return res, n.endWith(ctx, g, res.New > 0, err)
+		}
+		if ahead := n.clock.Observe(d.TS, now); ahead > 0 {
+			n.stats.clockAhead.Add(1)
+			n.log.Warn("remote timestamp ahead of local clock", "dot", d.Dot, "ahead_ms", ahead)
+		}
+		n.join(g, cur, d, encs[i], false)
+		res.New++
+	}
+	n.stats.deltasNew.Add(uint64(res.New))
+	n.stats.deltasDuplicate.Add(uint64(res.Duplicate))
+	return res, n.end(ctx, g, res.New > 0)
+}
+
+// endWith ends a write and returns err, after waiting for what was staged.
+func (n *Node) endWith(ctx context.Context, g *group, staged bool, err error) error {
+	if e := n.end(ctx, g, staged); e != nil {
+		return e
+	}
+	return err
+}
+
+// Get returns a present item. Reads see only durable writes.
+func (n *Node) Get(ctx context.Context, k crdt.Key) (Item, error) {
+	if err := n.checkKey(k); err != nil {
+		return Item{}, err
+	}
+	b, err := get(ctx, n.store, itemKey(k))
+	if err != nil {
+		return Item{}, fmt.Errorf("get %s: %w", k, err)
+	}
+	if b == nil {
+		return Item{}, fmt.Errorf("get %s: %w", k, ErrNotFound)
+	}
+	it, err := crdt.DecodeItem(b)
+	if err != nil {
+		return Item{}, fmt.Errorf("%w: item %s: %v", ErrCorrupt, k, err)
+	}
+	if !it.Visible() {
+		return Item{}, fmt.Errorf("get %s: %w", k, ErrNotFound)
+	}
+	return view(k, it), nil
+}

@@ -1,0 +1,84 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/crdt-catalog/crdt-catalog/node/query"
+)
+
+// MaxQueryLimit is the largest page Query returns.
+const MaxQueryLimit = 1000
+
+// Page is one page of query results.
+type Page struct {
+	Items []Item
+	// NextCursor, when not empty, is the cursor of the next page.
+	NextCursor string
+}
+
+// Query returns up to limit present items of a collection that match q
+// (see package query for the language), sorted by id, starting after the
+// id cursor ("" for the first page). It reads only durable state, scanning
+// items in id order from the cursor and decoding them one at a time, so its
+// memory does not grow with the catalog. A query that does not parse
+// returns a *query.SyntaxError.
+func (n *Node) Query(ctx context.Context, collection, q string, limit int, cursor string) (Page, error) {
+	if err := n.checkKey(crdt.Key{Collection: collection, ID: "x"}); err != nil {
+		return Page{}, err
+	}
+	if limit < 1 || limit > MaxQueryLimit {
+		return Page{}, fmt.Errorf("%w: limit must be 1-%d, got %d", crdt.ErrInvalid, MaxQueryLimit, limit)
+	}
+	if cursor != "" {
+		if err := crdt.ValidateID(cursor); err != nil {
+			return Page{}, fmt.Errorf("cursor: %w", err)
+		}
+	}
+	parsed, err := query.Parse(q)
+	if err != nil {
+		return Page{}, err
+	}
+	prefix := collectionPrefix(collection)
+	from := ""
+	if cursor != "" {
+		from = itemKey(crdt.Key{Collection: collection, ID: cursor}).String() + "\x00"
+	}
+	idPrefix, _ := parsed.IDPrefix()
+	if idPrefix != "" {
+		if p := prefix + "/k" + idPrefix; p > from {
+			from = p
+		}
+	}
+	var page Page
+	err = scan(ctx, n.store, prefix, from, func(key string, val []byte) (bool, error) {
+		k, ok := parseItemKey(key)
+		if !ok {
+			return false, fmt.Errorf("%w: item key %q", ErrCorrupt, key)
+		}
+		if !strings.HasPrefix(k.ID, idPrefix) {
+			return false, nil
+		}
+		it, err := crdt.DecodeItem(val)
+		if err != nil {
+			return false, fmt.Errorf("%w: item %s: %v", ErrCorrupt, k, err)
+		}
+		if !it.Visible() {
+			return true, nil
+		}
+		if len(page.Items) == limit {
+			page.NextCursor = page.Items[limit-1].ID
+			return false, nil
+		}
+		if md := it.Metadata(); parsed.Match(k.ID, md) {
+			page.Items = append(page.Items, Item{Collection: k.Collection, ID: k.ID, Metadata: md, Conflicts: it.Conflicts()})
+		}
+		return true, nil
+	})
+	if err != nil {
+		return Page{}, fmt.Errorf("query %s: %w", collection, err)
+	}
+	return page, nil
+}

@@ -1,0 +1,59 @@
+package node
+
+import (
+	"maps"
+	"time"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+)
+
+// Stats is a snapshot of the node's bookkeeping and running totals.
+type Stats struct {
+	Replica crdt.ReplicaID
+	Counter uint64 // last dot counter this replica used
+	// Version is the applied version vector: for each replica, the counter
+	// up to which this node holds every delta.
+	Version map[crdt.ReplicaID]uint64
+	// Items counts the present items per collection.
+	Items map[string]int64
+
+	LogEntries uint64 // deltas in the log
+	LogBytes   int64  // their encoded size
+	Pending    uint64 // logged deltas after the GetDeltas cursor
+
+	Ops             uint64 // local operations acknowledged
+	DeltasNew       uint64 // remote deltas joined
+	DeltasDuplicate uint64 // remote deltas already applied
+	DeltasRejected  uint64 // remote deltas that failed validation
+	ClockAhead      uint64 // remote timestamps beyond MaxClockOffset
+	Commits         uint64 // group commits
+	CommitTime      time.Duration
+}
+
+// Stats returns the current figures.
+func (n *Node) Stats() Stats {
+	n.mu.Lock()
+	s := Stats{
+		Replica:    n.replica,
+		Counter:    n.meta.Counter,
+		Version:    n.applied.Version(),
+		Items:      maps.Clone(n.meta.Visible),
+		LogEntries: n.meta.Seq + 1 - n.meta.First,
+		LogBytes:   n.meta.Bytes,
+		Pending:    n.durable - min(n.meta.Cleared, n.durable),
+	}
+	n.mu.Unlock()
+	for _, c := range n.cfg.Collections {
+		if _, ok := s.Items[c]; !ok {
+			s.Items[c] = 0
+		}
+	}
+	s.Ops = n.stats.ops.Load()
+	s.DeltasNew = n.stats.deltasNew.Load()
+	s.DeltasDuplicate = n.stats.deltasDuplicate.Load()
+	s.DeltasRejected = n.stats.deltasRejected.Load()
+	s.ClockAhead = n.stats.clockAhead.Load()
+	s.Commits = n.stats.commits.Load()
+	s.CommitTime = time.Duration(n.stats.commitNanos.Load())
+	return s
+}

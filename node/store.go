@@ -1,0 +1,169 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/fxamacker/cbor/v2"
+	ds "github.com/ipfs/go-datastore"
+	dsq "github.com/ipfs/go-datastore/query"
+	leveldb "github.com/ipfs/go-ds-leveldb"
+	"github.com/syndtr/goleveldb/leveldb/util"
+)
+
+// Key layout. Every segment that holds a name is prefixed with a letter so
+// that names such as "." or ".." survive go-datastore's path cleaning, and
+// so that a collection scan and a log range are prefix scans:
+//
+//	/m/meta                      meta record (replica, counters, log bounds)
+//	/m/seen, /m/applied          the two causal contexts
+//	/i/c<collection>/k<id>       item record
+//	/l/s/<seq, 16 hex digits>    delta log, by local arrival sequence
+//	/l/d/r<replica>/<counter, 16 hex digits>  log index: dot -> seq
+var (
+	keyMeta    = ds.NewKey("/m/meta")
+	keySeen    = ds.NewKey("/m/seen")
+	keyApplied = ds.NewKey("/m/applied")
+)
+
+const itemsPrefix = "/i"
+
+func collectionPrefix(coll string) string { return itemsPrefix + "/c" + coll }
+
+func itemKey(k crdt.Key) ds.Key { return ds.RawKey(collectionPrefix(k.Collection) + "/k" + k.ID) }
+
+// parseItemKey is the inverse of itemKey.
+func parseItemKey(s string) (crdt.Key, bool) {
+	rest, ok := strings.CutPrefix(s, itemsPrefix+"/c")
+	if !ok {
+		return crdt.Key{}, false
+	}
+	coll, id, ok := strings.Cut(rest, "/k")
+	return crdt.Key{Collection: coll, ID: id}, ok && coll != "" && id != ""
+}
+
+func logSeqKey(seq uint64) ds.Key { return ds.RawKey(fmt.Sprintf("/l/s/%016x", seq)) }
+
+func logDotKey(d crdt.Dot) ds.Key {
+	return ds.RawKey(fmt.Sprintf("/l/d/r%s/%016x", d.Replica, d.Counter))
+}
+
+// meta is the node's small bookkeeping record, rewritten with every commit.
+type meta struct {
+	_       struct{} `cbor:",toarray"`
+	Version uint
+	Replica string
+	Counter uint64           // last dot counter this replica used
+	HLC     uint64           // greatest timestamp issued or observed
+	Seq     uint64           // last delta-log sequence number used
+	First   uint64           // oldest sequence number still in the log (Seq+1 if empty)
+	Cleared uint64           // the GetDeltas consumer's cursor
+	Bytes   int64            // encoded size of the log
+	Visible map[string]int64 // present items per collection
+}
+
+func encodeMeta(m *meta) []byte {
+	b, err := cbor.Marshal(m)
+	if err != nil {
+		panic(fmt.Sprintf("encode meta: %v", err)) // a fixed struct of plain fields always encodes
+	}
+	return b
+}
+
+func decodeMeta(b []byte) (*meta, error) {
+	var m meta
+	if err := cbor.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%w: meta record: %v", ErrCorrupt, err)
+	}
+	if m.Version != crdt.FormatVersion {
+		return nil, fmt.Errorf("%w: meta record version %d", crdt.ErrVersion, m.Version)
+	}
+	if err := crdt.ReplicaID(m.Replica).Validate(); err != nil {
+		return nil, fmt.Errorf("%w: meta record: %v", ErrCorrupt, err)
+	}
+	if m.Visible == nil {
+		m.Visible = map[string]int64{}
+	}
+	return &m, nil
+}
+
+func encodeSeq(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+func decodeSeq(b []byte) (uint64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("%w: log index entry of %d bytes", ErrCorrupt, len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// OpenLevelDB opens (creating if needed) the LevelDB store in dir. With
+// sync, every commit is fsynced before it is acknowledged; without it a
+// machine crash (not a process crash) may lose recent writes. LevelDB locks
+// the directory: a second process on the same directory fails here.
+func OpenLevelDB(dir string, sync bool) (*leveldb.Datastore, error) {
+	store, err := leveldb.NewDatastore(dir, &leveldb.Options{NoSync: !sync})
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w (is another crdt-catalog using this data directory?)", dir, err)
+	}
+	return store, nil
+}
+
+// scan calls fn for every record under prefix whose key is at least from
+// (all records if from is empty), in key order, until fn returns false or
+// an error. On a LevelDB store it seeks straight to from; on other stores
+// it skips the records before it.
+func scan(ctx context.Context, store ds.Datastore, prefix, from string, fn func(key string, val []byte) (bool, error)) error {
+	if l, ok := store.(*leveldb.Datastore); ok {
+		rng := util.BytesPrefix([]byte(prefix + "/"))
+		if from > string(rng.Start) {
+			rng.Start = []byte(from)
+		}
+		it := l.DB.NewIterator(rng, nil)
+		defer it.Release()
+		for it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			more, err := fn(string(it.Key()), it.Value())
+			if err != nil || !more {
+				return err
+			}
+		}
+		return it.Error()
+	}
+	res, err := store.Query(ctx, dsq.Query{Prefix: prefix, Orders: []dsq.Order{dsq.OrderByKey{}}})
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	for {
+		r, ok := res.NextSync()
+		if !ok {
+			break
+		}
+		if r.Error != nil {
+			return r.Error
+		}
+		if r.Key < from {
+			continue
+		}
+		more, err := fn(r.Key, r.Value)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// get reads one record; a missing record is (nil, nil).
+func get(ctx context.Context, store ds.Read, k ds.Key) ([]byte, error) {
+	b, err := store.Get(ctx, k)
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil, nil
+	}
+	return b, err
+}
