@@ -39,8 +39,8 @@ type Node struct {
 	seen    *crdt.Context
 	applied *crdt.Context
 	clock   crdt.Clock
-	filling *group               // the group being staged; nil if none
-	overlay map[string]staged    // staged writes not yet durable, by key
+	filling *group            // the group being staged; nil if none
+	overlay map[string]staged // staged writes not yet durable, by key
 	subs    map[*Subscription]struct{}
 	durable uint64 // last log sequence number that is durable
 	closed  bool
@@ -71,7 +71,7 @@ type group struct {
 // counters are the node's running totals; see Stats.
 type counters struct {
 	ops, deltasNew, deltasDuplicate, deltasRejected, clockAhead atomic.Uint64
-	commits, commitNanos                                          atomic.Uint64
+	commits, commitNanos                                        atomic.Uint64
 }
 
 // Open opens the catalog held in store, creating a new replica if the store
