@@ -37,8 +37,9 @@
 // can contain whitespace or quotes: cluster="cluster a", "foo bar". Inside
 // quotes the only escapes are \" and \\; any other backslash sequence is an
 // error, as is an unterminated quote or anything other than whitespace
-// directly after the closing quote. A double quote may not appear inside an
-// unquoted value or word.
+// directly after the closing quote. A double quote only starts a quoted
+// string at the very beginning of a value or word; elsewhere it is an
+// ordinary character, so obj={"a":1} compares with the JSON text {"a":1}.
 //
 // The special field name "id" refers to the item id rather than to a
 // metadata field; id comparisons are always plain byte-wise string

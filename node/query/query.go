@@ -138,14 +138,11 @@ func parseTerm(s string, i int) (term, int, error) {
 		return newTerm(opBare, "", v), end, nil
 	}
 	j := i
-	for j < len(s) && !isSep(s[j]) && !isOpChar(s[j]) && s[j] != '"' {
+	for j < len(s) && !isSep(s[j]) && !isOpChar(s[j]) {
 		j++
 	}
 	if j == len(s) || isSep(s[j]) {
 		return newTerm(opBare, "", s[i:j]), j, nil
-	}
-	if s[j] == '"' {
-		return term{}, 0, errAt(j, "unexpected '\"' inside a word (quote the whole word or value)")
 	}
 
 	var o op
@@ -199,9 +196,6 @@ func parseTerm(s string, i int) (term, int, error) {
 	} else {
 		end = k
 		for end < len(s) && !isSep(s[end]) {
-			if s[end] == '"' {
-				return term{}, 0, errAt(end, "unexpected '\"' inside a value (quote the whole value)")
-			}
 			end++
 		}
 		v = s[k:end]
@@ -361,9 +355,12 @@ func needsQuote(o op, v string) bool {
 	if (o == opGt || o == opLt) && v[0] == '=' {
 		return true // "a>" + "=b" would reparse as "a>=" + "b"
 	}
+	if v[0] == '"' {
+		return true
+	}
 	for i := 0; i < len(v); i++ {
 		c := v[i]
-		if isSep(c) || c == '"' || o == opBare && isOpChar(c) {
+		if isSep(c) || o == opBare && isOpChar(c) {
 			return true
 		}
 	}
