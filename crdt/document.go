@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 )
 
@@ -11,7 +12,8 @@ import (
 type Document map[string]json.RawMessage
 
 // ParseDocument decodes a JSON object into a Document, checking the limits
-// and every field name, and compacting every value. It fails with
+// and every field name, and putting every value in canonical form (compact,
+// object keys sorted, no needless escapes). It fails with
 // ErrInvalid if b is not a JSON object.
 func ParseDocument(b []byte) (Document, error) {
 	if len(b) > MaxDocumentBytes {
@@ -35,7 +37,8 @@ func ParseDocument(b []byte) (Document, error) {
 	return doc, nil
 }
 
-// Validate checks the limits, every field name and every value of d.
+// Validate checks the limits, every field name and every value of d. The
+// mutators store the canonical form of each value.
 func (d Document) Validate() error {
 	return maps.Clone(d).normalize()
 }
@@ -50,7 +53,7 @@ func (d Document) normalize() error {
 		if err := ValidateFieldName(f); err != nil {
 			return err
 		}
-		c, err := compactJSON(v)
+		c, err := canonicalJSON(v)
 		if err != nil {
 			return fmt.Errorf("%w: field %q: %v", ErrInvalid, f, err)
 		}
@@ -61,6 +64,38 @@ func (d Document) normalize() error {
 		return fmt.Errorf("%w: metadata document is %d bytes, limit %d", ErrTooLarge, size, MaxDocumentBytes)
 	}
 	return nil
+}
+
+// canonicalJSON returns the canonical form of one JSON value: compact,
+// object keys sorted, numbers as written, and no escape that is not needed
+// (only U+2028 and U+2029 stay escaped, as Go's encoder always writes
+// them). Every replica stores values in this form, so a value survives any
+// transport that re-encodes JSON byte for byte.
+func canonicalJSON(v []byte) (json.RawMessage, error) {
+	if len(bytes.TrimSpace(v)) == 0 {
+		return nil, fmt.Errorf("empty value")
+	}
+	dec := json.NewDecoder(bytes.NewReader(v))
+	dec.UseNumber()
+	var x any
+	if err := dec.Decode(&x); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("data after the value")
+	}
+	return marshalCanonical(x)
+}
+
+// marshalCanonical encodes x without HTML escaping.
+func marshalCanonical(x any) (json.RawMessage, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(x); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // compactJSON returns v without insignificant white space, or an error if v
@@ -113,5 +148,5 @@ func mergePatch(target, p json.RawMessage) (json.RawMessage, error) {
 			obj[k] = nv
 		}
 	}
-	return json.Marshal(obj)
+	return marshalCanonical(obj)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 )
 
@@ -73,7 +74,16 @@ func (d *Delta) MarshalJSON() ([]byte, error) {
 			j.Fields[f] = append(j.Fields[f], jsonEntry{jsonDot(e.Dot), e.TS, e.Value})
 		}
 	}
-	return json.Marshal(j)
+	// Values are stored JSON: escaping "<", ">", "&" or U+2028 would change
+	// their bytes, and two replicas would then hold different copies of one
+	// write.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(j); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // UnmarshalJSON decodes the JSON form and validates the result like
@@ -88,7 +98,7 @@ func (d *Delta) UnmarshalJSON(b []byte) error {
 	if err := dec.Decode(&j); err != nil {
 		return fmt.Errorf("decode delta: %w: %v", ErrInvalid, err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("decode delta: %w: data after the delta", ErrInvalid)
 	}
 	op, err := ParseOp(j.Op)
@@ -105,7 +115,7 @@ func (d *Delta) UnmarshalJSON(b []byte) error {
 		}
 		list := make([]Entry, len(es))
 		for i, e := range es {
-			v, err := compactJSON(e.Value)
+			v, err := canonicalJSON(e.Value)
 			if err != nil {
 				return fmt.Errorf("decode delta: %w: field %q: %v", ErrInvalid, f, err)
 			}

@@ -103,6 +103,9 @@ func PatchDelta(k Key, cur *Item, p Document, dot Dot, ts Timestamp) (*Delta, er
 			curVal = w.Value
 		}
 		nv, err := mergePatch(curVal, pv)
+		if err == nil && nv != nil {
+			nv, err = canonicalJSON(nv)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: field %q: %v", ErrInvalid, f, err)
 		}
@@ -142,7 +145,7 @@ func fieldsOf(doc Document, dot Dot, ts Timestamp) map[string][]Entry {
 	}
 	fs := make(map[string][]Entry, len(doc))
 	for f, v := range doc {
-		c, _ := compactJSON(v) // validated by the caller
+		c, _ := canonicalJSON(v) // validated by the caller
 		fs[f] = []Entry{{Dot: dot, TS: ts, Value: c}}
 	}
 	return fs
