@@ -1,0 +1,210 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+)
+
+func TestNode_PendingCursorExpiresWhenLogTrimmed(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(nil)
+	cfg.MaxLogEntries = 5
+	n := openMem(t, cfg)
+	for i := range 3 {
+		if _, err := n.Add(ctx, key("snapshots", fmt.Sprint("s", i)), crdt.Document{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := n.GetDeltas(ctx, 2)
+	if err != nil || len(p.Deltas) != 2 || !p.More || p.Cursor != 2 {
+		t.Fatalf("first page: %+v %v", p, err)
+	}
+	if err := n.ClearDeltas(ctx, p.Cursor); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ClearDeltas(ctx, 99); !errors.Is(err, crdt.ErrInvalid) {
+		t.Fatalf("clear beyond the end: %v", err)
+	}
+	for i := 3; i < 10; i++ {
+		if _, err := n.Add(ctx, key("snapshots", fmt.Sprint("s", i)), crdt.Document{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := n.Stats(); st.LogEntries != 5 {
+		t.Fatalf("log holds %d entries, bound is 5", st.LogEntries)
+	}
+	if _, err := n.GetDeltas(ctx, 100); !errors.Is(err, ErrCursorExpired) {
+		t.Fatalf("consumer behind the trimmed log: %v, want ErrCursorExpired", err)
+	}
+	cursor, err := n.ClearAllDeltas(ctx)
+	if err != nil || cursor != 10 {
+		t.Fatalf("clear all: %d %v", cursor, err)
+	}
+	if p, err := n.GetDeltas(ctx, 100); err != nil || len(p.Deltas) != 0 {
+		t.Fatalf("after clear all: %+v %v", p, err)
+	}
+}
+
+func TestNode_PendingHoldsOnlyLocalDeltas(t *testing.T) {
+	ctx := context.Background()
+	a, b := openMem(t, testConfig(nil)), openMem(t, testConfig(nil))
+	if _, err := a.Add(ctx, key("snapshots", "x"), crdt.Document{}); err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, a, b)
+	if _, err := b.Add(ctx, key("snapshots", "y"), crdt.Document{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.GetDeltas(ctx, 10)
+	if err != nil || len(p.Deltas) != 1 || p.Deltas[0].ID != "y" {
+		t.Fatalf("pending on b: %+v %v", p, err)
+	}
+	all, err := b.DeltasSince(ctx, 0, 10, false)
+	if err != nil || len(all.Deltas) != 2 {
+		t.Fatalf("whole log on b: %+v %v", all, err)
+	}
+}
+
+func TestNode_SubscriberThatLagsIsClosed(t *testing.T) {
+	ctx := context.Background()
+	n := openMem(t, testConfig(nil))
+	s := n.Subscribe(2)
+	for i := range 3 {
+		if _, err := n.Add(ctx, key("snapshots", fmt.Sprint("s", i)), crdt.Document{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := 0
+	for range s.C {
+		got++
+	}
+	if got != 2 || !errors.Is(s.Err(), ErrLagged) {
+		t.Fatalf("got %d changes, err %v; want 2 and ErrLagged", got, s.Err())
+	}
+	s2 := n.Subscribe(10)
+	s2.Close()
+	if _, ok := <-s2.C; ok || s2.Err() != nil {
+		t.Fatalf("closed subscription: err %v", s2.Err())
+	}
+}
+
+func TestNode_ExportImportJoinsBothWays(t *testing.T) {
+	ctx := context.Background()
+	a, b := openMem(t, testConfig(nil)), openMem(t, testConfig(nil))
+	for i := range 2500 { // more than one import chunk
+		if _, err := a.Add(ctx, key("snapshots", fmt.Sprintf("a%04d", i)), mustDoc(t, `{"i":1}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Add(ctx, key("images", "only-b"), mustDoc(t, `{"b":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	// a removes an item that b already had: b must lose it by the import.
+	if err := a.Remove(ctx, key("snapshots", "a0001")); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := a.ExportState(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.ImportState(ctx, bytes.NewReader(buf.Bytes()))
+	if err != nil || res.Items != 2499 {
+		t.Fatalf("import: %+v %v", res, err)
+	}
+	buf.Reset()
+	if err := b.ExportState(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ImportState(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"snapshots", "images"} {
+		if da, db := dump(t, a, c), dump(t, b, c); da != db {
+			t.Fatalf("%s differ after exchanging full states", c)
+		}
+	}
+	if st := b.Stats(); st.Items["snapshots"] != 2499 || st.Items["images"] != 1 {
+		t.Fatalf("counts after import: %+v", st.Items)
+	}
+	// Importing the same state again changes nothing.
+	buf.Reset()
+	if err := a.ExportState(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := b.ImportState(ctx, &buf); err != nil || res.Changed != 0 {
+		t.Fatalf("second import: %+v %v", res, err)
+	}
+}
+
+func TestNode_ImportRejectsBadStreams(t *testing.T) {
+	ctx := context.Background()
+	a := openMem(t, testConfig(nil))
+	for i := range 3 {
+		if _, err := a.Add(ctx, key("snapshots", fmt.Sprint("s", i)), crdt.Document{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	if err := a.ExportState(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	good := buf.Bytes()
+	for _, tc := range []struct {
+		name string
+		in   []byte
+	}{
+		{"empty", nil},
+		{"garbage", []byte("not a state stream")},
+		{"cut short", good[:len(good)-3]},
+		{"no trailer", good[:len(good)-2]},
+		{"huge frame", []byte{0xff, 0xff, 0xff, 0xff, 0x7f}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := openMem(t, testConfig(nil))
+			if _, err := b.ImportState(ctx, bytes.NewReader(tc.in)); !errors.Is(err, crdt.ErrInvalid) && !errors.Is(err, crdt.ErrTooLarge) {
+				t.Fatalf("got %v, want ErrInvalid or ErrTooLarge", err)
+			}
+			seen, applied := b.Contexts()
+			if seen.Len() != 0 || applied.Len() != 0 {
+				t.Fatal("a rejected stream changed the contexts")
+			}
+		})
+	}
+}
+
+func TestNode_DeltasForReportsGap(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(nil)
+	cfg.MaxLogEntries = 2
+	a, b := openMem(t, cfg), openMem(t, testConfig(nil))
+	for i := range 4 {
+		if _, err := a.Add(ctx, key("snapshots", fmt.Sprint("s", i)), crdt.Document{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, have := b.Contexts()
+	sent, err := a.DeltasFor(ctx, have, func(*crdt.Delta, []byte) error { return nil })
+	if !errors.Is(err, ErrLogGap) || sent != 0 {
+		t.Fatalf("sent %d, err %v; want a gap at the first trimmed delta", sent, err)
+	}
+	if !antiEntropy(t, a, b) {
+		t.Fatal("anti-entropy did not fall back to a full state")
+	}
+	// Now b is current except for what comes next, which the log covers.
+	if _, err := a.Add(ctx, key("snapshots", "s9"), crdt.Document{}); err != nil {
+		t.Fatal(err)
+	}
+	_, have = b.Contexts()
+	var got []string
+	if _, err := a.DeltasFor(ctx, have, func(d *crdt.Delta, _ []byte) error { got = append(got, d.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0] != "s9" {
+		t.Fatalf("sent %v, want just s9", got)
+	}
+}
