@@ -327,17 +327,6 @@ func (n *Node) write(g *group) error {
 	return batch.Commit(ctx)
 }
 
-// flush waits until everything staged so far is durable.
-func (n *Node) flush(ctx context.Context) error {
-	g, err := n.begin()
-	if err != nil {
-		return err
-	}
-	// An empty group still carries the bookkeeping and orders after every
-	// group staged before it.
-	return n.end(ctx, g, true)
-}
-
 // Close commits what is staged, stops the commit goroutine and closes the
 // store. Calls after the first return ErrClosed.
 func (n *Node) Close() error {
