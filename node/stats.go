@@ -19,7 +19,7 @@ type Stats struct {
 
 	LogEntries uint64 // deltas in the log
 	LogBytes   int64  // their encoded size
-	Pending    uint64 // logged deltas after the GetDeltas cursor
+	Pending    uint64 // log entries (local and received) after the GetDeltas cursor
 
 	Ops             uint64 // local operations acknowledged
 	DeltasNew       uint64 // remote deltas joined
