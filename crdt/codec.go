@@ -233,6 +233,9 @@ func DecodeDelta(b []byte) (*Delta, error) {
 		return nil, fmt.Errorf("decode delta: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxDeltaBytes)
 	}
 	var w wireDelta
+	if v, ok := peekVersion(b); ok && v != FormatVersion {
+		return nil, fmt.Errorf("decode delta: %w %d", ErrVersion, v)
+	}
 	if err := decMode.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("decode delta: %w: %v", ErrInvalid, err)
 	}
@@ -283,6 +286,9 @@ func DecodeItem(b []byte) (*Item, error) {
 		return nil, fmt.Errorf("decode item: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxItemBytes)
 	}
 	var w wireItem
+	if v, ok := peekVersion(b); ok && v != FormatVersion {
+		return nil, fmt.Errorf("decode item: %w %d", ErrVersion, v)
+	}
 	if err := decMode.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("decode item: %w: %v", ErrInvalid, err)
 	}
@@ -341,6 +347,9 @@ func DecodeContext(b []byte) (*Context, error) {
 		return nil, fmt.Errorf("decode context: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxContextBytes)
 	}
 	var w wireContext
+	if v, ok := peekVersion(b); ok && v != FormatVersion {
+		return nil, fmt.Errorf("decode context: %w %d", ErrVersion, v)
+	}
 	if err := decMode.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("decode context: %w: %v", ErrInvalid, err)
 	}
@@ -371,4 +380,40 @@ func DecodeContext(b []byte) (*Context, error) {
 		}
 	}
 	return c, nil
+}
+
+// peekVersion returns the first element of the CBOR array b, if b starts
+// with an array whose first element is an unsigned integer, so that a
+// record of another format version is reported as such whatever its shape.
+func peekVersion(b []byte) (uint64, bool) {
+	if len(b) < 2 || b[0]>>5 != 4 {
+		return 0, false
+	}
+	i := 1
+	switch ai := b[0] & 0x1f; {
+	case ai < 24 || ai == 31:
+	case ai <= 27:
+		i += 1 << (ai - 24)
+	default:
+		return 0, false
+	}
+	if i >= len(b) || b[i]>>5 != 0 {
+		return 0, false
+	}
+	ai := b[i] & 0x1f
+	if ai < 24 {
+		return uint64(ai), true
+	}
+	if ai > 27 {
+		return 0, false
+	}
+	n := 1 << (ai - 24)
+	if i+1+n > len(b) {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b[i+1 : i+1+n] {
+		v = v<<8 | uint64(c)
+	}
+	return v, true
 }

@@ -184,7 +184,7 @@ func (c *Context) Len() uint64 {
 // the size of c.
 func (c *Context) Missing(o *Context, fn func(Dot) bool) {
 	for _, r := range c.Replicas() {
-		for k := o.vv[r] + 1; k <= c.vv[r]; k++ {
+		for k := o.vv[r] + 1; k <= c.vv[r] && k != 0; k++ {
 			if d := (Dot{r, k}); !o.Contains(d) && !fn(d) {
 				return
 			}
@@ -203,9 +203,33 @@ func (c *Context) Missing(o *Context, fn func(Dot) bool) {
 }
 
 // Compare reports how many dots c holds that o lacks and how many o holds
-// that c lacks, counting per replica from the vectors and clouds.
+// that c lacks. It counts arithmetically from the vectors and walks only
+// the clouds, so a context from a peer claiming huge counters costs no more
+// than a small one.
 func (c *Context) Compare(o *Context) (ahead, behind uint64) {
-	c.Missing(o, func(Dot) bool { ahead++; return true })
-	o.Missing(c, func(Dot) bool { behind++; return true })
-	return ahead, behind
+	return c.countMissing(o), o.countMissing(c)
+}
+
+// countMissing returns |c \ o|.
+func (c *Context) countMissing(o *Context) uint64 {
+	var n uint64
+	for r, top := range c.vv {
+		if base := o.vv[r]; top > base {
+			// c's vector covers base+1..top; o's cloud may hold some of it.
+			n += top - base
+			for k := range o.cloud[r] {
+				if k > base && k <= top {
+					n--
+				}
+			}
+		}
+	}
+	for r, cl := range c.cloud {
+		for k := range cl {
+			if !o.Contains(Dot{r, k}) {
+				n++
+			}
+		}
+	}
+	return n
 }

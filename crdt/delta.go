@@ -149,9 +149,8 @@ func (it *Item) validate(cov DotSet) error {
 			if err := e.TS.Validate(); err != nil {
 				return err
 			}
-			c, err := compactJSON(e.Value)
-			if err != nil || len(c) != len(e.Value) {
-				return fmt.Errorf("%w: field %q: value is not compact JSON", ErrInvalid, f)
+			if !isCanonical(e.Value) {
+				return fmt.Errorf("%w: field %q: value is not canonical JSON", ErrInvalid, f)
 			}
 		}
 	}

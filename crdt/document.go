@@ -114,6 +114,20 @@ func compactJSON(v []byte) (json.RawMessage, error) {
 	return json.RawMessage(buf.Bytes()), nil
 }
 
+// isCanonical reports whether v is one JSON value in canonical form. Values
+// without objects, escapes or non-ASCII bytes are canonical when compact,
+// which spares the common case a full decode.
+func isCanonical(v []byte) bool {
+	for _, c := range v {
+		if c == '{' || c == '\\' || c >= 0x80 {
+			c, err := canonicalJSON(v)
+			return err == nil && bytes.Equal(c, v)
+		}
+	}
+	c, err := compactJSON(v)
+	return err == nil && len(c) == len(v)
+}
+
 // isNull reports whether a compact JSON value is null.
 func isNull(v json.RawMessage) bool { return string(v) == "null" }
 

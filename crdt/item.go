@@ -39,7 +39,8 @@ type Item struct {
 	Fields   map[string][]Entry
 }
 
-// Visible reports whether the item is present in its collection.
+// Visible reports whether the item is present in its collection. The
+// read methods of Item accept a nil *Item as the empty item.
 func (it *Item) Visible() bool { return it != nil && len(it.Presence) > 0 }
 
 // Empty reports whether the item holds no entry at all, so it need not be
@@ -48,6 +49,9 @@ func (it *Item) Empty() bool { return it == nil || (len(it.Presence) == 0 && len
 
 // Field returns the winning entry of field f: the greatest (TS, replica).
 func (it *Item) Field(f string) (Entry, bool) {
+	if it == nil {
+		return Entry{}, false
+	}
 	es := it.Fields[f]
 	if len(es) == 0 {
 		return Entry{}, false
@@ -64,6 +68,9 @@ func (it *Item) Field(f string) (Entry, bool) {
 // Metadata returns the resolved document: each field's winning value. The
 // caller owns the map; the values alias the item's.
 func (it *Item) Metadata() map[string]json.RawMessage {
+	if it == nil {
+		return map[string]json.RawMessage{}
+	}
 	m := make(map[string]json.RawMessage, len(it.Fields))
 	for f := range it.Fields {
 		w, _ := it.Field(f)
@@ -76,6 +83,9 @@ func (it *Item) Metadata() map[string]json.RawMessage {
 // entries, greatest first. Fields without conflict are absent.
 func (it *Item) Conflicts() map[string][]Entry {
 	var out map[string][]Entry
+	if it == nil {
+		return nil
+	}
 	for f, es := range it.Fields {
 		if len(es) < 2 {
 			continue
@@ -93,6 +103,9 @@ func (it *Item) Conflicts() map[string][]Entry {
 // Dots returns every dot the item holds (presence and fields), sorted and
 // without duplicates.
 func (it *Item) Dots() []Dot {
+	if it == nil {
+		return nil
+	}
 	ds := slices.Clone(it.Presence)
 	for _, es := range it.Fields {
 		for _, e := range es {

@@ -3,6 +3,7 @@ package crdt
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 )
 
 // Key names an item: its collection and id.
@@ -35,11 +36,12 @@ func AddDelta(k Key, cur *Item, doc Document, dot Dot, ts Timestamp) (*Delta, er
 	if err := checkOp(k, dot, ts); err != nil {
 		return nil, err
 	}
-	if err := doc.Validate(); err != nil {
+	doc, err := canonical(doc)
+	if err != nil {
 		return nil, err
 	}
 	post := &Item{Presence: []Dot{dot}, Fields: fieldsOf(doc, dot, ts)}
-	return newDelta(k, OpAdd, cur.Clone().Dots(), post, dot, ts), nil
+	return newDelta(k, OpAdd, cur.Dots(), post, dot, ts), nil
 }
 
 // RemoveDelta removes the item: every observed dot of it, presence and
@@ -64,7 +66,8 @@ func ReplaceDelta(k Key, cur *Item, doc Document, dot Dot, ts Timestamp) (*Delta
 	if !cur.Visible() {
 		return nil, fmt.Errorf("replace metadata of %s: %w", k, ErrNotFound)
 	}
-	if err := doc.Validate(); err != nil {
+	doc, err := canonical(doc)
+	if err != nil {
 		return nil, err
 	}
 	var removed []Dot
@@ -88,7 +91,8 @@ func PatchDelta(k Key, cur *Item, p Document, dot Dot, ts Timestamp) (*Delta, er
 	if !cur.Visible() {
 		return nil, fmt.Errorf("patch metadata of %s: %w", k, ErrNotFound)
 	}
-	if err := p.Validate(); err != nil {
+	p, err := canonical(p)
+	if err != nil {
 		return nil, err
 	}
 	post := cur.Clone()
@@ -103,9 +107,6 @@ func PatchDelta(k Key, cur *Item, p Document, dot Dot, ts Timestamp) (*Delta, er
 			curVal = w.Value
 		}
 		nv, err := mergePatch(curVal, pv)
-		if err == nil && nv != nil {
-			nv, err = canonicalJSON(nv)
-		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: field %q: %v", ErrInvalid, f, err)
 		}
@@ -138,15 +139,24 @@ func checkOp(k Key, dot Dot, ts Timestamp) error {
 	return ts.Validate()
 }
 
-// fieldsOf makes one entry per field of doc, all tagged with dot.
+// canonical returns a validated copy of doc with canonical values.
+func canonical(doc Document) (Document, error) {
+	c := maps.Clone(doc)
+	if err := c.normalize(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// fieldsOf makes one entry per field of a canonical doc, all tagged with
+// dot.
 func fieldsOf(doc Document, dot Dot, ts Timestamp) map[string][]Entry {
 	if len(doc) == 0 {
 		return nil
 	}
 	fs := make(map[string][]Entry, len(doc))
 	for f, v := range doc {
-		c, _ := canonicalJSON(v) // validated by the caller
-		fs[f] = []Entry{{Dot: dot, TS: ts, Value: c}}
+		fs[f] = []Entry{{Dot: dot, TS: ts, Value: v}}
 	}
 	return fs
 }
