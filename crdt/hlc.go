@@ -93,6 +93,13 @@ type Clock struct {
 // DefaultMaxOffset is the default Clock.MaxOffset: one minute.
 const DefaultMaxOffset = 60_000
 
+// MaxFollowMillis bounds how far ahead of the physical clock Observe moves
+// the clock: a day. A timestamp further ahead (a peer with a broken clock,
+// or a forged one) is still joined, but local writes do not inherit it, so
+// one bad peer cannot push this clock to the end of its range; writes that
+// follow such an entry lose to it until real time catches up.
+const MaxFollowMillis = 24 * 60 * 60 * 1000
+
 // Last returns the greatest timestamp issued or observed.
 func (c *Clock) Last() Timestamp { return c.last }
 
@@ -109,11 +116,14 @@ func (c *Clock) Now(physMillis int64) Timestamp {
 // Observe advances the clock past a timestamp received from another
 // replica (the HLC receive rule). A timestamp further ahead of physMillis
 // than MaxOffset is still accepted (convergence comes first) but Observe
-// returns how far ahead it is, in milliseconds; it returns 0 otherwise.
+// returns how far ahead it is, in milliseconds; it returns 0 otherwise. The
+// clock follows t at most MaxFollowMillis past physMillis.
 func (c *Clock) Observe(t Timestamp, physMillis int64) (aheadMillis int64) {
-	if t > c.last {
-		c.last = t
+	follow := t
+	if limit := MakeTimestamp(min(physMillis+MaxFollowMillis, MaxWallMillis), 0); follow > limit {
+		follow = limit
 	}
+	c.last = max(c.last, follow)
 	limit := c.MaxOffset
 	if limit == 0 {
 		limit = DefaultMaxOffset

@@ -80,7 +80,8 @@ func TestClock_ObserveMakesNextNowGreater(t *testing.T) {
 		var c Clock
 		phys := rapid.Int64Range(1, MaxWallMillis-1).Draw(t, "phys")
 		c.Restore(Timestamp(rapid.Uint64Range(0, uint64(MakeTimestamp(MaxWallMillis-1, 0))).Draw(t, "start")))
-		seen := Timestamp(rapid.Uint64Range(1, uint64(MakeTimestamp(MaxWallMillis-1, 0))).Draw(t, "observed"))
+		// Within MaxFollowMillis of the physical clock, the clock follows.
+		seen := Timestamp(rapid.Uint64Range(1, uint64(MakeTimestamp(min(phys+MaxFollowMillis, MaxWallMillis-1), 0))).Draw(t, "observed"))
 		before := c.Last()
 		c.Observe(seen, phys)
 		if c.Last() < seen || c.Last() < before {
@@ -90,6 +91,23 @@ func TestClock_ObserveMakesNextNowGreater(t *testing.T) {
 			t.Fatalf("Now(%d) = %s after observing %s (clock was %s)", phys, got, seen, before)
 		}
 	})
+}
+
+// TestClock_ObserveFollowsAtMostADayAhead: a timestamp from a broken or
+// forged clock far in the future cannot drag the local clock to the end of
+// its range, where every local write would fail.
+func TestClock_ObserveFollowsAtMostADayAhead(t *testing.T) {
+	const phys = int64(1_700_000_000_000)
+	var c Clock
+	if ahead := c.Observe(MakeTimestamp(MaxWallMillis, math.MaxUint16), phys); ahead == 0 {
+		t.Fatal("a timestamp at the end of the range was not reported")
+	}
+	if got, limit := c.Last(), MakeTimestamp(phys+MaxFollowMillis, 0); got != limit {
+		t.Fatalf("Last = %s, want the follow limit %s", got, limit)
+	}
+	if ts := c.Now(phys); ts.Validate() != nil || ts <= MakeTimestamp(phys+MaxFollowMillis, 0) {
+		t.Fatalf("Now after a far-future observation = %s", ts)
+	}
 }
 
 func TestClock_ObserveReportsTimestampBeyondMaxOffset(t *testing.T) {

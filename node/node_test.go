@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,5 +191,52 @@ func TestNode_ReopenKeepsStateAndCounter(t *testing.T) {
 	}
 	if _, err := OpenLevelDB(dir, true); err == nil {
 		t.Fatal("a second open of a directory in use succeeded")
+	}
+}
+
+// TestNode_FarFutureDeltaDoesNotExhaustClock: a valid delta stamped at the
+// end of the timestamp range is joined, and local writes still work.
+func TestNode_FarFutureDeltaDoesNotExhaustClock(t *testing.T) {
+	ctx := context.Background()
+	n := openMem(t, testConfig(nil))
+	k := key("snapshots", "future")
+	dot := crdt.Dot{Replica: "badclock", Counter: 1}
+	d, err := crdt.AddDelta(k, nil, mustDoc(t, `{"v":1}`), dot, crdt.MakeTimestamp(crdt.MaxWallMillis, 65535))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := n.ApplyDelta(ctx, d); err != nil || res.New != 1 {
+		t.Fatalf("apply: %+v %v", res, err)
+	}
+	if n.Stats().ClockAhead != 1 {
+		t.Fatal("the far-future timestamp was not counted")
+	}
+	if _, err := n.Add(ctx, key("snapshots", "after"), crdt.Document{}); err != nil {
+		t.Fatalf("local write after a far-future delta: %v", err)
+	}
+}
+
+// TestNode_OversizedItemIsRejectedNotFatal: concurrent remote writes that
+// would grow one item past crdt.MaxItemBytes are rejected with
+// ErrTooLarge, and the node keeps working.
+func TestNode_OversizedItemIsRejectedNotFatal(t *testing.T) {
+	ctx := context.Background()
+	n := openMem(t, testConfig(nil))
+	k := key("snapshots", "big")
+	big := mustDoc(t, `{"pad":"`+strings.Repeat("x", 900<<10)+`"}`)
+	var err error
+	for i := 1; i <= 40 && err == nil; i++ {
+		var d *crdt.Delta
+		d, err = crdt.AddDelta(k, nil, big, crdt.Dot{Replica: crdt.ReplicaID(fmt.Sprint("r", i)), Counter: 1}, crdt.MakeTimestamp(1, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = n.ApplyDelta(ctx, d)
+	}
+	if !errors.Is(err, crdt.ErrTooLarge) {
+		t.Fatalf("growing an item past its limit: %v, want ErrTooLarge", err)
+	}
+	if _, err := n.Add(ctx, key("snapshots", "small"), crdt.Document{}); err != nil {
+		t.Fatalf("node stuck after a rejected delta: %v", err)
 	}
 }

@@ -91,7 +91,10 @@ func (n *Node) local(ctx context.Context, k crdt.Key, mut mutator) (Item, error)
 	if err != nil {
 		return Item{}, n.abort(g, err)
 	}
-	post := n.join(g, cur, d, enc, true)
+	post, err := n.join(g, cur, d, enc, true)
+	if err != nil {
+		return Item{}, n.abort(g, err)
+	}
 	n.stats.ops.Add(1)
 	if err := n.end(ctx, g, true); err != nil {
 		return Item{}, err
@@ -121,21 +124,20 @@ func (n *Node) readItem(ctx context.Context, k crdt.Key) (*crdt.Item, error) {
 
 // join joins a validated delta into the item it is about (whose current
 // state is cur), stages the item, the contexts and the log entry, and
-// returns the item's new state. Caller holds mu.
-func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, local bool) *crdt.Item {
+// returns the item's new state. If the joined item would exceed
+// crdt.MaxItemBytes it stages nothing and returns an error wrapping
+// crdt.ErrTooLarge. Caller holds mu.
+func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, local bool) (*crdt.Item, error) {
 	k := d.Key()
 	post := crdt.JoinItem(cur, n.seen, &d.Item, d.Covers())
-	if post.Empty() {
-		n.put(g, itemKey(k), nil)
-	} else {
-		b, err := crdt.EncodeItem(post)
-		if err != nil {
-			// An item over MaxItemBytes would need tens of thousands of
-			// concurrent writes; refuse to lose it silently.
-			panic(fmt.Sprintf("item %s: %v", k, err))
+	var item []byte
+	if !post.Empty() {
+		var err error
+		if item, err = crdt.EncodeItem(post); err != nil {
+			return nil, fmt.Errorf("item %s with delta %s: %w", k, d.Dot, err)
 		}
-		n.put(g, itemKey(k), b)
 	}
+	n.put(g, itemKey(k), item)
 	if was, is := cur.Visible(), post.Visible(); was != is {
 		if is {
 			n.meta.Visible[k.Collection]++
@@ -159,7 +161,7 @@ func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, local b
 	n.meta.Bytes += int64(len(entry))
 	g.changes = append(g.changes, Change{Seq: n.meta.Seq, Delta: d, Encoded: enc, Local: local})
 	g.ops++
-	return post
+	return post, nil
 }
 
 // ApplyResult says what ApplyDeltas did.
@@ -175,7 +177,9 @@ func (n *Node) ApplyDelta(ctx context.Context, d *crdt.Delta) (ApplyResult, erro
 
 // ApplyDeltas joins remote deltas, in any order, and returns once they are
 // durable. Every delta is validated first: if any fails, none is applied
-// and the error names its index. A delta already applied changes nothing
+// and the error names its index. A delta that passes validation but cannot
+// be joined (its item would exceed crdt.MaxItemBytes, or the store fails
+// to read) stops the call there: the deltas before it stay applied. A delta already applied changes nothing
 // and counts as a duplicate. New deltas are logged under their own dots, so
 // this node can serve them to others, and are passed to subscribers.
 func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResult, error) {
@@ -215,7 +219,10 @@ func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResu
 			n.stats.clockAhead.Add(1)
 			n.log.Warn("remote timestamp ahead of local clock", "dot", d.Dot, "ahead_ms", ahead)
 		}
-		n.join(g, cur, d, encs[i], false)
+		if _, err := n.join(g, cur, d, encs[i], false); err != nil {
+			n.stats.deltasRejected.Add(1)
+			return res, n.endWith(ctx, g, res.New > 0, fmt.Errorf("delta %d: %w", i, err))
+		}
 		res.New++
 	}
 	n.stats.deltasNew.Add(uint64(res.New))

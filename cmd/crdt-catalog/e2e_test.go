@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildBinary builds the crdt-catalog binary once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "crdt-catalog")
+	cmd := exec.Command("go", "build", "-race", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// process is a running crdt-catalog with its HTTP base URL.
+type process struct {
+	cmd  *exec.Cmd
+	base string
+	logs chan string
+}
+
+var listenRE = regexp.MustCompile(`http api listening.*http=(http://[0-9.:]+)`)
+
+// start runs the binary on dir and waits until it logs its HTTP address.
+func start(t *testing.T, bin, dir string, extra ...string) *process {
+	t.Helper()
+	args := append([]string{"-data", dir, "-http", "127.0.0.1:0"}, extra...)
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, logs: make(chan string, 1000)}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			if m := listenRE.FindStringSubmatch(line); m != nil {
+				found <- m[1]
+			}
+			select {
+			case p.logs <- line:
+			default:
+			}
+		}
+		close(p.logs)
+	}()
+	select {
+	case p.base = <-found:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the node did not log its HTTP address within 30s")
+	}
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit within 10s of SIGTERM")
+	}
+}
+
+func (p *process) do(t *testing.T, method, path, ctype, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, p.base+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestBinary_EndToEnd drives the real binary: the seed's curl examples,
+// every error class, SIGTERM, a restart on the same directory that finds
+// every acknowledged item, and a second process refused on a locked
+// directory.
+func TestBinary_EndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	p := start(t, bin, dir)
+
+	const js = "application/json"
+	steps := []struct {
+		method, path, ctype, body string
+		want                      int
+		contains                  string
+	}{
+		{"POST", "/snapshots/add/snap1", js, `{"size": 1024, "created": "2023-01-01T00:00:00Z", "cluster": "cluster-a"}`, 201, `"id":"snap1"`},
+		{"GET", "/catalog/query?type=snapshots", "", "", 200, `"cluster":"cluster-a"`},
+		{"PUT", "/snapshots/metadata/snap1", js, `{"size": 1024, "status": "completed"}`, 200, `"status":"completed"`},
+		{"PATCH", "/snapshots/metadata/snap1", "application/merge-patch+json", `{"status": null, "tier": "gold"}`, 200, `"tier":"gold"`},
+		{"POST", "/images/add/img-1", js, `{"os": "linux"}`, 201, `"collection":"images"`},
+		{"POST", "/snapshots/add/gone", js, `{}`, 201, ""},
+		{"DELETE", "/snapshots/remove/gone", "", "", 200, `"removed":"gone"`},
+		{"GET", "/crdt/delta", "", "", 200, `"deltas"`},
+		{"GET", "/status", "", "", 200, `"replica`},
+		{"GET", "/healthz", "", "", 200, ""},
+		{"GET", "/metrics", "", "", 200, "# HELP"},
+		// Error classes.
+		{"POST", "/snapshots/add/bad%2Fid", js, `{}`, 400, `"error"`},
+		{"POST", "/snapshots/add/x", js, `{not json`, 400, `"error"`},
+		{"POST", "/snapshots/add/x", js, `[1,2]`, 400, `"error"`},
+		{"GET", "/catalog/query?type=snapshots&q=size%3E", "", "", 400, `"error"`},
+		{"GET", "/snapshots/nope", "", "", 404, `"error"`},
+		{"DELETE", "/snapshots/remove/nope", "", "", 404, `"error"`},
+		{"POST", "/volumes/add/x", js, `{}`, 404, `"error"`},
+		{"GET", "/snapshots/add/x", "", "", 405, `"error"`},
+		{"POST", "/snapshots/add/x", "text/plain", `{}`, 415, `"error"`},
+		{"POST", "/snapshots/add/big", js, `{"pad":"` + strings.Repeat("x", 2<<20) + `"}`, 413, `"error"`},
+	}
+	for _, s := range steps {
+		code, body := p.do(t, s.method, s.path, s.ctype, s.body)
+		if code != s.want || !strings.Contains(body, s.contains) {
+			t.Errorf("%s %s: %d %.200s; want %d containing %q", s.method, s.path, code, body, s.want, s.contains)
+		}
+	}
+	// A second process on the same directory fails at once.
+	out, err := exec.Command(bin, "-data", dir, "-http", "127.0.0.1:0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another crdt-catalog") {
+		t.Errorf("second process on a locked directory: %v\n%s", err, out)
+	}
+	p.stop(t)
+
+	p = start(t, bin, dir)
+	defer p.stop(t)
+	code, body := p.do(t, "GET", "/catalog/query?type=snapshots", "", "")
+	var page struct {
+		Items []struct {
+			ID       string                     `json:"id"`
+			Metadata map[string]json.RawMessage `json:"metadata"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(body), &page); code != 200 || err != nil {
+		t.Fatalf("query after restart: %d %v %s", code, err, body)
+	}
+	if len(page.Items) != 1 || page.Items[0].ID != "snap1" || string(page.Items[0].Metadata["tier"]) != `"gold"` {
+		t.Fatalf("after restart: %s", body)
+	}
+	if code, body := p.do(t, "GET", "/images/img-1", "", ""); code != 200 {
+		t.Fatalf("image after restart: %d %s", code, body)
+	}
+}

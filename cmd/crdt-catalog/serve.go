@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/crdt-catalog/crdt-catalog/httpapi"
+	"github.com/crdt-catalog/crdt-catalog/node"
+)
+
+// options are the node's flags. Each flag NAME may also be set by the
+// environment variable CRDT_CATALOG_NAME (upper case, '-' as '_'); a flag on
+// the command line wins.
+type options struct {
+	data          string
+	httpAddr      string
+	collections   string
+	logLevel      string
+	logFormat     string
+	sync          bool
+	tokenFile     string
+	tokenForReads bool
+	maxBody       int64
+}
+
+func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("crdt-catalog", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.data, "data", "./data", "data directory of the embedded LevelDB store (created if missing)")
+	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "HTTP API listen address; :0 picks a free port. A non-loopback address requires -api-token-file")
+	fs.StringVar(&o.collections, "collections", "snapshots,images", "comma-separated collections served")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&o.sync, "sync", true, "fsync every commit before acknowledging it (off: a machine crash may lose recent writes)")
+	fs.StringVar(&o.tokenFile, "api-token-file", "", "file holding the bearer token that every non-GET request must carry")
+	fs.BoolVar(&o.tokenForReads, "api-token-reads", false, "require the bearer token on GET requests too")
+	fs.Int64Var(&o.maxBody, "max-body", 1<<20, "largest accepted request body, in bytes")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version\n\n"+
+			"Runs one catalog node. Every flag can also be set by the environment\n"+
+			"variable CRDT_CATALOG_<FLAG> (e.g. CRDT_CATALOG_HTTP); the command line wins.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	// Environment first, so that explicit flags override it.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "CRDT_CATALOG_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: example, version)", fs.Arg(0))
+	}
+	return o, nil
+}
+
+func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch o.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	}
+	return nil, fmt.Errorf("-log-format must be text or json, got %q", o.logFormat)
+}
+
+// serve runs a node until ctx ends: open the store, start the HTTP API,
+// and on SIGINT/SIGTERM stop accepting requests, finish in-flight ones,
+// then flush and close the store.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	o, err := parseFlags(args, stderr, getenv)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(o, stderr)
+	if err != nil {
+		return err
+	}
+	token, err := readToken(o.tokenFile)
+	if err != nil {
+		return err
+	}
+	if token == "" && !isLoopback(o.httpAddr) {
+		return fmt.Errorf("-http %s is not a loopback address: set -api-token-file so that the API is not open to the network", o.httpAddr)
+	}
+
+	if err := os.MkdirAll(o.data, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	store, err := node.OpenLevelDB(o.data+"/store", o.sync)
+	if err != nil {
+		return err
+	}
+	cfg := node.DefaultConfig()
+	cfg.Logger = log
+	cfg.Collections = strings.Split(o.collections, ",")
+	n, err := node.Open(ctx, store, cfg)
+	if err != nil {
+		store.Close()
+		return err
+	}
+
+	acfg := httpapi.DefaultConfig()
+	acfg.Logger = log
+	acfg.Token = token
+	acfg.TokenForReads = o.tokenForReads
+	acfg.MaxBodyBytes = o.maxBody
+	api, err := httpapi.New(n, acfg)
+	if err != nil {
+		n.Close()
+		return err
+	}
+	ln, err := net.Listen("tcp", o.httpAddr)
+	if err != nil {
+		n.Close()
+		return fmt.Errorf("http listen: %w", err)
+	}
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("replica", "replica", n.ReplicaID(), "data", o.data)
+	log.Info("http api listening", "http", "http://"+ln.Addr().String())
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+		log.Info("shutting down")
+		api.SetClosing(true)
+		sctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		err = srv.Shutdown(sctx)
+		cancel()
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	if cerr := n.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err == nil {
+		log.Info("stopped")
+	}
+	return err
+}
+
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("-api-token-file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if len(t) < 16 {
+		return "", fmt.Errorf("-api-token-file %s: token must be at least 16 characters", path)
+	}
+	return t, nil
+}
+
+// isLoopback reports whether a listen address binds only to loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,45 @@
+// Package httpapi is the local REST facade over a catalog node: the seed's
+// endpoints plus status, health and metrics, on the standard library's
+// net/http with Go 1.22 method patterns.
+//
+// # Routes
+//
+// For each collection C the node serves (by default snapshots and images):
+//
+//	POST   /C/add/{id}        add with a metadata object (empty body: {}) -> 201 item
+//	DELETE /C/remove/{id}     remove                                       -> 200 {"removed": id}
+//	PUT    /C/metadata/{id}   replace the metadata                         -> 200 item
+//	PATCH  /C/metadata/{id}   JSON merge patch (RFC 7396)                  -> 200 item
+//	GET    /C/{id}            one item; ?conflicts=true adds the losers    -> 200 item
+//
+// and, once:
+//
+//	GET  /catalog/query?type=C&q=...&limit=...&cursor=...  -> 200 {"items": [...], "next_cursor": "..."}
+//	GET  /crdt/delta?limit=...     pending local deltas    -> 200 {"deltas": [...], "cursor": N, "more": bool}
+//	POST /crdt/delta               one delta or an array   -> 200 {"new": n, "duplicate": m}
+//	POST /crdt/delta/clear         {"cursor": N} or empty  -> 200 {"cleared": N}
+//	GET  /status                   replica, version vector, counts, StatusFunc fields
+//	GET  /healthz                  liveness: 200 {"status": "ok"}
+//	GET  /readyz                   200 {"status": "ready"}, 503 while closing
+//	GET  /metrics                  Prometheus text exposition
+//
+// An item is {"id": ..., "collection": ..., "metadata": {...}}, with
+// "conflicts": {"field": [{"value": ..., "ts": ..., "replica": ...}]} when
+// asked for. Deltas travel in the JSON form of crdt.Delta.
+//
+// # Errors
+//
+// Every error, including an unknown route (404) and a wrong method on a
+// known path (405, with an Allow header), is a JSON body {"error": "..."}:
+// 400 malformed input, 401 missing or wrong bearer token, 404 unknown item
+// or collection, 410 pending deltas dropped from the log, 413 body too
+// large, 415 wrong Content-Type, 503 node closed, failed or shutting down,
+// 500 anything else (logged).
+//
+// # Authentication
+//
+// With Config.Token set, every request except GET and HEAD must carry
+// "Authorization: Bearer <token>"; with Config.TokenForReads, GET and HEAD
+// must too. /healthz and /readyz never need the token, so probes work
+// without it.
+package httpapi

@@ -1,0 +1,444 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/crdt-catalog/crdt-catalog/node"
+)
+
+// Page sizes.
+const (
+	// defaultQueryLimit is the page size of /catalog/query without limit.
+	defaultQueryLimit = 100
+	// defaultDeltaLimit is the page size of GET /crdt/delta without limit.
+	defaultDeltaLimit = 1000
+	// maxDeltaLimit bounds the limit of GET /crdt/delta, so that one
+	// response stays a reasonable size.
+	maxDeltaLimit = 10000
+)
+
+// itemJSON is an item as the API shows it.
+type itemJSON struct {
+	ID         string                    `json:"id"`
+	Collection string                    `json:"collection"`
+	Metadata   crdt.Document             `json:"metadata"`
+	Conflicts  map[string][]conflictJSON `json:"conflicts,omitzero"`
+}
+
+// conflictJSON is one losing write of a field.
+type conflictJSON struct {
+	Value   json.RawMessage `json:"value"`
+	TS      crdt.Timestamp  `json:"ts"`
+	Replica crdt.ReplicaID  `json:"replica"`
+}
+
+// toItem renders it; with conflicts, the "conflicts" object is present
+// (empty when no field has concurrent writes).
+func toItem(it node.Item, conflicts bool) itemJSON {
+	out := itemJSON{ID: it.ID, Collection: it.Collection, Metadata: it.Metadata}
+	if out.Metadata == nil {
+		out.Metadata = crdt.Document{}
+	}
+	if conflicts {
+		out.Conflicts = make(map[string][]conflictJSON, len(it.Conflicts))
+		for f, es := range it.Conflicts {
+			list := make([]conflictJSON, len(es))
+			for i, e := range es {
+				list[i] = conflictJSON{Value: e.Value, TS: e.TS, Replica: e.Dot.Replica}
+			}
+			out.Conflicts[f] = list
+		}
+	}
+	return out
+}
+
+// pathKey returns the item named by the request path in collection coll.
+func pathKey(coll string, r *http.Request) (crdt.Key, error) {
+	id := r.PathValue("id")
+	if err := crdt.ValidateID(id); err != nil {
+		return crdt.Key{}, err
+	}
+	return crdt.Key{Collection: coll, ID: id}, nil
+}
+
+// parseMetadata decodes a metadata document; with emptyOK an empty body is
+// the empty document.
+func parseMetadata(body []byte, emptyOK bool) (crdt.Document, error) {
+	if emptyOK && len(body) == 0 {
+		return crdt.Document{}, nil
+	}
+	return crdt.ParseDocument(body)
+}
+
+// handleAdd serves POST /{collection}/add/{id}.
+func (s *Server) handleAdd(coll string) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		k, err := pathKey(coll, r)
+		if err != nil {
+			return err
+		}
+		body, err := s.readBody(w, r, true, mediaJSON)
+		if err != nil {
+			return err
+		}
+		doc, err := parseMetadata(body, true)
+		if err != nil {
+			return err
+		}
+		it, err := s.c.Add(r.Context(), k, doc)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Location", "/"+coll+"/"+k.ID)
+		s.writeJSON(w, r, http.StatusCreated, toItem(it, false))
+		return nil
+	}
+}
+
+// handleRemove serves DELETE /{collection}/remove/{id}.
+func (s *Server) handleRemove(coll string) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		k, err := pathKey(coll, r)
+		if err != nil {
+			return err
+		}
+		if err := s.c.Remove(r.Context(), k); err != nil {
+			return err
+		}
+		s.writeJSON(w, r, http.StatusOK, map[string]string{"removed": k.ID})
+		return nil
+	}
+}
+
+// handleReplace serves PUT /{collection}/metadata/{id}.
+func (s *Server) handleReplace(coll string) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		k, err := pathKey(coll, r)
+		if err != nil {
+			return err
+		}
+		body, err := s.readBody(w, r, false, mediaJSON)
+		if err != nil {
+			return err
+		}
+		doc, err := parseMetadata(body, false)
+		if err != nil {
+			return err
+		}
+		it, err := s.c.Replace(r.Context(), k, doc)
+		if err != nil {
+			return err
+		}
+		s.writeJSON(w, r, http.StatusOK, toItem(it, false))
+		return nil
+	}
+}
+
+// handlePatch serves PATCH /{collection}/metadata/{id}.
+func (s *Server) handlePatch(coll string) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		k, err := pathKey(coll, r)
+		if err != nil {
+			return err
+		}
+		body, err := s.readBody(w, r, false, mediaMergePatch, mediaJSON)
+		if err != nil {
+			return err
+		}
+		patch, err := parseMetadata(body, false)
+		if err != nil {
+			return err
+		}
+		it, err := s.c.Patch(r.Context(), k, patch)
+		if err != nil {
+			return err
+		}
+		s.writeJSON(w, r, http.StatusOK, toItem(it, false))
+		return nil
+	}
+}
+
+// handleGet serves GET /{collection}/{id}.
+func (s *Server) handleGet(coll string) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		k, err := pathKey(coll, r)
+		if err != nil {
+			return err
+		}
+		conflicts, err := boolParam(r.URL.Query(), "conflicts")
+		if err != nil {
+			return err
+		}
+		it, err := s.c.Get(r.Context(), k)
+		if err != nil {
+			return err
+		}
+		s.writeJSON(w, r, http.StatusOK, toItem(it, conflicts))
+		return nil
+	}
+}
+
+// queryResponse is the body of GET /catalog/query.
+type queryResponse struct {
+	Items      []itemJSON `json:"items"`
+	NextCursor string     `json:"next_cursor,omitempty"`
+}
+
+// handleQuery serves GET /catalog/query?type=&q=&limit=&cursor=&conflicts=.
+func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) error {
+	params := r.URL.Query()
+	coll := params.Get("type")
+	if coll == "" {
+		return badRequest(`query parameter "type" (the collection) is required`)
+	}
+	limit, err := intParam(params, "limit", defaultQueryLimit, node.MaxQueryLimit)
+	if err != nil {
+		return err
+	}
+	conflicts, err := boolParam(params, "conflicts")
+	if err != nil {
+		return err
+	}
+	page, err := s.c.Query(r.Context(), coll, params.Get("q"), limit, params.Get("cursor"))
+	if err != nil {
+		return err
+	}
+	out := queryResponse{Items: make([]itemJSON, len(page.Items)), NextCursor: page.NextCursor}
+	for i, it := range page.Items {
+		out.Items[i] = toItem(it, conflicts)
+	}
+	s.writeJSON(w, r, http.StatusOK, out)
+	return nil
+}
+
+// deltasResponse is the body of GET /crdt/delta.
+type deltasResponse struct {
+	Deltas []*crdt.Delta `json:"deltas"`
+	Cursor uint64        `json:"cursor"`
+	More   bool          `json:"more"`
+}
+
+// handleGetDeltas serves GET /crdt/delta?limit=: the pending deltas of
+// this node's own operations and the cursor to clear them with.
+func (s *Server) handleGetDeltas(w http.ResponseWriter, r *http.Request) error {
+	limit, err := intParam(r.URL.Query(), "limit", defaultDeltaLimit, maxDeltaLimit)
+	if err != nil {
+		return err
+	}
+	p, err := s.c.GetDeltas(r.Context(), limit)
+	if errors.Is(err, node.ErrCursorExpired) {
+		return fmt.Errorf("%w; the pending deltas are no longer all in the log: take a full state "+
+			"from this node, then POST /crdt/delta/clear to move past the lost ones", err)
+	}
+	if err != nil {
+		return err
+	}
+	out := deltasResponse{Deltas: p.Deltas, Cursor: p.Cursor, More: p.More}
+	if out.Deltas == nil {
+		out.Deltas = []*crdt.Delta{}
+	}
+	s.writeJSON(w, r, http.StatusOK, out)
+	return nil
+}
+
+// applyResponse is the body of POST /crdt/delta.
+type applyResponse struct {
+	New       int `json:"new"`
+	Duplicate int `json:"duplicate"`
+}
+
+// handleApplyDeltas serves POST /crdt/delta: one delta object or an array
+// of them, applied all or nothing.
+func (s *Server) handleApplyDeltas(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(w, r, false, mediaJSON)
+	if err != nil {
+		return err
+	}
+	deltas, err := decodeDeltas(body)
+	if err != nil {
+		return err
+	}
+	var res node.ApplyResult
+	if len(deltas) > 0 {
+		if res, err = s.c.ApplyDeltas(r.Context(), deltas); err != nil {
+			return err
+		}
+	}
+	s.writeJSON(w, r, http.StatusOK, applyResponse{New: res.New, Duplicate: res.Duplicate})
+	return nil
+}
+
+// decodeDeltas decodes one delta object or an array of them; each is
+// validated as it decodes, and the first bad one fails the whole body.
+func decodeDeltas(b []byte) ([]*crdt.Delta, error) {
+	if len(b) == 0 {
+		return nil, badRequest("empty body: want a delta object or an array of deltas")
+	}
+	switch b[0] {
+	case '{':
+		d, err := decodeDelta(b)
+		if err != nil {
+			return nil, err
+		}
+		return []*crdt.Delta{d}, nil
+	case '[':
+		var raws []json.RawMessage
+		if err := json.Unmarshal(b, &raws); err != nil {
+			return nil, badRequest("malformed JSON: %v", err)
+		}
+		deltas := make([]*crdt.Delta, len(raws))
+		for i, raw := range raws {
+			d, err := decodeDelta(raw)
+			if err != nil {
+				return nil, fmt.Errorf("delta %d: %w", i, err)
+			}
+			deltas[i] = d
+		}
+		return deltas, nil
+	default:
+		return nil, badRequest("want a delta object or an array of deltas")
+	}
+}
+
+func decodeDelta(b []byte) (*crdt.Delta, error) {
+	if b = trimJSONSpace(b); len(b) == 0 || b[0] != '{' {
+		return nil, badRequest("a delta must be a JSON object")
+	}
+	d := new(crdt.Delta)
+	if err := d.UnmarshalJSON(b); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// clearRequest is the body of POST /crdt/delta/clear.
+type clearRequest struct {
+	Cursor *uint64 `json:"cursor"`
+}
+
+// handleClearDeltas serves POST /crdt/delta/clear: up to the cursor given,
+// or every durable delta when the body is empty or has no cursor.
+func (s *Server) handleClearDeltas(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(w, r, true, mediaJSON)
+	if err != nil {
+		return err
+	}
+	var req clearRequest
+	if len(body) > 0 {
+		if err := decodeStrict(body, &req); err != nil {
+			return err
+		}
+	}
+	var cleared uint64
+	if req.Cursor == nil {
+		cleared, err = s.c.ClearAllDeltas(r.Context())
+	} else {
+		cleared, err = *req.Cursor, s.c.ClearDeltas(r.Context(), *req.Cursor)
+	}
+	if err != nil {
+		return err
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]uint64{"cleared": cleared})
+	return nil
+}
+
+// handleStatus serves GET /status.
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
+	out := map[string]any{}
+	if s.cfg.Status != nil {
+		maps.Copy(out, s.cfg.Status())
+	}
+	st := s.c.Stats()
+	version := st.Version
+	if version == nil {
+		version = map[crdt.ReplicaID]uint64{}
+	}
+	items := st.Items
+	if items == nil {
+		items = map[string]int64{}
+	}
+	out["replica"] = st.Replica
+	out["counter"] = st.Counter
+	out["version"] = version
+	out["collections"] = slices.Sorted(maps.Keys(s.colls))
+	out["items"] = items
+	out["delta_log"] = map[string]any{"entries": st.LogEntries, "bytes": st.LogBytes}
+	out["pending"] = st.Pending
+	out["ops"] = st.Ops
+	out["deltas"] = map[string]uint64{"new": st.DeltasNew, "duplicate": st.DeltasDuplicate, "rejected": st.DeltasRejected}
+	out["clock_ahead"] = st.ClockAhead
+	s.writeJSON(w, r, http.StatusOK, out)
+	return nil
+}
+
+// handleHealthz serves GET /healthz: the process is up.
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
+	s.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// handleReadyz serves GET /readyz: 503 while closing.
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
+	if s.closing.Load() {
+		return errClosing
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+// methodNotAllowed answers 405 on a known path, listing the allowed
+// methods.
+func methodNotAllowed(allow string) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Allow", allow)
+		return &httpError{http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s; allowed: %s", r.Method, r.URL.Path, allow)}
+	}
+}
+
+// notFound answers 404 for every path no route matches, naming the
+// collection when the path has the shape of an item route.
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
+	segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	itemShape := len(segs) == 2 ||
+		len(segs) == 3 && slices.Contains([]string{"add", "remove", "metadata"}, segs[1])
+	if itemShape && !s.colls[segs[0]] && !slices.Contains(reservedNames, segs[0]) &&
+		crdt.ValidateCollection(segs[0]) == nil {
+		return &httpError{http.StatusNotFound, fmt.Sprintf("unknown collection %q", segs[0])}
+	}
+	return &httpError{http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)}
+}
+
+// intParam reads a positive integer query parameter, def when absent.
+func intParam(params url.Values, name string, def, limit int) (int, error) {
+	v := params.Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > limit {
+		return 0, badRequest("query parameter %q must be an integer from 1 to %d, got %q", name, limit, v)
+	}
+	return n, nil
+}
+
+// boolParam reads a boolean query parameter, false when absent.
+func boolParam(params url.Values, name string) (bool, error) {
+	v := params.Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, badRequest("query parameter %q must be true or false, got %q", name, v)
+	}
+	return b, nil
+}
