@@ -136,6 +136,10 @@ func (c *Context) Max(r ReplicaID) uint64 {
 	return n
 }
 
+// Base returns r's version-vector entry: the highest counter up to which c
+// holds every dot of r.
+func (c *Context) Base(r ReplicaID) uint64 { return c.vv[r] }
+
 // Version returns a copy of the version vector: for each replica, the
 // highest counter below which c holds every dot.
 func (c *Context) Version() map[ReplicaID]uint64 { return maps.Clone(c.vv) }

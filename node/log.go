@@ -185,6 +185,15 @@ func (n *Node) Contexts() (seen, applied *crdt.Context) {
 	return n.seen.Clone(), n.applied.Clone()
 }
 
+// Gap reports whether this node lacks some delta of dot's replica older
+// than dot: a sign that gossip missed something, which anti-entropy should
+// repair.
+func (n *Node) Gap(dot crdt.Dot) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.applied.Base(dot.Replica)+1 < dot.Counter
+}
+
 // DeltasFor calls fn, in (replica, counter) order, with every logged delta
 // whose dot is in this node's applied context but not in have — what a
 // peer whose applied context is have lacks. It first makes everything

@@ -1,0 +1,279 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/crdt-catalog/crdt-catalog/node"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// antiEntropyLoop pulls from one random catalog peer every interval.
+func (p *Peer) antiEntropyLoop() {
+	t := time.NewTicker(p.cfg.AntiEntropyInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		var catalogPeers []peer.ID
+		for _, id := range p.h.Network().Peers() {
+			if ok, _ := p.h.Peerstore().SupportsProtocols(id, p.proto); len(ok) > 0 {
+				catalogPeers = append(catalogPeers, id)
+			}
+		}
+		if len(catalogPeers) > 0 {
+			p.requestPull(catalogPeers[rand.IntN(len(catalogPeers))])
+		}
+	}
+}
+
+// requestPull schedules a pull from id. Requests for a peer already being
+// pulled from are coalesced into one more pull after the current one.
+func (p *Peer) requestPull(id peer.ID) {
+	if id == p.h.ID() || p.ctx.Err() != nil {
+		return
+	}
+	p.mu.Lock()
+	if p.inflight[id] {
+		p.again[id] = true
+		p.mu.Unlock()
+		return
+	}
+	p.inflight[id] = true
+	p.mu.Unlock()
+	p.goRun(func() {
+		for {
+			if err := p.Pull(p.ctx, id); err != nil && p.ctx.Err() == nil {
+				p.log.Debug("anti-entropy pull", "peer", id, "err", err)
+			}
+			p.mu.Lock()
+			if p.again[id] && p.ctx.Err() == nil {
+				delete(p.again, id)
+				p.mu.Unlock()
+				continue
+			}
+			delete(p.inflight, id)
+			p.mu.Unlock()
+			return
+		}
+	})
+}
+
+// errNotCatalog means the peer does not speak this catalog's sync protocol.
+var errNotCatalog = errors.New("peer does not speak the sync protocol")
+
+// Pull runs one anti-entropy exchange with id: it sends this node's applied
+// context and joins what the peer answers, deltas or a full state. A peer
+// that answers with garbage is disconnected, and nothing undecodable it
+// sent is applied.
+func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
+	defer cancel()
+	s, err := p.h.NewStream(network.WithAllowLimitedConn(ctx, "sync"), id, p.proto)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errNotCatalog, err)
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(p.cfg.SyncTimeout))
+	_, applied := p.cat.Contexts()
+	enc, err := crdt.EncodeContext(applied)
+	if err != nil {
+		s.Reset()
+		return err
+	}
+	n, err := writeFrame(s, &syncFrame{Kind: frameRequest, Version: wireVersion, Network: p.cfg.Network, Context: enc})
+	if err != nil {
+		s.Reset()
+		p.stats.syncFailures.Add(1)
+		return err
+	}
+	p.stats.syncBytesSent.Add(uint64(n))
+	if err := s.CloseWrite(); err != nil {
+		s.Reset()
+		return err
+	}
+	br := bufio.NewReaderSize(s, 64<<10)
+	received := 0
+	for {
+		f, n, err := readFrame(br)
+		if err != nil {
+			return p.misbehaved(s, id, err)
+		}
+		p.stats.syncBytesReceived.Add(uint64(n))
+		switch f.Kind {
+		case frameDeltas:
+			ds := make([]*crdt.Delta, len(f.Deltas))
+			for i, b := range f.Deltas {
+				if ds[i], err = crdt.DecodeDelta(b); err != nil {
+					return p.misbehaved(s, id, fmt.Errorf("%w: delta: %v", ErrBadMessage, err))
+				}
+			}
+			if _, err := p.cat.ApplyDeltas(ctx, ds); err != nil {
+				return p.misbehaved(s, id, err)
+			}
+			received += len(ds)
+			p.stats.syncDeltasReceived.Add(uint64(len(ds)))
+		case frameDone:
+			theirs, err := crdt.DecodeContext(f.Context)
+			if err != nil {
+				return p.misbehaved(s, id, fmt.Errorf("%w: context: %v", ErrBadMessage, err))
+			}
+			p.remember(id, theirs)
+			p.stats.rounds.Add(1)
+			if received > 0 {
+				p.log.Debug("anti-entropy: joined deltas", "peer", id, "deltas", received)
+			}
+			return nil
+		case frameFull:
+			cr := &countingReader{r: br}
+			res, err := p.cat.ImportState(ctx, cr)
+			p.stats.syncBytesReceived.Add(uint64(cr.n))
+			if err != nil {
+				return p.misbehaved(s, id, err)
+			}
+			p.stats.fullReceived.Add(1)
+			p.stats.rounds.Add(1)
+			p.log.Info("anti-entropy: joined a full state", "peer", id, "items", res.Items, "changed", res.Changed)
+			return nil
+		default:
+			return p.misbehaved(s, id, fmt.Errorf("%w: unexpected frame kind %d", ErrBadMessage, f.Kind))
+		}
+	}
+}
+
+// handleSync answers a pull: the logged deltas the requester lacks, in
+// chunks, then done; or, when the log does not cover the gap, a full state.
+func (p *Peer) handleSync(s network.Stream) {
+	id := s.Conn().RemotePeer()
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(p.cfg.SyncTimeout))
+	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.SyncTimeout)
+	defer cancel()
+	f, n, err := readFrame(bufio.NewReader(s))
+	if err != nil {
+		p.misbehaved(s, id, err)
+		return
+	}
+	p.stats.syncBytesReceived.Add(uint64(n))
+	if f.Kind != frameRequest || f.Version != wireVersion || f.Network != p.cfg.Network {
+		p.misbehaved(s, id, fmt.Errorf("%w: request of kind %d, version %d, network %q", ErrBadMessage, f.Kind, f.Version, f.Network))
+		return
+	}
+	have, err := crdt.DecodeContext(f.Context)
+	if err != nil {
+		p.misbehaved(s, id, fmt.Errorf("%w: context: %v", ErrBadMessage, err))
+		return
+	}
+	p.remember(id, have)
+	bw := bufio.NewWriterSize(s, 64<<10)
+	cw := &countingWriter{w: bw}
+	var chunk [][]byte
+	size := 0
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		_, err := writeFrame(cw, &syncFrame{Kind: frameDeltas, Deltas: chunk})
+		p.stats.syncDeltasSent.Add(uint64(len(chunk)))
+		chunk, size = nil, 0
+		return err
+	}
+	_, err = p.cat.DeltasFor(ctx, have, func(_ *crdt.Delta, enc []byte) error {
+		chunk = append(chunk, enc)
+		if size += len(enc); size >= chunkBytes {
+			return flush()
+		}
+		return nil
+	})
+	if ferr := flush(); err == nil {
+		err = ferr
+	}
+	switch {
+	case errors.Is(err, node.ErrLogGap):
+		if _, err = writeFrame(cw, &syncFrame{Kind: frameFull}); err == nil {
+			err = p.cat.ExportState(ctx, cw)
+		}
+		if err == nil {
+			p.stats.fullSent.Add(1)
+			p.log.Info("anti-entropy: sent a full state (the delta log does not cover the peer's gap)", "peer", id)
+		}
+	case err == nil:
+		var enc []byte
+		_, mine := p.cat.Contexts()
+		if enc, err = crdt.EncodeContext(mine); err == nil {
+			_, err = writeFrame(cw, &syncFrame{Kind: frameDone, Context: enc})
+		}
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	p.stats.syncBytesSent.Add(uint64(cw.n))
+	if err != nil {
+		p.stats.syncFailures.Add(1)
+		p.log.Debug("answering a pull", "peer", id, "err", err)
+		s.Reset()
+	}
+}
+
+// misbehaved handles a peer that sent something that does not decode: the
+// stream is reset, the peer disconnected, and the event counted and logged.
+func (p *Peer) misbehaved(s network.Stream, id peer.ID, err error) error {
+	s.Reset()
+	if p.ctx.Err() != nil {
+		return err
+	}
+	if !isGarbage(err) {
+		p.stats.syncFailures.Add(1) // a broken stream, not a bad peer
+		return err
+	}
+	p.stats.syncRejected.Add(1)
+	p.log.Warn("peer sent garbage on the sync stream; disconnecting", "peer", id, "err", err)
+	_ = p.h.Network().ClosePeer(id)
+	return err
+}
+
+// isGarbage reports whether err means the peer sent bytes that do not
+// decode or validate, as opposed to a stream that broke.
+func isGarbage(err error) bool {
+	return errors.Is(err, ErrBadMessage) || errors.Is(err, crdt.ErrInvalid) ||
+		errors.Is(err, crdt.ErrTooLarge) || errors.Is(err, crdt.ErrVersion)
+}
+
+// remember records a peer's applied context for status.
+func (p *Peer) remember(id peer.ID, c *crdt.Context) {
+	p.mu.Lock()
+	p.known[id] = c
+	p.mu.Unlock()
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += n
+	return n, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += n
+	return n, err
+}

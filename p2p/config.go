@@ -1,0 +1,125 @@
+package p2p
+
+import (
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+)
+
+// Config configures a Peer. Start from DefaultConfig.
+type Config struct {
+	// KeyFile holds the peer's Ed25519 identity; created (mode 0600) if
+	// missing. Required.
+	KeyFile string
+	// Listen are the multiaddrs to listen on. Default: TCP and QUIC on port
+	// 4001 of every interface.
+	Listen []string
+	// Bootstrap are /p2p/<id> multiaddrs dialled at start and redialled
+	// with backoff while disconnected; they also seed the DHT.
+	Bootstrap []string
+	// MDNS turns on multicast DNS discovery on the local network. Off by
+	// default: it multicasts on every interface.
+	MDNS bool
+	// DHT turns on the Kademlia DHT (server mode) and the rendezvous.
+	DHT bool
+	// NAT turns on UPnP/NAT-PMP port mapping; it talks to the gateway.
+	NAT bool
+	// Network names the catalog: the gossip topic, the sync protocol and the
+	// DHT rendezvous derive from it, so several catalogs can share peers
+	// without mixing. 1–64 bytes of [a-z0-9._-]. Default "default".
+	Network string
+	// SwarmKey, if set, is a libp2p pre-shared key (the contents of a
+	// /key/swarm/psk/1.0.0/ file): only peers with the same key connect.
+	// Private networks run over TCP only.
+	SwarmKey []byte
+
+	// AntiEntropyInterval is how often the peer pulls from one random
+	// connected peer. Lower repairs missed gossip sooner at the cost of a
+	// context exchange per round. Default 5s.
+	AntiEntropyInterval time.Duration
+	// HeartbeatInterval is GossipSub's heartbeat: the mesh forms and
+	// repairs at this pace. Default 200ms.
+	HeartbeatInterval time.Duration
+	// MaxMessageBytes bounds one gossip message. Default 4 MiB.
+	MaxMessageBytes int
+	// SyncTimeout bounds one anti-entropy exchange, full-state transfers
+	// included. Default 2m.
+	SyncTimeout time.Duration
+	// ConnLow and ConnHigh are the connection manager's water marks.
+	// Defaults 64 and 192.
+	ConnLow, ConnHigh int
+
+	// Logger receives events. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		Listen:              []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+		DHT:                 true,
+		Network:             "default",
+		AntiEntropyInterval: 5 * time.Second,
+		HeartbeatInterval:   200 * time.Millisecond,
+		MaxMessageBytes:     4 << 20,
+		SyncTimeout:         2 * time.Minute,
+		ConnLow:             64,
+		ConnHigh:            192,
+		Logger:              slog.Default(),
+	}
+}
+
+var networkRE = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
+
+// validate fills zero values with defaults and rejects bad ones.
+func (c *Config) validate() error {
+	d := DefaultConfig()
+	if c.KeyFile == "" {
+		return fmt.Errorf("p2p config: KeyFile is required")
+	}
+	if c.Listen == nil {
+		c.Listen = d.Listen
+	}
+	if c.Network == "" {
+		c.Network = d.Network
+	}
+	if !networkRE.MatchString(c.Network) {
+		return fmt.Errorf("p2p config: Network %q must be 1-64 bytes of [a-z0-9._-]", c.Network)
+	}
+	if c.AntiEntropyInterval == 0 {
+		c.AntiEntropyInterval = d.AntiEntropyInterval
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if c.SyncTimeout == 0 {
+		c.SyncTimeout = d.SyncTimeout
+	}
+	if c.ConnLow == 0 {
+		c.ConnLow = d.ConnLow
+	}
+	if c.ConnHigh == 0 {
+		c.ConnHigh = d.ConnHigh
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	switch {
+	case c.AntiEntropyInterval < 0, c.HeartbeatInterval < 0, c.SyncTimeout < 0:
+		return fmt.Errorf("p2p config: intervals and timeouts must be positive")
+	case c.MaxMessageBytes < 64<<10:
+		return fmt.Errorf("p2p config: MaxMessageBytes must be at least 64 KiB, got %d", c.MaxMessageBytes)
+	case c.ConnLow < 1 || c.ConnHigh < c.ConnLow:
+		return fmt.Errorf("p2p config: need 1 <= ConnLow <= ConnHigh, got %d and %d", c.ConnLow, c.ConnHigh)
+	}
+	return nil
+}
+
+// topic, protocol and rendezvous names derived from the network.
+func (c *Config) topic() string      { return "/crdt-catalog/" + c.Network + "/deltas/1" }
+func (c *Config) syncProto() string  { return "/crdt-catalog/" + c.Network + "/sync/1.0.0" }
+func (c *Config) rendezvous() string { return "crdt-catalog/" + c.Network }

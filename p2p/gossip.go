@@ -1,0 +1,197 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/crdt-catalog/crdt-catalog/node"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+const (
+	// maxBatchDeltas and maxBatchBytes bound the deltas one gossip message
+	// carries when local writes arrive faster than they are published.
+	maxBatchDeltas = 256
+	maxBatchBytes  = 512 << 10
+	// subBuffer is the node subscription's buffer, in changes.
+	subBuffer = 8192
+)
+
+// startGossip joins the delta topic with a validator that rejects what does
+// not decode, then starts the publish and receive loops.
+func (p *Peer) startGossip() error {
+	params := pubsub.DefaultGossipSubParams()
+	params.HeartbeatInterval = p.cfg.HeartbeatInterval
+	params.HeartbeatInitialDelay = p.cfg.HeartbeatInterval / 2
+	ps, err := pubsub.NewGossipSub(p.ctx, p.h,
+		pubsub.WithGossipSubParams(params),
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		pubsub.WithMaxMessageSize(p.cfg.MaxMessageBytes),
+		pubsub.WithFloodPublish(true),
+	)
+	if err != nil {
+		return err
+	}
+	p.ps = ps
+	topic := p.cfg.topic()
+	if err := ps.RegisterTopicValidator(topic, p.validate); err != nil {
+		return err
+	}
+	if p.topic, err = ps.Join(topic); err != nil {
+		return err
+	}
+	// The router joins the mesh at the first Subscribe, not at Join.
+	if p.sub, err = p.topic.Subscribe(); err != nil {
+		return err
+	}
+	local := p.cat.Subscribe(subBuffer)
+	p.goRun(func() { p.publishLoop(local) })
+	p.goRun(p.receiveLoop)
+	return nil
+}
+
+// validate runs before a message is delivered or forwarded: anything that
+// does not decode, is too large or belongs to another network is rejected
+// (and its sender penalised by GossipSub's scoring).
+func (p *Peer) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+	ds, err := decodeGossip(m.Data, p.cfg.Network, p.cfg.MaxMessageBytes)
+	if err != nil {
+		p.stats.rejected.Add(1)
+		p.log.Warn("rejected gossip message", "peer", from, "err", err)
+		return pubsub.ValidationReject
+	}
+	m.ValidatorData = ds
+	return pubsub.ValidationAccept
+}
+
+// publishLoop publishes every local delta as it becomes durable, batching
+// the ones that arrive together. If it falls behind the node's
+// subscription, it resubscribes and republishes what it missed from the
+// delta log.
+func (p *Peer) publishLoop(sub *node.Subscription) {
+	var last uint64 // sequence number of the last change handled
+	for {
+		var batch [][]byte
+		size := 0
+		add := func(c node.Change) {
+			last = c.Seq
+			if c.Local {
+				batch = append(batch, c.Encoded)
+				size += len(c.Encoded)
+			}
+		}
+		select {
+		case <-p.ctx.Done():
+			sub.Close()
+			return
+		case c, ok := <-sub.C:
+			if !ok {
+				if !errors.Is(sub.Err(), node.ErrLagged) {
+					return
+				}
+				p.log.Warn("gossip publisher fell behind; republishing from the delta log", "after_seq", last)
+				sub = p.cat.Subscribe(subBuffer)
+				p.republish(last)
+				continue
+			}
+			add(c)
+		}
+	drain:
+		for len(batch) < maxBatchDeltas && size < maxBatchBytes {
+			select {
+			case c, ok := <-sub.C:
+				if !ok {
+					break drain // handled at the next receive
+				}
+				add(c)
+			default:
+				break drain
+			}
+		}
+		p.publish(batch)
+	}
+}
+
+// republish publishes the local deltas logged after seq.
+func (p *Peer) republish(seq uint64) {
+	for {
+		page, err := p.cat.DeltasSince(p.ctx, seq, maxBatchDeltas, true)
+		if err != nil {
+			// Trimmed or closing: anti-entropy covers the rest.
+			p.log.Warn("republish from the delta log", "err", err)
+			return
+		}
+		var batch [][]byte
+		for _, d := range page.Deltas {
+			enc, err := crdt.EncodeDelta(d)
+			if err == nil {
+				batch = append(batch, enc)
+			}
+		}
+		p.publish(batch)
+		seq = page.Cursor
+		if !page.More {
+			return
+		}
+	}
+}
+
+// publish sends one message; an empty batch sends nothing.
+func (p *Peer) publish(batch [][]byte) {
+	if len(batch) == 0 {
+		return
+	}
+	msg, err := encodeGossip(p.cfg.Network, batch)
+	if err == nil {
+		err = p.topic.Publish(p.ctx, msg)
+	}
+	if err != nil {
+		if p.ctx.Err() == nil {
+			p.log.Warn("publish failed; anti-entropy will carry these deltas", "deltas", len(batch), "err", err)
+		}
+		return
+	}
+	p.stats.published.Add(1)
+	p.stats.publishedDeltas.Add(uint64(len(batch)))
+}
+
+// receiveLoop joins every validated message from other peers into the node,
+// and pulls from the sender when a delta shows that something was missed.
+func (p *Peer) receiveLoop() {
+	for {
+		m, err := p.sub.Next(p.ctx)
+		if err != nil {
+			return // closed
+		}
+		if m.ReceivedFrom == p.h.ID() {
+			continue
+		}
+		ds, ok := m.ValidatorData.([]*crdt.Delta)
+		if !ok {
+			continue
+		}
+		p.stats.received.Add(1)
+		gap := false
+		lowest := map[crdt.ReplicaID]crdt.Dot{}
+		for _, d := range ds {
+			if l, ok := lowest[d.Dot.Replica]; !ok || d.Dot.Counter < l.Counter {
+				lowest[d.Dot.Replica] = d.Dot
+			}
+		}
+		for _, d := range lowest {
+			gap = gap || p.cat.Gap(d)
+		}
+		if _, err := p.cat.ApplyDeltas(p.ctx, ds); err != nil {
+			if p.ctx.Err() == nil {
+				p.log.Warn("joining gossiped deltas", "from", m.ReceivedFrom, "err", err)
+			}
+			continue
+		}
+		if gap {
+			p.stats.gaps.Add(1)
+			p.requestPull(m.ReceivedFrom)
+		}
+	}
+}

@@ -1,0 +1,147 @@
+package p2p
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/crdt-catalog/crdt-catalog/node"
+	leveldb "github.com/ipfs/go-ds-leveldb"
+)
+
+// testPeer is a node with its libp2p peer, on 127.0.0.1 only.
+type testPeer struct {
+	n *node.Node
+	p *Peer
+}
+
+func quietLogger() *slog.Logger {
+	if os.Getenv("P2P_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func testConfig(t testing.TB) Config {
+	cfg := DefaultConfig()
+	cfg.KeyFile = filepath.Join(t.TempDir(), "identity.key")
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	cfg.DHT = false
+	cfg.AntiEntropyInterval = 300 * time.Millisecond
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	cfg.Logger = quietLogger()
+	return cfg
+}
+
+// startPeer opens a node on an in-memory store (or on store, if given) and
+// starts its peer; both close at the end of the test.
+func startPeer(t testing.TB, cfg Config, ncfg *node.Config) *testPeer {
+	t.Helper()
+	store, err := leveldb.NewDatastore("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := node.DefaultConfig()
+	if ncfg != nil {
+		nc = *ncfg
+	}
+	nc.Logger = quietLogger()
+	n, err := node.Open(context.Background(), store, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(context.Background(), n, cfg)
+	if err != nil {
+		n.Close()
+		t.Fatal(err)
+	}
+	tp := &testPeer{n: n, p: p}
+	t.Cleanup(tp.close)
+	return tp
+}
+
+func (tp *testPeer) close() {
+	if tp.p != nil {
+		tp.p.Close()
+		tp.p = nil
+	}
+	if tp.n != nil {
+		tp.n.Close()
+		tp.n = nil
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// state returns a node's visible catalog as JSON, for comparison.
+func state(t testing.TB, n *node.Node) string {
+	t.Helper()
+	var all []node.Item
+	for _, c := range n.Collections() {
+		cursor := ""
+		for {
+			page, err := n.Query(context.Background(), c, "", node.MaxQueryLimit, cursor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, page.Items...)
+			if page.NextCursor == "" {
+				break
+			}
+			cursor = page.NextCursor
+		}
+	}
+	b, _ := json.Marshal(all)
+	return string(b)
+}
+
+// converged reports whether all nodes hold the same applied context and
+// the same visible state.
+func converged(t testing.TB, ps ...*testPeer) bool {
+	_, a0 := ps[0].n.Contexts()
+	for _, p := range ps[1:] {
+		if _, a := p.n.Contexts(); !a.Equal(a0) {
+			return false
+		}
+	}
+	s0 := state(t, ps[0].n)
+	for _, p := range ps[1:] {
+		if state(t, p.n) != s0 {
+			return false
+		}
+	}
+	return true
+}
+
+func doc(t testing.TB, s string) crdt.Document {
+	t.Helper()
+	d, err := crdt.ParseDocument([]byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func key(id string) crdt.Key { return crdt.Key{Collection: "snapshots", ID: id} }
+
+func nodeConfigWithLog(entries int) node.Config {
+	c := node.DefaultConfig()
+	c.MaxLogEntries = entries
+	return c
+}

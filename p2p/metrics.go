@@ -1,0 +1,100 @@
+package p2p
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Stats are the peer's running totals.
+type Stats struct {
+	Peers int // connected peers
+
+	Published       uint64 // gossip messages published
+	PublishedDeltas uint64 // deltas in them
+	Received        uint64 // gossip messages received from others and joined
+	Rejected        uint64 // gossip messages rejected by the validator
+	Gaps            uint64 // received deltas that showed a missed one
+
+	Rounds             uint64 // completed anti-entropy pulls
+	SyncFailures       uint64 // pulls or answers cut short
+	SyncRejected       uint64 // sync streams that carried garbage
+	SyncDeltasSent     uint64
+	SyncDeltasReceived uint64
+	SyncBytesSent      uint64
+	SyncBytesReceived  uint64
+	FullStatesSent     uint64
+	FullStatesReceived uint64
+
+	BytesSent     int64 // all libp2p traffic, gossip relaying included
+	BytesReceived int64
+}
+
+// Stats returns the current figures.
+func (p *Peer) Stats() Stats {
+	bw := p.bw.GetBandwidthTotals()
+	c := &p.stats
+	return Stats{
+		Peers:              len(p.h.Network().Peers()),
+		Published:          c.published.Load(),
+		PublishedDeltas:    c.publishedDeltas.Load(),
+		Received:           c.received.Load(),
+		Rejected:           c.rejected.Load(),
+		Gaps:               c.gaps.Load(),
+		Rounds:             c.rounds.Load(),
+		SyncFailures:       c.syncFailures.Load(),
+		SyncRejected:       c.syncRejected.Load(),
+		SyncDeltasSent:     c.syncDeltasSent.Load(),
+		SyncDeltasReceived: c.syncDeltasReceived.Load(),
+		SyncBytesSent:      c.syncBytesSent.Load(),
+		SyncBytesReceived:  c.syncBytesReceived.Load(),
+		FullStatesSent:     c.fullSent.Load(),
+		FullStatesReceived: c.fullReceived.Load(),
+		BytesSent:          bw.TotalOut,
+		BytesReceived:      bw.TotalIn,
+	}
+}
+
+// Collector exposes Stats to Prometheus, read at scrape time.
+func (p *Peer) Collector() prometheus.Collector { return collector{p} }
+
+type metric struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(Stats) float64
+}
+
+func newMetric(name, help string, kind prometheus.ValueType, value func(Stats) float64) metric {
+	return metric{prometheus.NewDesc("catalog_p2p_"+name, help, nil, nil), kind, value}
+}
+
+var p2pMetrics = []metric{
+	newMetric("peers", "Connected libp2p peers.", prometheus.GaugeValue, func(s Stats) float64 { return float64(s.Peers) }),
+	newMetric("messages_published_total", "Gossip messages published.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Published) }),
+	newMetric("deltas_published_total", "Deltas carried by published gossip messages.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.PublishedDeltas) }),
+	newMetric("messages_received_total", "Gossip messages received from other peers.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Received) }),
+	newMetric("messages_rejected_total", "Gossip messages rejected by the topic validator.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Rejected) }),
+	newMetric("gaps_total", "Received deltas that showed a missed earlier delta.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Gaps) }),
+	newMetric("antientropy_rounds_total", "Completed anti-entropy pulls.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Rounds) }),
+	newMetric("sync_failures_total", "Anti-entropy exchanges cut short.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncFailures) }),
+	newMetric("sync_rejected_total", "Sync streams that carried garbage (the peer was disconnected).", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncRejected) }),
+	newMetric("sync_deltas_sent_total", "Deltas sent in answer to pulls.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncDeltasSent) }),
+	newMetric("sync_deltas_received_total", "Deltas received by pulls.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncDeltasReceived) }),
+	newMetric("sync_bytes_sent_total", "Bytes sent on sync streams.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncBytesSent) }),
+	newMetric("sync_bytes_received_total", "Bytes received on sync streams.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncBytesReceived) }),
+	newMetric("full_states_sent_total", "Full-state transfers sent.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.FullStatesSent) }),
+	newMetric("full_states_received_total", "Full-state transfers received.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.FullStatesReceived) }),
+	newMetric("bytes_sent_total", "All libp2p bytes sent.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.BytesSent) }),
+	newMetric("bytes_received_total", "All libp2p bytes received.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.BytesReceived) }),
+}
+
+type collector struct{ p *Peer }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range p2pMetrics {
+		ch <- m.desc
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.p.Stats()
+	for _, m := range p2pMetrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(s))
+	}
+}

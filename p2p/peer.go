@@ -1,0 +1,207 @@
+package p2p
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/crdt-catalog/crdt-catalog/node"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Catalog is what the peer needs from the node; *node.Node satisfies it.
+type Catalog interface {
+	Subscribe(buffer int) *node.Subscription
+	ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (node.ApplyResult, error)
+	Gap(dot crdt.Dot) bool
+	Contexts() (seen, applied *crdt.Context)
+	DeltasFor(ctx context.Context, have *crdt.Context, fn func(d *crdt.Delta, enc []byte) error) (int, error)
+	DeltasSince(ctx context.Context, cursor uint64, limit int, localOnly bool) (node.Pending, error)
+	ExportState(ctx context.Context, w io.Writer) error
+	ImportState(ctx context.Context, r io.Reader) (node.ImportResult, error)
+}
+
+var _ Catalog = (*node.Node)(nil)
+
+// Peer replicates one node over libp2p. Its goroutines run until Close.
+type Peer struct {
+	cfg   Config
+	log   *slog.Logger
+	cat   Catalog
+	h     host.Host
+	bw    *metrics.BandwidthCounter
+	ps    *pubsub.PubSub
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+	dht   *dht.IpfsDHT // nil unless Config.DHT
+	proto protocol.ID
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closers []io.Closer // discovery services, closed in reverse order
+
+	mu       sync.Mutex // guards the maps below
+	inflight map[peer.ID]bool          // a pull from this peer is running
+	again    map[peer.ID]bool          // pull once more when it ends
+	known    map[peer.ID]*crdt.Context // each peer's applied context, as last exchanged
+
+	stats counters
+}
+
+// counters are the peer's running totals; see Stats.
+type counters struct {
+	published, publishedDeltas, received, rejected   atomic.Uint64
+	rounds, syncFailures, syncRejected                atomic.Uint64
+	syncDeltasSent, syncDeltasReceived                atomic.Uint64
+	syncBytesSent, syncBytesReceived                  atomic.Uint64
+	fullSent, fullReceived, gaps                      atomic.Uint64
+}
+
+// New starts a peer for cat: the host, GossipSub, the sync protocol and the
+// configured discovery. ctx bounds only the start-up.
+func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	p := &Peer{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		cat:      cat,
+		bw:       metrics.NewBandwidthCounter(),
+		proto:    protocol.ID(cfg.syncProto()),
+		inflight: map[peer.ID]bool{},
+		again:    map[peer.ID]bool{},
+		known:    map[peer.ID]*crdt.Context{},
+	}
+	h, err := newHost(&p.cfg, p.bw)
+	if err != nil {
+		return nil, err
+	}
+	p.h = h
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	if err := p.start(ctx); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Peer) start(ctx context.Context) error {
+	p.h.SetStreamHandler(p.proto, p.handleSync)
+	p.h.Network().Notify(&network.NotifyBundle{
+		ConnectedF: func(_ network.Network, c network.Conn) { p.requestPull(c.RemotePeer()) },
+	})
+	if err := p.startGossip(); err != nil {
+		return err
+	}
+	if err := p.startDiscovery(ctx); err != nil {
+		return err
+	}
+	p.goRun(p.antiEntropyLoop)
+	return nil
+}
+
+// goRun runs f on a goroutine that Close waits for.
+func (p *Peer) goRun(f func()) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		f()
+	}()
+}
+
+// ID returns the peer's libp2p ID.
+func (p *Peer) ID() peer.ID { return p.h.ID() }
+
+// Host returns the libp2p host, for tests and tools.
+func (p *Peer) Host() host.Host { return p.h }
+
+// Addrs returns the peer's listen multiaddrs, each ending in /p2p/<id>, as
+// other peers pass them to Bootstrap.
+func (p *Peer) Addrs() []string {
+	self, err := ma.NewMultiaddr("/p2p/" + p.h.ID().String())
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range p.h.Addrs() {
+		out = append(out, a.Encapsulate(self).String())
+	}
+	return out
+}
+
+// Connect dials a /p2p/ multiaddr.
+func (p *Peer) Connect(ctx context.Context, addr string) error {
+	ai, err := peer.AddrInfoFromString(addr)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", addr, err)
+	}
+	return p.h.Connect(ctx, *ai)
+}
+
+// PeerStatus describes one connected peer.
+type PeerStatus struct {
+	ID    string   `json:"id"`
+	Addrs []string `json:"addrs"`
+	// Known reports whether the two have exchanged causal contexts; Ahead
+	// and Behind are meaningful only then. Ahead counts the deltas this
+	// node holds that the peer lacked at the last exchange, Behind the
+	// reverse.
+	Known  bool   `json:"known"`
+	Ahead  uint64 `json:"ahead"`
+	Behind uint64 `json:"behind"`
+}
+
+// Peers lists the connected peers that speak this catalog's sync protocol
+// (and, before identification completes, every connected peer).
+func (p *Peer) Peers() []PeerStatus {
+	_, mine := p.cat.Contexts()
+	var out []PeerStatus
+	for _, id := range p.h.Network().Peers() {
+		st := PeerStatus{ID: id.String()}
+		for _, c := range p.h.Network().ConnsToPeer(id) {
+			st.Addrs = append(st.Addrs, c.RemoteMultiaddr().String())
+		}
+		p.mu.Lock()
+		theirs := p.known[id]
+		p.mu.Unlock()
+		if theirs != nil {
+			st.Known = true
+			st.Ahead, st.Behind = mine.Compare(theirs)
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Close stops discovery, gossip and anti-entropy, waits for the goroutines
+// and closes the host.
+func (p *Peer) Close() error {
+	p.cancel()
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		if err := p.closers[i].Close(); err != nil {
+			p.log.Debug("closing discovery", "err", err)
+		}
+	}
+	if p.sub != nil {
+		p.sub.Cancel()
+	}
+	err := p.h.Close()
+	p.wg.Wait()
+	if p.topic != nil {
+		_ = p.topic.Close()
+	}
+	return err
+}
