@@ -47,12 +47,12 @@ type Peer struct {
 	dht   *dht.IpfsDHT // nil unless Config.DHT
 	proto protocol.ID
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 	closers []io.Closer // discovery services, closed in reverse order
 
-	mu       sync.Mutex // guards the maps below
+	mu       sync.Mutex                // guards the maps below
 	inflight map[peer.ID]bool          // a pull from this peer is running
 	again    map[peer.ID]bool          // pull once more when it ends
 	known    map[peer.ID]*crdt.Context // each peer's applied context, as last exchanged
@@ -62,11 +62,11 @@ type Peer struct {
 
 // counters are the peer's running totals; see Stats.
 type counters struct {
-	published, publishedDeltas, received, rejected   atomic.Uint64
-	rounds, syncFailures, syncRejected                atomic.Uint64
-	syncDeltasSent, syncDeltasReceived                atomic.Uint64
-	syncBytesSent, syncBytesReceived                  atomic.Uint64
-	fullSent, fullReceived, gaps                      atomic.Uint64
+	published, publishedDeltas, received, rejected atomic.Uint64
+	rounds, syncFailures, syncRejected             atomic.Uint64
+	syncDeltasSent, syncDeltasReceived             atomic.Uint64
+	syncBytesSent, syncBytesReceived               atomic.Uint64
+	fullSent, fullReceived, gaps                   atomic.Uint64
 }
 
 // New starts a peer for cat: the host, GossipSub, the sync protocol and the
