@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,19 +26,23 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-// process is a running crdt-catalog with its HTTP base URL.
+// process is a running crdt-catalog with its HTTP base URL and libp2p
+// addresses.
 type process struct {
-	cmd  *exec.Cmd
-	base string
-	logs chan string
+	cmd   *exec.Cmd
+	base  string
+	addrs []string
 }
 
-var listenRE = regexp.MustCompile(`http api listening.*http=(http://[0-9.:]+)`)
+var (
+	listenRE = regexp.MustCompile(`http api listening.*http=(http://[0-9.:]+)`)
+	p2pRE    = regexp.MustCompile(`libp2p listening.*addr=(\S+)`)
+)
 
 // start runs the binary on dir and waits until it logs its HTTP address.
 func start(t *testing.T, bin, dir string, extra ...string) *process {
 	t.Helper()
-	args := append([]string{"-data", dir, "-http", "127.0.0.1:0"}, extra...)
+	args := append([]string{"-data", dir, "-http", "127.0.0.1:0", "-listen", "/ip4/127.0.0.1/tcp/0"}, extra...)
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -46,7 +51,7 @@ func start(t *testing.T, bin, dir string, extra ...string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, logs: make(chan string, 1000)}
+	p := &process{cmd: cmd}
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
@@ -54,24 +59,46 @@ func start(t *testing.T, bin, dir string, extra ...string) *process {
 		}
 	})
 	found := make(chan string, 1)
+	addrs := make(chan string, 16)
+	var (
+		mu    sync.Mutex
+		lines []string
+	)
+	t.Cleanup(func() { // runs before the kill above: cleanups run last first
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("log of %s:\n%s", dir, strings.Join(lines, "\n"))
+			mu.Unlock()
+		}
+	})
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
+			mu.Lock()
+			lines = append(lines, line)
+			mu.Unlock()
 			if m := listenRE.FindStringSubmatch(line); m != nil {
 				found <- m[1]
 			}
-			select {
-			case p.logs <- line:
-			default:
+			if m := p2pRE.FindStringSubmatch(line); m != nil {
+				addrs <- m[1]
 			}
 		}
-		close(p.logs)
 	}()
 	select {
 	case p.base = <-found:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the node did not log its HTTP address within 30s")
+	}
+	// The libp2p addresses are logged right after the HTTP address.
+	for len(p.addrs) == 0 || len(addrs) > 0 {
+		select {
+		case a := <-addrs:
+			p.addrs = append(p.addrs, a)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the node did not log its libp2p address")
+		}
 	}
 	return p
 }
@@ -138,7 +165,7 @@ func TestBinary_EndToEnd(t *testing.T) {
 		{"POST", "/snapshots/add/gone", js, `{}`, 201, ""},
 		{"DELETE", "/snapshots/remove/gone", "", "", 200, `"removed":"gone"`},
 		{"GET", "/crdt/delta", "", "", 200, `"deltas"`},
-		{"GET", "/status", "", "", 200, `"replica`},
+		{"GET", "/status", "", "", 200, `"peer_id"`},
 		{"GET", "/healthz", "", "", 200, ""},
 		{"GET", "/metrics", "", "", 200, "# HELP"},
 		// Error classes.
@@ -184,4 +211,55 @@ func TestBinary_EndToEnd(t *testing.T) {
 	if code, body := p.do(t, "GET", "/images/img-1", "", ""); code != 200 {
 		t.Fatalf("image after restart: %d %s", code, body)
 	}
+}
+
+// TestBinary_TwoPeersConverge: two processes joined by a bootstrap address
+// replicate each other's writes over libp2p, and a peer with another swarm
+// key is refused.
+func TestBinary_TwoPeersConverge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	keyFile := filepath.Join(t.TempDir(), "swarm.key")
+	if out, err := exec.Command(bin, "keygen", "-swarm-key", keyFile).CombinedOutput(); err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "keygen", "-swarm-key", keyFile).CombinedOutput(); err == nil {
+		t.Fatalf("keygen overwrote an existing key:\n%s", out)
+	}
+	a := start(t, bin, t.TempDir(), "-swarm-key", keyFile, "-dht=false")
+	b := start(t, bin, t.TempDir(), "-swarm-key", keyFile, "-dht=false", "-bootstrap", a.addrs[0])
+	const js = "application/json"
+	if code, body := a.do(t, "POST", "/snapshots/add/from-a", js, `{"n":1}`); code != 201 {
+		t.Fatalf("add on a: %d %s", code, body)
+	}
+	if code, body := b.do(t, "POST", "/images/add/from-b", js, `{"n":2}`); code != 201 {
+		t.Fatalf("add on b: %d %s", code, body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ca, _ := a.do(t, "GET", "/images/from-b", "", "")
+		cb, _ := b.do(t, "GET", "/snapshots/from-a", "", "")
+		if ca == 200 && cb == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no convergence within 30s: a sees from-b %d, b sees from-a %d", ca, cb)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A peer with a different key cannot join: it never sees a's items.
+	other := filepath.Join(t.TempDir(), "other.key")
+	if out, err := exec.Command(bin, "keygen", "-swarm-key", other).CombinedOutput(); err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
+	c := start(t, bin, t.TempDir(), "-swarm-key", other, "-dht=false", "-bootstrap", a.addrs[0])
+	_, status := c.do(t, "GET", "/status", "", "")
+	if !strings.Contains(status, `"peers":null`) && !strings.Contains(status, `"peers":[]`) {
+		t.Fatalf("a peer with another swarm key connected: %s", status)
+	}
+	c.stop(t)
+	b.stop(t)
+	a.stop(t)
 }

@@ -3,6 +3,7 @@
 //	crdt-catalog [flags]      run a node (see -help)
 //	crdt-catalog example      the two-node demonstration of the seed
 //	crdt-catalog version      print the version
+//	crdt-catalog keygen -swarm-key FILE   write a new libp2p swarm key
 package main
 
 import (
@@ -38,6 +39,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		switch args[0] {
 		case "example":
 			return runExample(ctx, stdout)
+		case "keygen":
+			return keygen(args[1:], stdout, stderr)
 		case "version":
 			_, err := fmt.Fprintln(stdout, "crdt-catalog", version)
 			return err

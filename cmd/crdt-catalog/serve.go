@@ -10,11 +10,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/crdt-catalog/crdt-catalog/httpapi"
 	"github.com/crdt-catalog/crdt-catalog/node"
+	"github.com/crdt-catalog/crdt-catalog/p2p"
 )
 
 // options are the node's flags. Each flag NAME may also be set by the
@@ -22,6 +24,13 @@ import (
 // the command line wins.
 type options struct {
 	data          string
+	listen        stringList
+	bootstrap     stringList
+	mdns          bool
+	dht           bool
+	nat           bool
+	network       string
+	swarmKey      string
 	httpAddr      string
 	collections   string
 	logLevel      string
@@ -37,6 +46,14 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs := flag.NewFlagSet("crdt-catalog", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.data, "data", "./data", "data directory of the embedded LevelDB store (created if missing)")
+	o.listen = stringList{vals: []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}}
+	fs.Var(&o.listen, "listen", "libp2p listen multiaddr; repeatable (the environment takes a comma-separated list)")
+	fs.Var(&o.bootstrap, "bootstrap", "bootstrap peer multiaddr ending in /p2p/<peer id>, dialled at start and redialled while disconnected; repeatable")
+	fs.BoolVar(&o.mdns, "mdns", false, "discover peers by mDNS on the local network (multicasts on every interface)")
+	fs.BoolVar(&o.dht, "dht", true, "discover peers through the Kademlia DHT rendezvous of the network")
+	fs.BoolVar(&o.nat, "nat", false, "map the libp2p port on the gateway by UPnP/NAT-PMP")
+	fs.StringVar(&o.network, "network", "default", "catalog network name: names the gossip topic, sync protocol and DHT rendezvous")
+	fs.StringVar(&o.swarmKey, "swarm-key", "", "libp2p pre-shared key file: only peers with the same key connect (TCP only; QUIC listen addresses are dropped)")
 	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "HTTP API listen address; :0 picks a free port. A non-loopback address requires -api-token-file")
 	fs.StringVar(&o.collections, "collections", "snapshots,images", "comma-separated collections served")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -46,7 +63,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.BoolVar(&o.tokenForReads, "api-token-reads", false, "require the bearer token on GET requests too")
 	fs.Int64Var(&o.maxBody, "max-body", 1<<20, "largest accepted request body, in bytes")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE\n\n"+
 			"Runs one catalog node. Every flag can also be set by the environment\n"+
 			"variable CRDT_CATALOG_<FLAG> (e.g. CRDT_CATALOG_HTTP); the command line wins.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -64,11 +81,13 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	if envErr != nil {
 		return nil, envErr
 	}
+	// A repeatable flag on the command line replaces the environment's list.
+	o.listen.set, o.bootstrap.set = false, false
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (subcommands: example, version)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: example, version, keygen)", fs.Arg(0))
 	}
 	return o, nil
 }
@@ -111,7 +130,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err := os.MkdirAll(o.data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	store, err := node.OpenLevelDB(o.data+"/store", o.sync)
+	store, err := node.OpenLevelDB(filepath.Join(o.data, "store"), o.sync)
 	if err != nil {
 		return err
 	}
@@ -124,24 +143,61 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		return err
 	}
 
-	acfg := httpapi.DefaultConfig()
-	acfg.Logger = log
-	acfg.Token = token
-	acfg.TokenForReads = o.tokenForReads
-	acfg.MaxBodyBytes = o.maxBody
-	api, err := httpapi.New(n, acfg)
+	pcfg := p2p.DefaultConfig()
+	pcfg.KeyFile = filepath.Join(o.data, "identity.key")
+	pcfg.Listen = o.listen.vals
+	pcfg.Bootstrap = o.bootstrap.vals
+	pcfg.MDNS, pcfg.DHT, pcfg.NAT = o.mdns, o.dht, o.nat
+	pcfg.Network = o.network
+	pcfg.Logger = log
+	if o.swarmKey != "" {
+		if pcfg.SwarmKey, err = os.ReadFile(o.swarmKey); err != nil {
+			n.Close()
+			return fmt.Errorf("-swarm-key: %w", err)
+		}
+		log.Info("private network: TCP only, QUIC is off (it cannot carry a pre-shared key)")
+	}
+	peer, err := p2p.New(ctx, n, pcfg)
 	if err != nil {
 		n.Close()
 		return err
 	}
+	closeAll := func() error {
+		perr := peer.Close()
+		if err := n.Close(); err != nil {
+			return err
+		}
+		return perr
+	}
+
+	acfg := httpapi.DefaultConfig()
+	acfg.Logger = log
+	acfg.Status = func() map[string]any {
+		return map[string]any{"peer_id": peer.ID().String(), "listen": peer.Addrs(), "peers": peer.Peers(), "p2p": peer.Stats()}
+	}
+	acfg.Token = token
+	acfg.TokenForReads = o.tokenForReads
+	acfg.MaxBodyBytes = o.maxBody
+	api, err := httpapi.New(n, acfg)
+	if err == nil {
+		err = api.Registry().Register(peer.Collector())
+	}
+	if err != nil {
+		closeAll()
+		return err
+	}
 	ln, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
-		n.Close()
+		closeAll()
 		return fmt.Errorf("http listen: %w", err)
 	}
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	log.Info("replica", "replica", n.ReplicaID(), "data", o.data)
+	log.Info("peer", "peer_id", peer.ID().String(), "network", o.network)
 	log.Info("http api listening", "http", "http://"+ln.Addr().String())
+	for _, a := range peer.Addrs() {
+		log.Info("libp2p listening", "addr", a)
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -157,7 +213,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	if cerr := n.Close(); cerr != nil && err == nil {
+	if cerr := closeAll(); cerr != nil && err == nil {
 		err = cerr
 	}
 	if err == nil {
@@ -179,6 +235,33 @@ func readToken(path string) (string, error) {
 		return "", fmt.Errorf("-api-token-file %s: token must be at least 16 characters", path)
 	}
 	return t, nil
+}
+
+// stringList is a repeatable flag; each value may also be a
+// comma-separated list (as the environment gives it). The first Set
+// replaces the default.
+type stringList struct {
+	vals []string
+	set  bool
+}
+
+func (l *stringList) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(l.vals, ",")
+}
+
+func (l *stringList) Set(v string) error {
+	if !l.set {
+		l.vals, l.set = nil, true
+	}
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			l.vals = append(l.vals, s)
+		}
+	}
+	return nil
 }
 
 // isLoopback reports whether a listen address binds only to loopback.
