@@ -52,7 +52,8 @@ type Peer struct {
 	wg      sync.WaitGroup
 	closers []io.Closer // discovery services, closed in reverse order
 
-	mu       sync.Mutex                // guards the maps below
+	mu       sync.Mutex                // guards closed and the maps below
+	closed   bool                      // Close has begun: start no goroutine
 	inflight map[peer.ID]bool          // a pull from this peer is running
 	again    map[peer.ID]bool          // pull once more when it ends
 	known    map[peer.ID]*crdt.Context // each peer's applied context, as last exchanged
@@ -113,8 +114,14 @@ func (p *Peer) start(ctx context.Context) error {
 	return nil
 }
 
-// goRun runs f on a goroutine that Close waits for.
+// goRun runs f on a goroutine that Close waits for; after Close it does
+// nothing.
 func (p *Peer) goRun(f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -189,6 +196,9 @@ func (p *Peer) Peers() []PeerStatus {
 // Close stops discovery, gossip and anti-entropy, waits for the goroutines
 // and closes the host.
 func (p *Peer) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	p.cancel()
 	for i := len(p.closers) - 1; i >= 0; i-- {
 		if err := p.closers[i].Close(); err != nil {
