@@ -56,6 +56,9 @@ func (p *Peer) startGossip() error {
 // does not decode, is too large or belongs to another network is rejected
 // (and its sender penalised by GossipSub's scoring).
 func (p *Peer) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+	if from == p.h.ID() {
+		return pubsub.ValidationAccept // our own message: receiveLoop drops it
+	}
 	ds, err := decodeGossip(m.Data, p.cfg.Network, p.cfg.MaxMessageBytes)
 	if err != nil {
 		p.stats.rejected.Add(1)
@@ -138,9 +141,11 @@ func (p *Peer) republish(seq uint64) {
 	}
 }
 
-// publish sends one message; an empty batch sends nothing.
+// publish sends one message; an empty batch sends nothing. With no peer
+// on the topic the message would go nowhere, so it is not even signed:
+// peers that join later pull these deltas by anti-entropy on connect.
 func (p *Peer) publish(batch [][]byte) {
-	if len(batch) == 0 {
+	if len(batch) == 0 || len(p.topic.ListPeers()) == 0 {
 		return
 	}
 	msg, err := encodeGossip(p.cfg.Network, batch)
