@@ -52,8 +52,12 @@ func (p *Peer) requestPull(id peer.ID) {
 	p.inflight[id] = true
 	p.mu.Unlock()
 	p.goRun(func() {
+		// Anti-entropy talks to connected peers only: redialling here
+		// would reconnect a peer just disconnected for sending garbage,
+		// or one the connection manager trimmed.
+		ctx := network.WithNoDial(p.ctx, "anti-entropy pulls from connected peers only")
 		for {
-			if err := p.Pull(p.ctx, id); err != nil && p.ctx.Err() == nil {
+			if err := p.Pull(ctx, id); err != nil && p.ctx.Err() == nil {
 				p.log.Debug("anti-entropy pull", "peer", id, "err", err)
 			}
 			p.mu.Lock()

@@ -23,7 +23,10 @@ const (
 // startDiscovery starts the bootstrap dialers, mDNS and the DHT, as
 // configured.
 func (p *Peer) startDiscovery(ctx context.Context) error {
+	// Several addresses of one peer (say its TCP and QUIC ones) make one
+	// bootstrap entry, dialled by one goroutine with all its addresses.
 	var boot []peer.AddrInfo
+	index := map[peer.ID]int{}
 	for _, a := range p.cfg.Bootstrap {
 		ai, err := peer.AddrInfoFromString(a)
 		if err != nil {
@@ -32,6 +35,11 @@ func (p *Peer) startDiscovery(ctx context.Context) error {
 		if ai.ID == p.h.ID() {
 			continue
 		}
+		if i, ok := index[ai.ID]; ok {
+			boot[i].Addrs = append(boot[i].Addrs, ai.Addrs...)
+			continue
+		}
+		index[ai.ID] = len(boot)
 		boot = append(boot, *ai)
 	}
 	for _, ai := range boot {

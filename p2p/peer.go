@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -177,6 +178,9 @@ func (p *Peer) Peers() []PeerStatus {
 	_, mine := p.cat.Contexts()
 	var out []PeerStatus
 	for _, id := range p.h.Network().Peers() {
+		if !p.mayBeCatalogPeer(id) {
+			continue
+		}
 		st := PeerStatus{ID: id.String()}
 		for _, c := range p.h.Network().ConnsToPeer(id) {
 			st.Addrs = append(st.Addrs, c.RemoteMultiaddr().String())
@@ -191,6 +195,16 @@ func (p *Peer) Peers() []PeerStatus {
 		out = append(out, st)
 	}
 	return out
+}
+
+// mayBeCatalogPeer reports whether id speaks this catalog's sync protocol
+// or has not been identified yet (its protocols are still unknown).
+func (p *Peer) mayBeCatalogPeer(id peer.ID) bool {
+	protos, err := p.h.Peerstore().GetProtocols(id)
+	if err != nil || len(protos) == 0 {
+		return true
+	}
+	return slices.Contains(protos, p.proto)
 }
 
 // Close stops discovery, gossip and anti-entropy, waits for the goroutines

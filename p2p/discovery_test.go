@@ -1,0 +1,219 @@
+package p2p
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// TestPeer_DHTDiscovery: A, B and C run the DHT; B and C know only A. C
+// finds B, connects to it, and B's writes reach C. Every address any of
+// them listened on, learned, dialled or advertised is on loopback.
+//
+// On three nodes the DHT's own lookups connect C to B within tens of
+// milliseconds (A answers C's routing-table refresh with B), before the
+// rendezvous plays any part. So the second subtest hides B and C from
+// every routing table (they stop serving the DHT protocol but still use it
+// as clients, through A): there they can only learn of each other from
+// their records on the network's rendezvous, and nothing but the
+// rendezvous loop dials between them.
+func TestPeer_DHTDiscovery(t *testing.T) {
+	t.Run("routing", func(t *testing.T) { testDHTDiscovery(t, false) })
+	t.Run("rendezvous-only", func(t *testing.T) { testDHTDiscovery(t, true) })
+}
+
+func testDHTDiscovery(t *testing.T, rendezvousOnly bool) {
+	ctx := context.Background()
+	dhtConfig := func(boot []string) Config {
+		cfg := testConfig(t)
+		cfg.DHT = true
+		cfg.Bootstrap = boot
+		return cfg
+	}
+	a := startPeer(t, dhtConfig(nil), nil)
+	b := startPeer(t, dhtConfig(a.p.Addrs()), nil)
+	for _, p := range []*testPeer{a, b} {
+		if p.p.dht == nil {
+			t.Fatal("DHT not started although cfg.DHT is set")
+		}
+	}
+	if rendezvousOnly {
+		hideFromRouting(t, a, b)
+	}
+	c := startPeer(t, dhtConfig(a.p.Addrs()), nil)
+	if rendezvousOnly {
+		hideFromRouting(t, a, c)
+		// C may have reached B through a lookup while it still served the
+		// DHT; from now on only the rendezvous can bring them together.
+		for c.p.h.Network().Connectedness(b.p.ID()) == network.Connected {
+			_ = c.p.h.Network().ClosePeer(b.p.ID())
+			_ = b.p.h.Network().ClosePeer(c.p.ID())
+		}
+	}
+	all := []*testPeer{a, b, c}
+
+	start := time.Now()
+	waitFor(t, 30*time.Second, "C connected to B", func() bool {
+		return c.p.h.Network().Connectedness(b.p.ID()) == network.Connected
+	})
+	t.Logf("C connected to B after %v", time.Since(start).Round(time.Millisecond))
+	if rendezvousOnly && (c.p.dht.RoutingTable().Find(b.p.ID()) != "" || b.p.dht.RoutingTable().Find(c.p.ID()) != "") {
+		t.Fatal("B and C are in each other's routing table although neither serves the DHT")
+	}
+
+	// B is on the rendezvous, as C sees it, with loopback addresses only.
+	rd := drouting.NewRoutingDiscovery(c.p.dht)
+	waitFor(t, 20*time.Second, "B advertised on the rendezvous, as seen from C", func() bool {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		found, err := rd.FindPeers(ctx, c.p.cfg.rendezvous())
+		if err != nil {
+			return false
+		}
+		ok := false
+		for ai := range found {
+			if ai.ID == b.p.ID() && len(ai.Addrs) > 0 {
+				ok = true
+				for _, a := range ai.Addrs {
+					if !isLoopbackAddr(a) {
+						t.Errorf("B advertised with a non-loopback address %s", a)
+					}
+				}
+			}
+		}
+		return ok
+	})
+
+	if _, err := b.n.Add(ctx, key("from-b"), doc(t, `{"via":"dht"}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "B's write on C", func() bool {
+		_, err := c.n.Get(ctx, key("from-b"))
+		return err == nil
+	})
+	waitFor(t, 10*time.Second, "all three converge", func() bool { return converged(t, all...) })
+
+	for _, p := range all {
+		assertLoopbackOnly(t, p.p.h)
+	}
+}
+
+// hideFromRouting makes p stop serving the DHT protocol (it keeps using
+// the DHT as a client) and waits until boot, p's only DHT server, has
+// dropped p from its routing table, so its answers to lookups never name p.
+func hideFromRouting(t *testing.T, boot, p *testPeer) {
+	t.Helper()
+	kad := dhtProtocols(p.p.h)
+	if len(kad) == 0 {
+		t.Fatalf("peer serves no DHT protocol: %v", p.p.h.Mux().Protocols())
+	}
+	for _, id := range kad {
+		p.p.h.RemoveStreamHandler(id)
+	}
+	// Identify pushes the change to the connected peers.
+	waitFor(t, 10*time.Second, "the bootstrap peer knows the peer no longer serves the DHT", func() bool {
+		ok, _ := boot.p.h.Peerstore().SupportsProtocols(p.p.ID(), kad...)
+		return boot.p.h.Network().Connectedness(p.p.ID()) == network.Connected && len(ok) == 0 &&
+			boot.p.dht.RoutingTable().Find(p.p.ID()) == ""
+	})
+}
+
+// dhtProtocols lists the Kademlia protocols h serves.
+func dhtProtocols(h host.Host) []protocol.ID {
+	var out []protocol.ID
+	for _, id := range h.Mux().Protocols() {
+		if strings.HasPrefix(string(id), "/crdt-catalog/kad/") {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// assertLoopbackOnly fails unless every address h listens on, every address
+// in its peerstore (everything it was told of, and so everything it could
+// have dialled, including by the DHT) and every connection's remote
+// address is on loopback.
+func assertLoopbackOnly(t *testing.T, h host.Host) {
+	t.Helper()
+	for _, a := range h.Addrs() {
+		if !isLoopbackAddr(a) {
+			t.Errorf("%s listens on %s", h.ID().ShortString(), a)
+		}
+	}
+	for _, id := range h.Peerstore().PeersWithAddrs() {
+		for _, a := range h.Peerstore().Addrs(id) {
+			if !isLoopbackAddr(a) {
+				t.Errorf("%s knows a non-loopback address of %s: %s", h.ID().ShortString(), id.ShortString(), a)
+			}
+		}
+	}
+	for _, c := range h.Network().Conns() {
+		if !isLoopbackAddr(c.RemoteMultiaddr()) || !isLoopbackAddr(c.LocalMultiaddr()) {
+			t.Errorf("%s has a connection %s -> %s", h.ID().ShortString(), c.LocalMultiaddr(), c.RemoteMultiaddr())
+		}
+	}
+}
+
+// isLoopbackAddr reports whether a starts with /ip4/127.x.x.x or /ip6/::1.
+func isLoopbackAddr(a ma.Multiaddr) bool {
+	if len(a) == 0 {
+		return false
+	}
+	switch c := a[0]; c.Protocol().Code {
+	case ma.P_IP4, ma.P_IP6:
+		ip := net.IP(c.RawValue())
+		return ip.IsLoopback()
+	}
+	return false
+}
+
+// TestPeer_BootstrapPeerWithSeveralAddrs: a bootstrap list naming one peer
+// by several addresses (its TCP and its QUIC one) makes one entry: the
+// peer is dialled, and reported connected, once.
+func TestPeer_BootstrapPeerWithSeveralAddrs(t *testing.T) {
+	a := startPeer(t, testConfig(t), nil)
+	log := &countingHandler{msg: "connected to bootstrap peer"}
+	cfg := testConfig(t)
+	cfg.Bootstrap = a.p.Addrs()
+	if len(cfg.Bootstrap) < 2 {
+		t.Fatalf("want several addresses of a, got %v", cfg.Bootstrap)
+	}
+	cfg.Logger = slog.New(log)
+	b := startPeer(t, cfg, nil)
+	waitFor(t, 10*time.Second, "b connected to a", func() bool {
+		return b.p.h.Network().Connectedness(a.p.ID()) == network.Connected && log.count.Load() > 0
+	})
+	// Every bootstrap goroutine dials at once; give them time to report.
+	waitRounds(t, 2, b)
+	if n := log.count.Load(); n != 1 {
+		t.Fatalf("connected to the bootstrap peer %d times", n)
+	}
+}
+
+// countingHandler is a slog.Handler that counts the records with message
+// msg.
+type countingHandler struct {
+	msg   string
+	count atomic.Int32
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler            { return h }
+
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.count.Add(1)
+	}
+	return nil
+}
