@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"fmt"
+	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"log/slog"
 	"regexp"
 	"time"
@@ -70,6 +71,11 @@ func DefaultConfig() Config {
 	}
 }
 
+// minMessageBytes is the smallest MaxMessageBytes that fits any batch the
+// publisher builds: up to maxBatchBytes, plus one delta of the largest
+// size, plus framing.
+const minMessageBytes = maxBatchBytes + crdt.MaxDeltaBytes + 64<<10
+
 var networkRE = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
 
 // validate fills zero values with defaults and rejects bad ones.
@@ -111,8 +117,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.AntiEntropyInterval < 0, c.HeartbeatInterval < 0, c.SyncTimeout < 0:
 		return fmt.Errorf("p2p config: intervals and timeouts must be positive")
-	case c.MaxMessageBytes < 64<<10:
-		return fmt.Errorf("p2p config: MaxMessageBytes must be at least 64 KiB, got %d", c.MaxMessageBytes)
+	case c.MaxMessageBytes < minMessageBytes:
+		return fmt.Errorf("p2p config: MaxMessageBytes must be at least %d (a full batch plus the largest delta), got %d", minMessageBytes, c.MaxMessageBytes)
 	case c.ConnLow < 1 || c.ConnHigh < c.ConnLow:
 		return fmt.Errorf("p2p config: need 1 <= ConnLow <= ConnHigh, got %d and %d", c.ConnLow, c.ConnHigh)
 	}
