@@ -57,9 +57,18 @@ func (p *Peer) requestPull(id peer.ID) {
 		// or one the connection manager trimmed.
 		ctx := network.WithNoDial(p.ctx, "anti-entropy pulls from connected peers only")
 		for {
+			select {
+			case p.pullSem <- struct{}{}:
+			case <-p.ctx.Done():
+				p.mu.Lock()
+				delete(p.inflight, id)
+				p.mu.Unlock()
+				return
+			}
 			if err := p.Pull(ctx, id); err != nil && p.ctx.Err() == nil {
 				p.log.Debug("anti-entropy pull", "peer", id, "err", err)
 			}
+			<-p.pullSem
 			p.mu.Lock()
 			if p.again[id] && p.ctx.Err() == nil {
 				delete(p.again, id)

@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/crdt-catalog/crdt-catalog/node"
@@ -162,41 +163,102 @@ func (p *Peer) publish(batch [][]byte) {
 	p.stats.publishedDeltas.Add(uint64(len(batch)))
 }
 
-// receiveLoop joins every validated message from other peers into the node,
-// and pulls from the sender when a delta shows that something was missed.
+// receiveLoop reads the validated messages of other peers and hands them
+// to applyLoop, so that messages arriving while a commit is in progress are
+// joined together in the next one.
 func (p *Peer) receiveLoop() {
+	in := make(chan *pubsub.Message, 1024)
+	p.goRun(func() { p.applyLoop(in) })
+	defer close(in)
 	for {
 		m, err := p.sub.Next(p.ctx)
 		if err != nil {
 			return // closed
 		}
-		if m.ReceivedFrom == p.h.ID() {
+		if _, ok := m.ValidatorData.([]*crdt.Delta); !ok || m.ReceivedFrom == p.h.ID() {
 			continue
 		}
-		ds, ok := m.ValidatorData.([]*crdt.Delta)
-		if !ok {
-			continue
-		}
-		p.stats.received.Add(1)
-		gap := false
-		lowest := map[crdt.ReplicaID]crdt.Dot{}
-		for _, d := range ds {
-			if l, ok := lowest[d.Dot.Replica]; !ok || d.Dot.Counter < l.Counter {
-				lowest[d.Dot.Replica] = d.Dot
-			}
-		}
-		for _, d := range lowest {
-			gap = gap || p.cat.Gap(d)
-		}
-		if _, err := p.cat.ApplyDeltas(p.ctx, ds); err != nil {
-			if p.ctx.Err() == nil {
-				p.log.Warn("joining gossiped deltas", "from", m.ReceivedFrom, "err", err)
-			}
-			continue
-		}
-		if gap {
-			p.stats.gaps.Add(1)
-			p.requestPull(m.ReceivedFrom)
+		select {
+		case in <- m:
+		case <-p.ctx.Done():
+			return
 		}
 	}
+}
+
+// maxApplyMessages bounds the gossip messages joined in one ApplyDeltas.
+const maxApplyMessages = 64
+
+// applyLoop joins gossiped deltas into the node, every waiting message in
+// one call (one durable commit), and checks whether they show that an
+// older delta was missed.
+func (p *Peer) applyLoop(in <-chan *pubsub.Message) {
+	for m := range in {
+		msgs := []*pubsub.Message{m}
+	drain:
+		for len(msgs) < maxApplyMessages {
+			select {
+			case m, ok := <-in:
+				if !ok {
+					break drain
+				}
+				msgs = append(msgs, m)
+			default:
+				break drain
+			}
+		}
+		type first struct {
+			dot  crdt.Dot
+			from peer.ID
+		}
+		var ds []*crdt.Delta
+		lowest := map[crdt.ReplicaID]first{}
+		for _, m := range msgs {
+			p.stats.received.Add(1)
+			for _, d := range m.ValidatorData.([]*crdt.Delta) {
+				ds = append(ds, d)
+				if l, ok := lowest[d.Dot.Replica]; !ok || d.Dot.Counter < l.dot.Counter {
+					lowest[d.Dot.Replica] = first{d.Dot, m.ReceivedFrom}
+				}
+			}
+		}
+		var gaps []first
+		for _, f := range lowest {
+			if p.cat.Gap(f.dot) {
+				gaps = append(gaps, f)
+			}
+		}
+		if _, err := p.cat.ApplyDeltas(p.ctx, ds); err != nil && p.ctx.Err() == nil {
+			// Validated deltas fail only if the store fails or an item
+			// would overflow; anti-entropy retries what was not joined.
+			p.log.Warn("joining gossiped deltas", "messages", len(msgs), "err", err)
+		}
+		for _, f := range gaps {
+			p.checkGapLater(f.from, f.dot)
+		}
+	}
+}
+
+// checkGapLater pulls from a peer if, a couple of heartbeats after a
+// delta from it showed a gap, the node still lacks some older delta of
+// that replica. Under load the missing delta is usually just behind on
+// another mesh path; pulling at once would fetch it twice.
+func (p *Peer) checkGapLater(from peer.ID, dot crdt.Dot) {
+	p.mu.Lock()
+	if p.gapWait[from] {
+		p.mu.Unlock()
+		return
+	}
+	p.gapWait[from] = true
+	p.mu.Unlock()
+	p.goRun(func() {
+		waited := p.sleep(2*p.cfg.HeartbeatInterval + 50*time.Millisecond)
+		p.mu.Lock()
+		delete(p.gapWait, from)
+		p.mu.Unlock()
+		if waited && p.cat.Gap(dot) {
+			p.stats.gaps.Add(1)
+			p.requestPull(from)
+		}
+	})
 }

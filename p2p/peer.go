@@ -55,9 +55,15 @@ type Peer struct {
 
 	mu       sync.Mutex                // guards closed and the maps below
 	closed   bool                      // Close has begun: start no goroutine
+	gapWait  map[peer.ID]bool          // a gap check for this peer is pending
 	inflight map[peer.ID]bool          // a pull from this peer is running
 	again    map[peer.ID]bool          // pull once more when it ends
 	known    map[peer.ID]*crdt.Context // each peer's applied context, as last exchanged
+
+	// pullSem lets one scheduled pull run at a time: a node that comes
+	// back after missing K operations connects to every peer at once, and
+	// concurrent pulls would each send it the same K deltas.
+	pullSem chan struct{}
 
 	stats counters
 }
@@ -84,6 +90,8 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 		bw:       metrics.NewBandwidthCounter(),
 		proto:    protocol.ID(cfg.syncProto()),
 		inflight: map[peer.ID]bool{},
+		gapWait:  map[peer.ID]bool{},
+		pullSem:  make(chan struct{}, 1),
 		again:    map[peer.ID]bool{},
 		known:    map[peer.ID]*crdt.Context{},
 	}

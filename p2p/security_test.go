@@ -351,7 +351,7 @@ func stillHealthy(t testing.TB, target, good *testPeer, id string) {
 func TestPeer_GarbageOnTopicIsRejected(t *testing.T) {
 	ctx := context.Background()
 	cfg := testConfig(t)
-	cfg.MaxMessageBytes = 64 << 10
+	cfg.MaxMessageBytes = minMessageBytes
 	target := startPeer(t, cfg, nil)
 	gcfg := testConfig(t)
 	gcfg.Bootstrap = target.p.Addrs()[:1]
@@ -364,7 +364,7 @@ func TestPeer_GarbageOnTopicIsRejected(t *testing.T) {
 	ps, err := pubsub.NewGossipSub(ctx, h,
 		pubsub.WithRawTracer(tracer),
 		pubsub.WithFloodPublish(true),
-		pubsub.WithMaxMessageSize(1<<20), // lets this side send an oversized message
+		pubsub.WithMaxMessageSize(2*minMessageBytes), // lets this side send an oversized message
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -435,7 +435,7 @@ func TestPeer_GarbageOnTopicIsRejected(t *testing.T) {
 	// target closed right after queuing the message. (It then forgets that
 	// the target subscribed to the topic, so it can send nothing more.)
 	resets := tracer.closed(target.p.ID())
-	big := mustEncode(netName, goodDelta, randomBytes(t, 80<<10))
+	big := mustEncode(netName, goodDelta, randomBytes(t, minMessageBytes))
 	if err := topic.Publish(ctx, big); err != nil {
 		t.Fatalf("publishing an oversized message: %v", err)
 	}
