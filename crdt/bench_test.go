@@ -157,3 +157,50 @@ func BenchmarkAddDelta(b *testing.B) {
 		})
 	}
 }
+
+// benchItemRecord returns the stored record of an item added with the
+// ~150-byte document.
+func benchItemRecord(b *testing.B) []byte {
+	b.Helper()
+	d := benchAddDelta(b)
+	return mustEncodeItem(b, JoinItem(nil, NewContext(), &d.Item, d.Covers()))
+}
+
+func BenchmarkEncodeItem(b *testing.B) {
+	d := benchAddDelta(b)
+	it := JoinItem(nil, NewContext(), &d.Item, d.Covers())
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := EncodeItem(it); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeItem: DecodeItem checks every value's JSON;
+// DecodeStoredItem does not; MetadataReader resolves the record without
+// building an Item, as a query's scan does.
+func BenchmarkDecodeItem(b *testing.B) {
+	enc := benchItemRecord(b)
+	for _, bc := range []struct {
+		name   string
+		decode func([]byte) error
+	}{
+		{"DecodeItem", func(b []byte) error { _, err := DecodeItem(b); return err }},
+		{"DecodeStoredItem", func(b []byte) error { _, err := DecodeStoredItem(b); return err }},
+		{"MetadataReader", func() func([]byte) error {
+			var r MetadataReader
+			return func(b []byte) error { _, _, err := r.Read(b); return err }
+		}()},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(enc)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := bc.decode(enc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

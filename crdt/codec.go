@@ -74,64 +74,6 @@ type wireContext struct {
 	Cloud   map[string][]uint64
 }
 
-// replicaTable assigns small indexes to replica IDs in order of first use.
-type replicaTable struct {
-	ids   []string
-	index map[ReplicaID]uint64
-}
-
-func (t *replicaTable) pairs(ds []Dot) []uint64 {
-	if len(ds) == 0 {
-		return nil
-	}
-	out := make([]uint64, 0, 2*len(ds))
-	for _, d := range ds {
-		out = append(out, t.ref(d.Replica), d.Counter)
-	}
-	return out
-}
-
-func (t *replicaTable) ref(r ReplicaID) uint64 {
-	if i, ok := t.index[r]; ok {
-		return i
-	}
-	if t.index == nil {
-		t.index = map[ReplicaID]uint64{}
-	}
-	i := uint64(len(t.ids))
-	t.index[r] = i
-	t.ids = append(t.ids, string(r))
-	return i
-}
-
-// fields encodes entries, omitting dot and timestamp where they equal own
-// and ownTS. Field names are visited in order so the table is deterministic.
-func (t *replicaTable) fields(fs map[string][]Entry, own Dot, ownTS Timestamp) map[string][]wireEntry {
-	if len(fs) == 0 {
-		return nil
-	}
-	names := make([]string, 0, len(fs))
-	for f := range fs {
-		names = append(names, f)
-	}
-	sort.Strings(names)
-	out := make(map[string][]wireEntry, len(fs))
-	for _, f := range names {
-		ws := make([]wireEntry, len(fs[f]))
-		for i, e := range fs[f] {
-			ws[i].Value = e.Value
-			if e.Dot != own {
-				ws[i].Dot = []uint64{t.ref(e.Dot.Replica), e.Dot.Counter}
-			}
-			if e.TS != ownTS {
-				ws[i].TS = uint64(e.TS)
-			}
-		}
-		out[f] = ws
-	}
-	return out
-}
-
 // decodeTable checks a decoded replica table.
 func decodeTable(ids []string) ([]ReplicaID, error) {
 	out := make([]ReplicaID, len(ids))
@@ -202,24 +144,7 @@ func unfields(table []ReplicaID, ws map[string][]wireEntry, own Dot, ownTS Times
 // EncodeDelta returns the binary encoding of d. It fails only if d is
 // larger than MaxDeltaBytes.
 func EncodeDelta(d *Delta) ([]byte, error) {
-	var t replicaTable
-	t.ref(d.Dot.Replica)
-	w := wireDelta{
-		Version:    FormatVersion,
-		Counter:    d.Dot.Counter,
-		TS:         uint64(d.TS),
-		Op:         uint8(d.Op),
-		Collection: d.Collection,
-		ID:         d.ID,
-		Context:    t.pairs(d.Context),
-		Presence:   t.pairs(d.Item.Presence),
-		Fields:     t.fields(d.Item.Fields, d.Dot, d.TS),
-	}
-	w.Replicas = t.ids
-	b, err := encMode.Marshal(&w)
-	if err != nil {
-		return nil, fmt.Errorf("encode delta %s: %w", d.Dot, err)
-	}
+	b := encodeDeltaRecord(d)
 	if len(b) > MaxDeltaBytes {
 		return nil, fmt.Errorf("encode delta %s: %w: %d bytes, limit %d", d.Dot, ErrTooLarge, len(b), MaxDeltaBytes)
 	}
@@ -232,10 +157,22 @@ func DecodeDelta(b []byte) (*Delta, error) {
 	if len(b) > MaxDeltaBytes {
 		return nil, fmt.Errorf("decode delta: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxDeltaBytes)
 	}
-	var w wireDelta
 	if v, ok := peekVersion(b); ok && v != FormatVersion {
 		return nil, fmt.Errorf("decode delta: %w %d", ErrVersion, v)
 	}
+	if d := fastDecodeDelta(b); d != nil {
+		if err := d.Validate(); err != nil {
+			return nil, fmt.Errorf("decode delta: %w", err)
+		}
+		return d, nil
+	}
+	return decodeDeltaGeneric(b)
+}
+
+// decodeDeltaGeneric is DecodeDelta through the generic CBOR decoder, after
+// the checks of size and version.
+func decodeDeltaGeneric(b []byte) (*Delta, error) {
+	var w wireDelta
 	if err := decMode.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("decode delta: %w: %v", ErrInvalid, err)
 	}
@@ -267,13 +204,7 @@ func DecodeDelta(b []byte) (*Delta, error) {
 
 // EncodeItem returns the binary encoding of an item record.
 func EncodeItem(it *Item) ([]byte, error) {
-	var t replicaTable
-	w := wireItem{Version: FormatVersion, Presence: t.pairs(it.Presence), Fields: t.fields(it.Fields, Dot{}, 0)}
-	w.Replicas = t.ids
-	b, err := encMode.Marshal(&w)
-	if err != nil {
-		return nil, fmt.Errorf("encode item: %w", err)
-	}
+	b := encodeItemRecord(it)
 	if len(b) > MaxItemBytes {
 		return nil, fmt.Errorf("encode item: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxItemBytes)
 	}
@@ -281,14 +212,38 @@ func EncodeItem(it *Item) ([]byte, error) {
 }
 
 // DecodeItem decodes and validates an item record.
-func DecodeItem(b []byte) (*Item, error) {
+func DecodeItem(b []byte) (*Item, error) { return decodeItem(b, true) }
+
+// DecodeStoredItem decodes an item record that EncodeItem wrote into this
+// process's own store, which validated every value on its way in. It checks
+// everything DecodeItem checks — the encoding, the replica table, every dot,
+// timestamp and field name — and so rejects garbage with an error wrapping
+// ErrInvalid (and an Item it returns is safe for every function of this
+// package), except that it does not re-check that each value is canonical
+// JSON; it only requires values to be non-empty. Records from anywhere
+// else — a peer's state transfer, say — go through DecodeItem.
+func DecodeStoredItem(b []byte) (*Item, error) { return decodeItem(b, false) }
+
+// decodeItem decodes an item record, checking its values' JSON if values
+// is set.
+func decodeItem(b []byte, values bool) (*Item, error) {
 	if len(b) > MaxItemBytes {
 		return nil, fmt.Errorf("decode item: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxItemBytes)
 	}
-	var w wireItem
 	if v, ok := peekVersion(b); ok && v != FormatVersion {
 		return nil, fmt.Errorf("decode item: %w %d", ErrVersion, v)
 	}
+	if it := fastDecodeItem(b, values); it != nil {
+		return it, nil
+	}
+	return decodeItemGeneric(b, values)
+}
+
+// decodeItemGeneric is decodeItem through the generic CBOR decoder, after
+// the checks of size and version: the path of every record that is not in
+// canonical form or fails a check.
+func decodeItemGeneric(b []byte, values bool) (*Item, error) {
+	var w wireItem
 	if err := decMode.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("decode item: %w: %v", ErrInvalid, err)
 	}
@@ -306,7 +261,7 @@ func DecodeItem(b []byte) (*Item, error) {
 	if it.Fields, err = unfields(table, w.Fields, Dot{}, 0); err != nil {
 		return nil, fmt.Errorf("decode item: %w", err)
 	}
-	if err := it.validate(nil); err != nil {
+	if err := it.validate(nil, values); err != nil {
 		return nil, fmt.Errorf("decode item: %w", err)
 	}
 	return it, nil

@@ -83,7 +83,8 @@ func (d *Delta) Validate() error {
 	if err := ValidateID(d.ID); err != nil {
 		return err
 	}
-	if err := d.Dot.Validate(); err != nil {
+	var rc replicaCheck
+	if err := rc.dot(d.Dot); err != nil {
 		return err
 	}
 	if err := d.TS.Validate(); err != nil {
@@ -99,14 +100,14 @@ func (d *Delta) Validate() error {
 	if n > MaxDeltaDots {
 		return fmt.Errorf("%w: delta names %d dots, limit %d", ErrTooLarge, n, MaxDeltaDots)
 	}
-	if err := checkSortedDots(d.Context, "context"); err != nil {
+	if err := rc.sortedDots(d.Context, "context"); err != nil {
 		return err
 	}
 	cov := dotList(d.Context)
 	if !cov.Contains(d.Dot) {
 		return fmt.Errorf("%w: delta context lacks the delta's own dot %s", ErrInvalid, d.Dot)
 	}
-	if err := d.Item.validate(cov); err != nil {
+	if err := d.Item.validateWith(&rc, cov, true); err != nil {
 		return err
 	}
 	if d.Op == OpAdd && !slices.Contains(d.Item.Presence, d.Dot) {
@@ -115,10 +116,16 @@ func (d *Delta) Validate() error {
 	return nil
 }
 
-// validate checks an item's dots, field names and values; when cov is not
-// nil every dot must be in it.
-func (it *Item) validate(cov DotSet) error {
-	if err := checkSortedDots(it.Presence, "presence"); err != nil {
+// validate checks an item's dots, field names and values — that they are
+// canonical JSON if values is set, else only that they are not empty; when
+// cov is not nil every dot must be in it.
+func (it *Item) validate(cov DotSet, values bool) error {
+	var rc replicaCheck
+	return it.validateWith(&rc, cov, values)
+}
+
+func (it *Item) validateWith(rc *replicaCheck, cov DotSet, values bool) error {
+	if err := rc.sortedDots(it.Presence, "presence"); err != nil {
 		return err
 	}
 	if len(it.Fields) > MaxFields*16 {
@@ -137,7 +144,7 @@ func (it *Item) validate(cov DotSet) error {
 			return fmt.Errorf("%w: field %q has no entries", ErrInvalid, f)
 		}
 		for i, e := range es {
-			if err := e.Dot.Validate(); err != nil {
+			if err := rc.dot(e.Dot); err != nil {
 				return err
 			}
 			if i > 0 && !es[i-1].Dot.Less(e.Dot) {
@@ -149,18 +156,43 @@ func (it *Item) validate(cov DotSet) error {
 			if err := e.TS.Validate(); err != nil {
 				return err
 			}
-			if !isCanonical(e.Value) {
+			if values && !isCanonical(e.Value) {
 				return fmt.Errorf("%w: field %q: value is not canonical JSON", ErrInvalid, f)
+			}
+			if len(e.Value) == 0 {
+				return fmt.Errorf("%w: field %q: empty value", ErrInvalid, f)
 			}
 		}
 	}
 	return nil
 }
 
-// checkSortedDots checks that ds are valid, strictly increasing dots.
-func checkSortedDots(ds []Dot, what string) error {
-	for i, d := range ds {
+// replicaCheck validates dots as Dot.Validate does, remembering the last
+// replica ID it found valid: the dots of one delta or item mostly name one
+// replica.
+type replicaCheck struct {
+	last ReplicaID
+	ok   bool
+}
+
+func (c *replicaCheck) dot(d Dot) error {
+	if !c.ok || d.Replica != c.last {
 		if err := d.Validate(); err != nil {
+			return err
+		}
+		c.last, c.ok = d.Replica, true
+		return nil
+	}
+	if d.Counter == 0 {
+		return d.Validate()
+	}
+	return nil
+}
+
+// sortedDots checks that ds are valid, strictly increasing dots.
+func (c *replicaCheck) sortedDots(ds []Dot, what string) error {
+	for i, d := range ds {
+		if err := c.dot(d); err != nil {
 			return err
 		}
 		if i > 0 && !ds[i-1].Less(d) {

@@ -43,6 +43,14 @@ func (d Document) Validate() error {
 	return maps.Clone(d).normalize()
 }
 
+// Canonical returns a validated copy of d with every value in canonical
+// form, as ParseDocument returns it; the copy shares no bytes with d. The
+// mutators accept any valid document and canonicalize it themselves, but
+// check an already canonical one in a single pass over its values, so a
+// caller that holds a lock around a mutator can do this work before taking
+// it.
+func (d Document) Canonical() (Document, error) { return canonical(d) }
+
 // normalize validates d and compacts its values in place.
 func (d Document) normalize() error {
 	if len(d) > MaxFields {
@@ -71,7 +79,19 @@ func (d Document) normalize() error {
 // (only U+2028 and U+2029 stay escaped, as Go's encoder always writes
 // them). Every replica stores values in this form, so a value survives any
 // transport that re-encodes JSON byte for byte.
+//
+// A value that is already canonical is returned as it is (not copied), after
+// one linear pass over it.
 func canonicalJSON(v []byte) (json.RawMessage, error) {
+	if scanCanonical(v) {
+		return v, nil
+	}
+	return decodeCanonical(v)
+}
+
+// decodeCanonical is canonicalJSON through encoding/json: decode, then
+// encode.
+func decodeCanonical(v []byte) (json.RawMessage, error) {
 	if len(bytes.TrimSpace(v)) == 0 {
 		return nil, fmt.Errorf("empty value")
 	}
@@ -114,18 +134,14 @@ func compactJSON(v []byte) (json.RawMessage, error) {
 	return json.RawMessage(buf.Bytes()), nil
 }
 
-// isCanonical reports whether v is one JSON value in canonical form. Values
-// without objects, escapes or non-ASCII bytes are canonical when compact,
-// which spares the common case a full decode.
+// isCanonical reports whether v is one JSON value in canonical form. The
+// linear check settles the common case; what it is unsure of is decoded.
 func isCanonical(v []byte) bool {
-	for _, c := range v {
-		if c == '{' || c == '\\' || c >= 0x80 {
-			c, err := canonicalJSON(v)
-			return err == nil && bytes.Equal(c, v)
-		}
+	if scanCanonical(v) {
+		return true
 	}
-	c, err := compactJSON(v)
-	return err == nil && len(c) == len(v)
+	c, err := decodeCanonical(v)
+	return err == nil && bytes.Equal(c, v)
 }
 
 // isNull reports whether a compact JSON value is null.

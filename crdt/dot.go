@@ -89,19 +89,32 @@ type DotSet interface {
 type dotList []Dot
 
 func (l dotList) Contains(d Dot) bool {
+	if len(l) <= 8 { // a delta's context is mostly a dot or two
+		for _, x := range l {
+			if x == d {
+				return true
+			}
+		}
+		return false
+	}
 	i := sort.Search(len(l), func(i int) bool { return !l[i].Less(d) })
 	return i < len(l) && l[i] == d
 }
+
+// idBytes marks the bytes allowed in ids, collection names and replica
+// IDs: [A-Za-z0-9._:-].
+var idBytes = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == ':' || c == '-'
+	}
+	return t
+}()
 
 // badIDByte returns the index of the first byte of s outside
 // [A-Za-z0-9._:-], or -1.
 func badIDByte(s string) int {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
-			c == '.', c == ':', c == '-':
-		default:
+		if !idBytes[s[i]] {
 			return i
 		}
 	}

@@ -142,7 +142,7 @@ func (it *Item) Equal(o *Item) bool {
 	})
 }
 
-// restrict returns the entries of it whose dots are in ds.
+// restrict returns the entries of it whose dots are in ds, in new slices.
 func (it *Item) restrict(ds DotSet) *Item {
 	n := &Item{}
 	for _, d := range it.Presence {
@@ -150,14 +150,28 @@ func (it *Item) restrict(ds DotSet) *Item {
 			n.Presence = append(n.Presence, d)
 		}
 	}
+	// One backing array for the kept entries, cut into a slice per field
+	// whose capacity ends where the next field's entries begin.
+	total := 0
+	for _, es := range it.Fields {
+		total += len(es)
+	}
+	var buf []Entry
 	for f, es := range it.Fields {
+		start := len(buf)
 		for _, e := range es {
 			if ds.Contains(e.Dot) {
-				if n.Fields == nil {
-					n.Fields = map[string][]Entry{}
+				if buf == nil {
+					buf = make([]Entry, 0, total)
 				}
-				n.Fields[f] = append(n.Fields[f], e)
+				buf = append(buf, e)
 			}
+		}
+		if len(buf) > start {
+			if n.Fields == nil {
+				n.Fields = make(map[string][]Entry, len(it.Fields))
+			}
+			n.Fields[f] = buf[start:len(buf):len(buf)]
 		}
 	}
 	return n
@@ -170,33 +184,47 @@ func (it *Item) restrict(ds DotSet) *Item {
 // input is modified.
 func JoinItem(a *Item, actx DotSet, b *Item, bctx DotSet) *Item {
 	if a == nil {
-		a = &Item{}
+		a = &emptyItem
 	}
 	if b == nil {
-		b = &Item{}
+		b = &emptyItem
 	}
 	out := &Item{Presence: joinDots(a.Presence, actx, b.Presence, bctx)}
+	if len(a.Fields)+len(b.Fields) == 0 {
+		return out
+	}
+	// The joined entries share one backing array (sized for the common
+	// case of one entry per field; append grows it), cut into a slice per
+	// field whose capacity ends where the next field's entries begin.
+	buf := make([]Entry, 0, len(a.Fields)+len(b.Fields))
 	for f, es := range a.Fields {
-		if j := joinEntries(es, actx, b.Fields[f], bctx); len(j) > 0 {
+		start := len(buf)
+		buf = joinEntries(buf, es, actx, b.Fields[f], bctx)
+		if len(buf) > start {
 			if out.Fields == nil {
-				out.Fields = map[string][]Entry{}
+				out.Fields = make(map[string][]Entry, max(len(a.Fields), len(b.Fields)))
 			}
-			out.Fields[f] = j
+			out.Fields[f] = buf[start:len(buf):len(buf)]
 		}
 	}
 	for f, es := range b.Fields {
 		if _, done := a.Fields[f]; done {
 			continue
 		}
-		if j := joinEntries(nil, actx, es, bctx); len(j) > 0 {
+		start := len(buf)
+		buf = joinEntries(buf, nil, actx, es, bctx)
+		if len(buf) > start {
 			if out.Fields == nil {
-				out.Fields = map[string][]Entry{}
+				out.Fields = make(map[string][]Entry, max(len(a.Fields), len(b.Fields)))
 			}
-			out.Fields[f] = j
+			out.Fields[f] = buf[start:len(buf):len(buf)]
 		}
 	}
 	return out
 }
+
+// emptyItem stands for a nil item in JoinItem; it is never modified.
+var emptyItem Item
 
 // joinDots merges two sorted dot lists by the join rule.
 func joinDots(a []Dot, actx DotSet, b []Dot, bctx DotSet) []Dot {
@@ -223,10 +251,10 @@ func joinDots(a []Dot, actx DotSet, b []Dot, bctx DotSet) []Dot {
 	return out
 }
 
-// joinEntries merges two entry lists sorted by dot by the join rule. Two
-// entries with one dot are one write, so either copy serves.
-func joinEntries(a []Entry, actx DotSet, b []Entry, bctx DotSet) []Entry {
-	var out []Entry
+// joinEntries merges two entry lists sorted by dot by the join rule, and
+// appends the result to out. Two entries with one dot are one write, so
+// either copy serves.
+func joinEntries(out []Entry, a []Entry, actx DotSet, b []Entry, bctx DotSet) []Entry {
 	i, j := 0, 0
 	for i < len(a) || j < len(b) {
 		switch {

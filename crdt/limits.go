@@ -58,6 +58,9 @@ func ValidateCollection(name string) error {
 // ValidateFieldName reports whether f is a valid metadata field name: 1–256
 // bytes of UTF-8 without control characters.
 func ValidateFieldName(f string) error {
+	if printableASCII(f) && len(f) > 0 && len(f) <= MaxFieldNameLen {
+		return nil // the common case, without decoding runes
+	}
 	if len(f) == 0 || len(f) > MaxFieldNameLen {
 		return fmt.Errorf("%w: field name must be 1-%d bytes, got %d", ErrInvalid, MaxFieldNameLen, len(f))
 	}
@@ -70,4 +73,14 @@ func ValidateFieldName(f string) error {
 		}
 	}
 	return nil
+}
+
+// printableASCII reports whether every byte of f is in 0x20–0x7e.
+func printableASCII[T string | []byte](f T) bool {
+	for i := 0; i < len(f); i++ {
+		if c := f[i]; c < 0x20 || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -3,7 +3,6 @@ package crdt
 import (
 	"encoding/json"
 	"fmt"
-	"maps"
 )
 
 // Key names an item: its collection and id.
@@ -36,12 +35,17 @@ func AddDelta(k Key, cur *Item, doc Document, dot Dot, ts Timestamp) (*Delta, er
 	if err := checkOp(k, dot, ts); err != nil {
 		return nil, err
 	}
-	doc, err := canonical(doc)
+	fields, err := entriesOf(doc, dot, ts)
 	if err != nil {
 		return nil, err
 	}
-	post := &Item{Presence: []Dot{dot}, Fields: fieldsOf(doc, dot, ts)}
-	return newDelta(k, OpAdd, cur.Dots(), post, dot, ts), nil
+	// Every entry of the post-state carries the operation's own dot, so the
+	// post-state is already restricted to the delta's context.
+	return &Delta{
+		Dot: dot, TS: ts, Op: OpAdd, Collection: k.Collection, ID: k.ID,
+		Context: sortDots(append(cur.Dots(), dot)),
+		Item:    Item{Presence: []Dot{dot}, Fields: fields},
+	}, nil
 }
 
 // RemoveDelta removes the item: every observed dot of it, presence and
@@ -66,7 +70,7 @@ func ReplaceDelta(k Key, cur *Item, doc Document, dot Dot, ts Timestamp) (*Delta
 	if !cur.Visible() {
 		return nil, fmt.Errorf("replace metadata of %s: %w", k, ErrNotFound)
 	}
-	doc, err := canonical(doc)
+	fields, err := entriesOf(doc, dot, ts)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +80,7 @@ func ReplaceDelta(k Key, cur *Item, doc Document, dot Dot, ts Timestamp) (*Delta
 			removed = append(removed, e.Dot)
 		}
 	}
-	post := &Item{Presence: cur.Presence, Fields: fieldsOf(doc, dot, ts)}
+	post := &Item{Presence: cur.Presence, Fields: fields}
 	return newDelta(k, OpReplace, removed, post, dot, ts), nil
 }
 
@@ -139,13 +143,75 @@ func checkOp(k Key, dot Dot, ts Timestamp) error {
 	return ts.Validate()
 }
 
-// canonical returns a validated copy of doc with canonical values.
+// docField is a field of a document with its canonical value.
+type docField struct {
+	name  string
+	value json.RawMessage
+}
+
+// canonicalFields validates doc as Document.normalize does, failing as it
+// does, and appends its fields with their canonical values (which may alias
+// doc's) to fs. It returns them and the values' total size.
+func canonicalFields(doc Document, fs []docField) ([]docField, int, error) {
+	if len(doc) > MaxFields {
+		return nil, 0, fmt.Errorf("%w: metadata has %d fields, limit %d", ErrTooLarge, len(doc), MaxFields)
+	}
+	size, values := 0, 0
+	for f, v := range doc {
+		if err := ValidateFieldName(f); err != nil {
+			return nil, 0, err
+		}
+		c, err := canonicalJSON(v)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: field %q: %v", ErrInvalid, f, err)
+		}
+		fs = append(fs, docField{f, c})
+		size += len(f) + len(c)
+		values += len(c)
+	}
+	if size > MaxDocumentBytes {
+		return nil, 0, fmt.Errorf("%w: metadata document is %d bytes, limit %d", ErrTooLarge, size, MaxDocumentBytes)
+	}
+	return fs, values, nil
+}
+
+// canonical returns a validated copy of doc with canonical values. The copy
+// shares no bytes with doc: its values are copied into one buffer.
 func canonical(doc Document) (Document, error) {
-	c := maps.Clone(doc)
-	if err := c.normalize(); err != nil {
+	var arr [16]docField
+	fs, values, err := canonicalFields(doc, arr[:0])
+	if err != nil || doc == nil {
 		return nil, err
 	}
-	return c, nil
+	out := make(Document, len(fs))
+	buf := make([]byte, 0, values)
+	for _, f := range fs {
+		start := len(buf)
+		buf = append(buf, f.value...)
+		out[f.name] = buf[start:len(buf):len(buf)]
+	}
+	return out, nil
+}
+
+// entriesOf validates doc and makes one entry per field, with the field's
+// canonical value, all tagged with dot: the fields of a document written
+// by one operation. They share no bytes with doc. An empty doc gives nil.
+func entriesOf(doc Document, dot Dot, ts Timestamp) (map[string][]Entry, error) {
+	var arr [16]docField
+	fs, values, err := canonicalFields(doc, arr[:0])
+	if err != nil || len(fs) == 0 {
+		return nil, err
+	}
+	out := make(map[string][]Entry, len(fs))
+	es := make([]Entry, len(fs))
+	buf := make([]byte, 0, values)
+	for i, f := range fs {
+		start := len(buf)
+		buf = append(buf, f.value...)
+		es[i] = Entry{Dot: dot, TS: ts, Value: buf[start:len(buf):len(buf)]}
+		out[f.name] = es[i : i+1 : i+1]
+	}
+	return out, nil
 }
 
 // fieldsOf makes one entry per field of a canonical doc, all tagged with
@@ -155,8 +221,12 @@ func fieldsOf(doc Document, dot Dot, ts Timestamp) map[string][]Entry {
 		return nil
 	}
 	fs := make(map[string][]Entry, len(doc))
+	es := make([]Entry, len(doc))
+	i := 0
 	for f, v := range doc {
-		fs[f] = []Entry{{Dot: dot, TS: ts, Value: v}}
+		es[i] = Entry{Dot: dot, TS: ts, Value: v}
+		fs[f] = es[i : i+1 : i+1]
+		i++
 	}
 	return fs
 }

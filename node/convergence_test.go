@@ -151,3 +151,98 @@ func TestNode_Convergence(t *testing.T) {
 		}
 	})
 }
+
+// itemRecords returns every item record in n's store, by key.
+func itemRecords(tb testing.TB, n *Node) map[string]string {
+	tb.Helper()
+	out := map[string]string{}
+	err := scan(context.Background(), n.store, itemsPrefix, "", func(key string, val []byte) (bool, error) {
+		out[key] = string(val)
+		return true, nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// TestNode_ApplyDeltasInBatchesMatchesOneByOne: ApplyDeltas reads the
+// items of a batch ahead in one pass over a LevelDB store; a node fed
+// batches — of new items, items it stores, items staged by the same batch,
+// duplicates — ends with the same records and contexts as one fed the
+// same deltas one at a time.
+func TestNode_ApplyDeltasInBatchesMatchesOneByOne(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		ctx := context.Background()
+		srcs := []*Node{openMem(t, testConfig(nil)), openMem(t, testConfig(nil))}
+		subs := []*Subscription{srcs[0].Subscribe(10000), srcs[1].Subscribe(10000)}
+		ids := make([]string, rapid.IntRange(1, 40).Draw(rt, "ids"))
+		for i := range ids {
+			ids[i] = fmt.Sprintf("item-%02d", i)
+		}
+		var all []*crdt.Delta
+		for range rapid.IntRange(1, 150).Draw(rt, "ops") {
+			i := rapid.IntRange(0, 1).Draw(rt, "src")
+			n := srcs[i]
+			k := key("snapshots", rapid.SampledFrom(ids).Draw(rt, "id"))
+			doc := crdt.Document{"v": []byte(fmt.Sprint(rapid.IntRange(0, 9).Draw(rt, "v")))}
+			var err error
+			switch rapid.IntRange(0, 3).Draw(rt, "op") {
+			case 0, 1:
+				_, err = n.Add(ctx, k, doc)
+			case 2:
+				err = n.Remove(ctx, k)
+			default:
+				_, err = n.Patch(ctx, k, doc)
+			}
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				rt.Fatal(err)
+			}
+			c := <-subs[i].C
+			all = append(all, c.Delta)
+			if rapid.IntRange(0, 4).Draw(rt, "sync") == 0 { // sources see each other's writes now and then
+				if _, err := srcs[1-i].ApplyDelta(ctx, c.Delta); err != nil {
+					rt.Fatal(err)
+				}
+				<-subs[1-i].C
+			}
+		}
+		batched, single := openMem(t, testConfig(nil)), openMem(t, testConfig(nil))
+		defer batched.Close()
+		defer single.Close()
+		order := rapid.Permutation(all).Draw(rt, "order")
+		for len(order) > 0 {
+			k := min(len(order), rapid.IntRange(1, 40).Draw(rt, "batch"))
+			batch := append([]*crdt.Delta(nil), order[:k]...)
+			if rapid.Bool().Draw(rt, "dup") {
+				batch = append(batch, rapid.SampledFrom(all).Draw(rt, "again"))
+			}
+			if _, err := batched.ApplyDeltas(ctx, batch); err != nil {
+				rt.Fatal(err)
+			}
+			for _, d := range batch {
+				if _, err := single.ApplyDelta(ctx, d); err != nil {
+					rt.Fatal(err)
+				}
+			}
+			order = order[k:]
+		}
+		got, want := itemRecords(t, batched), itemRecords(t, single)
+		if len(got) != len(want) {
+			rt.Fatalf("batched node holds %d item records, one-by-one %d", len(got), len(want))
+		}
+		for k, v := range want {
+			if got[k] != v {
+				rt.Fatalf("item %s differs:\n%x\n%x", k, got[k], v)
+			}
+		}
+		s1, a1 := batched.Contexts()
+		s2, a2 := single.Contexts()
+		if !s1.Equal(s2) || !a1.Equal(a2) {
+			rt.Fatal("contexts differ")
+		}
+	})
+}

@@ -208,3 +208,17 @@ func TestNode_DeltasForReportsGap(t *testing.T) {
 		t.Fatalf("sent %v, want just s9", got)
 	}
 }
+
+// TestLogKeys_Layout: the log's keys keep the layout of the store
+// (docs/DESIGN.md): 16 lower-case hex digits, zero-padded.
+func TestLogKeys_Layout(t *testing.T) {
+	for _, n := range []uint64{0, 1, 0xabc, 1 << 40, ^uint64(0)} {
+		if got, want := logSeqKey(n).String(), fmt.Sprintf("/l/s/%016x", n); got != want {
+			t.Errorf("logSeqKey(%d) = %q, want %q", n, got, want)
+		}
+		d := crdt.Dot{Replica: "3f2a9c41d07e5b68", Counter: n}
+		if got, want := logDotKey(d).String(), fmt.Sprintf("/l/d/r%s/%016x", d.Replica, d.Counter); got != want {
+			t.Errorf("logDotKey(%s) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -41,6 +41,7 @@ type Node struct {
 	clock   crdt.Clock
 	filling *group            // the group being staged; nil if none
 	overlay map[string]staged // staged writes not yet durable, by key
+	ahead   map[string][]byte // item records read ahead for the write being staged (nil: absent); see readAhead
 	subs    map[*Subscription]struct{}
 	durable uint64 // last log sequence number that is durable
 	closed  bool
@@ -243,6 +244,9 @@ func (n *Node) put(g *group, k ds.Key, v []byte) {
 func (n *Node) read(ctx context.Context, k ds.Key) ([]byte, error) {
 	if s, ok := n.overlay[k.String()]; ok {
 		return s.val, nil
+	}
+	if b, ok := n.ahead[k.String()]; ok {
+		return b, nil
 	}
 	return get(ctx, n.store, k)
 }

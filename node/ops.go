@@ -1,10 +1,14 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
+	leveldb "github.com/ipfs/go-ds-leveldb"
+	"github.com/syndtr/goleveldb/leveldb/util"
 )
 
 // Item is a present item as callers see it: its resolved metadata and, for
@@ -36,6 +40,7 @@ func (n *Node) checkKey(k crdt.Key) error {
 // Add adds the item with metadata doc, or, if it is present, makes doc its
 // whole metadata. It returns once the write is durable.
 func (n *Node) Add(ctx context.Context, k crdt.Key, doc crdt.Document) (Item, error) {
+	doc = canonicalDoc(doc)
 	return n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
 		return crdt.AddDelta(k, cur, doc, dot, ts)
 	})
@@ -53,6 +58,7 @@ func (n *Node) Remove(ctx context.Context, k crdt.Key) error {
 // Replace makes doc the whole metadata of a present item (fields absent
 // from doc are removed). ErrNotFound if absent.
 func (n *Node) Replace(ctx context.Context, k crdt.Key, doc crdt.Document) (Item, error) {
+	doc = canonicalDoc(doc)
 	return n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
 		return crdt.ReplaceDelta(k, cur, doc, dot, ts)
 	})
@@ -61,9 +67,21 @@ func (n *Node) Replace(ctx context.Context, k crdt.Key, doc crdt.Document) (Item
 // Patch applies a JSON merge patch (RFC 7396) to the metadata of a present
 // item. ErrNotFound if absent.
 func (n *Node) Patch(ctx context.Context, k crdt.Key, patch crdt.Document) (Item, error) {
+	patch = canonicalDoc(patch)
 	return n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
 		return crdt.PatchDelta(k, cur, patch, dot, ts)
 	})
+}
+
+// canonicalDoc returns a valid doc in canonical form, so that the mutator,
+// which runs under mu, only has to check it in one pass. An invalid doc is
+// returned as it is, for the mutator to reject in its usual order of checks
+// (a missing item is reported before a bad document).
+func canonicalDoc(doc crdt.Document) crdt.Document {
+	if c, err := doc.Canonical(); err == nil {
+		return c
+	}
+	return doc
 }
 
 type mutator func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error)
@@ -109,13 +127,15 @@ func (n *Node) abort(g *group, err error) error {
 }
 
 // readItem returns the newest state of an item, staged or durable; nil if
-// the store holds nothing for it. Caller holds mu.
+// the store holds nothing for it. Every item record in the store was
+// encoded from a validated item, so it is decoded without re-checking its
+// values' JSON. Caller holds mu.
 func (n *Node) readItem(ctx context.Context, k crdt.Key) (*crdt.Item, error) {
 	b, err := n.read(ctx, itemKey(k))
 	if err != nil || b == nil {
 		return nil, err
 	}
-	it, err := crdt.DecodeItem(b)
+	it, err := crdt.DecodeStoredItem(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: item %s: %v", ErrCorrupt, k, err)
 	}
@@ -203,6 +223,7 @@ func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResu
 	if err != nil {
 		return res, err
 	}
+	n.ahead = n.readAhead(deltas)
 	now := n.now()
 	for i, d := range deltas {
 		if n.applied.Contains(d.Dot) {
@@ -213,6 +234,7 @@ func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResu
 		if err != nil {
 			// Deltas joined so far in this call stay staged; they are valid
 			// and commit with the group.
+			n.ahead = nil
 			return res, n.endWith(ctx, g, res.New > 0, err)
 		}
 		if ahead := n.clock.Observe(d.TS, now); ahead > 0 {
@@ -221,13 +243,74 @@ func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResu
 		}
 		if _, err := n.join(g, cur, d, encs[i], false); err != nil {
 			n.stats.deltasRejected.Add(1)
+			n.ahead = nil
 			return res, n.endWith(ctx, g, res.New > 0, fmt.Errorf("delta %d: %w", i, err))
 		}
 		res.New++
 	}
+	n.ahead = nil
 	n.stats.deltasNew.Add(uint64(res.New))
 	n.stats.deltasDuplicate.Add(uint64(res.Duplicate))
 	return res, n.end(ctx, g, res.New > 0)
+}
+
+// readAheadMin is the fewest item reads worth one pass of a LevelDB
+// iterator instead of a lookup each.
+const readAheadMin = 8
+
+// readAhead reads the stored records of the items that deltas are about —
+// those not applied yet and not staged — in one ordered pass over a
+// LevelDB store, and returns them by key (nil for an absent item), for
+// read to use while the caller stages them. A lookup of a key that is not
+// in the store must visit every table whose key range covers it, and item
+// keys fall inside the range of most tables (the delta log's keys sort
+// after them); walking the keys in order with one iterator settles every
+// key that falls between two stored ones without a lookup. It returns nil
+// (read then looks each item up) for other stores, for few items, or if
+// the iterator fails. The iterator reads a snapshot: writes committed after
+// it was taken are still in the overlay, which read consults first, since
+// only a holder of mu removes them. Caller holds mu.
+func (n *Node) readAhead(deltas []*crdt.Delta) map[string][]byte {
+	l, ok := n.store.(*leveldb.Datastore)
+	if !ok || len(deltas) < readAheadMin {
+		return nil
+	}
+	keys := make([]string, 0, len(deltas))
+	for _, d := range deltas {
+		if n.applied.Contains(d.Dot) {
+			continue
+		}
+		k := itemKey(d.Key()).String()
+		if _, staged := n.overlay[k]; !staged {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) < readAheadMin {
+		return nil
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	got := make(map[string][]byte, len(keys))
+	it := l.DB.NewIterator(&util.Range{Start: []byte(keys[0]), Limit: []byte(keys[len(keys)-1] + "\x00")}, nil)
+	defer it.Release()
+	valid, done := false, false
+	for _, k := range keys {
+		// The iterator stands at the first stored key at or after the
+		// previous k; seek only if that is before this k.
+		if !done && (!valid || string(it.Key()) < k) {
+			valid = it.Seek([]byte(k))
+			done = !valid
+		}
+		if valid && string(it.Key()) == k {
+			got[k] = bytes.Clone(it.Value())
+		} else {
+			got[k] = nil
+		}
+	}
+	if it.Error() != nil {
+		return nil
+	}
+	return got
 }
 
 // endWith ends a write and returns err, after waiting for what was staged.
@@ -250,7 +333,7 @@ func (n *Node) Get(ctx context.Context, k crdt.Key) (Item, error) {
 	if b == nil {
 		return Item{}, fmt.Errorf("get %s: %w", k, ErrNotFound)
 	}
-	it, err := crdt.DecodeItem(b)
+	it, err := crdt.DecodeStoredItem(b)
 	if err != nil {
 		return Item{}, fmt.Errorf("%w: item %s: %v", ErrCorrupt, k, err)
 	}

@@ -53,6 +53,10 @@ func (n *Node) Query(ctx context.Context, collection, q string, limit int, curso
 		}
 	}
 	var page Page
+	// The reader resolves each record's metadata into memory it reuses, so
+	// the items that do not match cost no allocation; the ones returned are
+	// decoded in full.
+	var rd crdt.MetadataReader
 	err = scan(ctx, n.store, prefix, from, func(key string, val []byte) (bool, error) {
 		k, ok := parseItemKey(key)
 		if !ok {
@@ -61,19 +65,23 @@ func (n *Node) Query(ctx context.Context, collection, q string, limit int, curso
 		if !strings.HasPrefix(k.ID, idPrefix) {
 			return false, nil
 		}
-		it, err := crdt.DecodeItem(val)
+		md, visible, err := rd.Read(val)
 		if err != nil {
 			return false, fmt.Errorf("%w: item %s: %v", ErrCorrupt, k, err)
 		}
-		if !it.Visible() {
+		if !visible {
 			return true, nil
 		}
 		if len(page.Items) == limit {
 			page.NextCursor = page.Items[limit-1].ID
 			return false, nil
 		}
-		if md := it.Metadata(); parsed.Match(k.ID, md) {
-			page.Items = append(page.Items, Item{Collection: k.Collection, ID: k.ID, Metadata: md, Conflicts: it.Conflicts()})
+		if parsed.Match(k.ID, md) {
+			it, err := crdt.DecodeStoredItem(val)
+			if err != nil {
+				return false, fmt.Errorf("%w: item %s: %v", ErrCorrupt, k, err)
+			}
+			page.Items = append(page.Items, view(k, it))
 		}
 		return true, nil
 	})
