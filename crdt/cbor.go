@@ -699,7 +699,12 @@ func validUTF8(b []byte) bool {
 // rawDotLess compares two dots of a parsed record by Dot.Less; the replica
 // indexes must be in the table.
 func (raw *rawRecord) rawDotLess(b []byte, ri, ci, rj, cj uint64) bool {
-	a, c := raw.table[ri], raw.table[rj]
+	return dotLessIn(b, raw.table, ri, ci, rj, cj)
+}
+
+// dotLessIn is Dot.Less on dots given as (index into table, counter).
+func dotLessIn(b []byte, table []span, ri, ci, rj, cj uint64) bool {
+	a, c := table[ri], table[rj]
 	if ri != rj {
 		if x := bytes.Compare(b[a.start:a.end], b[c.start:c.end]); x != 0 {
 			return x < 0
