@@ -42,6 +42,12 @@ type Config struct {
 	// HeartbeatInterval is GossipSub's heartbeat: the mesh forms and
 	// repairs at this pace. Default 200ms.
 	HeartbeatInterval time.Duration
+	// MeshDegree is the number of peers each peer grafts into its GossipSub
+	// mesh (GossipSub's D; see gossipParams for the bounds). A receiver
+	// forwards every message to its mesh, so each extra mesh peer costs
+	// about one more copy of every message; what the mesh misses, IHAVE
+	// gossip and anti-entropy repair. 2 to 64; default 2.
+	MeshDegree int
 	// MaxMessageBytes bounds one gossip message. Default 4 MiB.
 	MaxMessageBytes int
 	// SyncTimeout bounds one anti-entropy exchange, full-state transfers
@@ -63,6 +69,7 @@ func DefaultConfig() Config {
 		Network:             "default",
 		AntiEntropyInterval: 5 * time.Second,
 		HeartbeatInterval:   200 * time.Millisecond,
+		MeshDegree:          2,
 		MaxMessageBytes:     4 << 20,
 		SyncTimeout:         2 * time.Minute,
 		ConnLow:             64,
@@ -99,6 +106,9 @@ func (c *Config) validate() error {
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = d.HeartbeatInterval
 	}
+	if c.MeshDegree == 0 {
+		c.MeshDegree = d.MeshDegree
+	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = d.MaxMessageBytes
 	}
@@ -117,6 +127,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.AntiEntropyInterval < 0, c.HeartbeatInterval < 0, c.SyncTimeout < 0:
 		return fmt.Errorf("p2p config: intervals and timeouts must be positive")
+	case c.MeshDegree < 2 || c.MeshDegree > 64:
+		return fmt.Errorf("p2p config: MeshDegree must be between 2 and 64, got %d", c.MeshDegree)
 	case c.MaxMessageBytes < minMessageBytes:
 		return fmt.Errorf("p2p config: MaxMessageBytes must be at least %d (a full batch plus the largest delta), got %d", minMessageBytes, c.MaxMessageBytes)
 	case c.ConnLow < 1 || c.ConnHigh < c.ConnLow:

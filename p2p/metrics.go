@@ -4,7 +4,8 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Stats are the peer's running totals.
 type Stats struct {
-	Peers int // connected peers
+	Peers     int // connected peers
+	MeshPeers int // peers this one forwards every gossip message to
 
 	Published       uint64 // gossip messages published
 	PublishedDeltas uint64 // deltas in them
@@ -22,6 +23,11 @@ type Stats struct {
 	FullStatesSent     uint64
 	FullStatesReceived uint64
 
+	GossipDuplicates   uint64 // gossip messages received again and dropped
+	GossipDroppedRPCs  uint64 // GossipSub RPCs dropped on a full peer queue
+	GossipMessageBytes uint64 // message bytes queued for sending, relaying included
+	GossipControlBytes uint64 // control bytes queued (IHAVE, IWANT, IDONTWANT, GRAFT, PRUNE)
+
 	BytesSent     int64 // all libp2p traffic, gossip relaying included
 	BytesReceived int64
 }
@@ -32,6 +38,7 @@ func (p *Peer) Stats() Stats {
 	c := &p.stats
 	return Stats{
 		Peers:              len(p.h.Network().Peers()),
+		MeshPeers:          p.tracer.meshPeers(),
 		Published:          c.published.Load(),
 		PublishedDeltas:    c.publishedDeltas.Load(),
 		Received:           c.received.Load(),
@@ -46,6 +53,10 @@ func (p *Peer) Stats() Stats {
 		SyncBytesReceived:  c.syncBytesReceived.Load(),
 		FullStatesSent:     c.fullSent.Load(),
 		FullStatesReceived: c.fullReceived.Load(),
+		GossipDuplicates:   p.tracer.duplicates.Load(),
+		GossipDroppedRPCs:  p.tracer.droppedRPCs.Load(),
+		GossipMessageBytes: p.tracer.messageBytes.Load(),
+		GossipControlBytes: p.tracer.controlBytes.Load(),
 		BytesSent:          bw.TotalOut,
 		BytesReceived:      bw.TotalIn,
 	}
@@ -66,6 +77,7 @@ func newMetric(name, help string, kind prometheus.ValueType, value func(Stats) f
 
 var p2pMetrics = []metric{
 	newMetric("peers", "Connected libp2p peers.", prometheus.GaugeValue, func(s Stats) float64 { return float64(s.Peers) }),
+	newMetric("mesh_peers", "Peers in the GossipSub mesh: those this peer forwards every message to.", prometheus.GaugeValue, func(s Stats) float64 { return float64(s.MeshPeers) }),
 	newMetric("messages_published_total", "Gossip messages published.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Published) }),
 	newMetric("deltas_published_total", "Deltas carried by published gossip messages.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.PublishedDeltas) }),
 	newMetric("messages_received_total", "Gossip messages received from other peers.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Received) }),
@@ -80,6 +92,10 @@ var p2pMetrics = []metric{
 	newMetric("sync_bytes_received_total", "Bytes received on sync streams.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncBytesReceived) }),
 	newMetric("full_states_sent_total", "Full-state transfers sent.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.FullStatesSent) }),
 	newMetric("full_states_received_total", "Full-state transfers received.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.FullStatesReceived) }),
+	newMetric("gossip_duplicates_total", "Gossip messages received again and dropped as duplicates.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.GossipDuplicates) }),
+	newMetric("gossip_dropped_rpcs_total", "GossipSub RPCs dropped because a peer's send queue was full.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.GossipDroppedRPCs) }),
+	newMetric("gossip_message_bytes_total", "Bytes of gossip messages queued for sending, relaying included.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.GossipMessageBytes) }),
+	newMetric("gossip_control_bytes_total", "Bytes of GossipSub control messages queued for sending.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.GossipControlBytes) }),
 	newMetric("bytes_sent_total", "All libp2p bytes sent.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.BytesSent) }),
 	newMetric("bytes_received_total", "All libp2p bytes received.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.BytesReceived) }),
 }

@@ -65,7 +65,8 @@ type Peer struct {
 	// concurrent pulls would each send it the same K deltas.
 	pullSem chan struct{}
 
-	stats counters
+	stats  counters
+	tracer gossipTracer
 }
 
 // counters are the peer's running totals; see Stats.

@@ -212,6 +212,14 @@ type BenchResult struct {
 	Rounds        int64 // anti-entropy pulls completed
 	Gaps          int64 // gossip messages that showed a missed delta (each triggers a pull)
 
+	// GossipSub's own accounting (all peers): bytes of messages and of
+	// control traffic queued for sending, duplicate messages received, and
+	// RPCs dropped on full queues.
+	GossipMessageBytes int64
+	GossipControlBytes int64
+	GossipDuplicates   int64
+	GossipDroppedRPCs  int64
+
 	// Catch-up of a peer that missed CatchUp writes.
 	CatchUpWrites    int
 	CatchUpWriteTime time.Duration // writing them on the other peers
@@ -514,6 +522,10 @@ func runBench(ctx context.Context, c *Cluster, cfg BenchConfig, res *BenchResult
 	res.SyncDeltas = diff("catalog_p2p_sync_deltas_received_total")
 	res.Rounds = diff("catalog_p2p_antientropy_rounds_total")
 	res.Gaps = diff("catalog_p2p_gaps_total")
+	res.GossipMessageBytes = diff("catalog_p2p_gossip_message_bytes_total")
+	res.GossipControlBytes = diff("catalog_p2p_gossip_control_bytes_total")
+	res.GossipDuplicates = diff("catalog_p2p_gossip_duplicates_total")
+	res.GossipDroppedRPCs = diff("catalog_p2p_gossip_dropped_rpcs_total")
 	res.BytesSent = int64(after["catalog_p2p_bytes_sent_total"] - before["catalog_p2p_bytes_sent_total"])
 	res.Published = int64(after["catalog_p2p_messages_published_total"] - before["catalog_p2p_messages_published_total"])
 	res.PublishedDeltas = int64(after["catalog_p2p_deltas_published_total"] - before["catalog_p2p_deltas_published_total"])
@@ -715,6 +727,8 @@ func (r *BenchResult) Print(w io.Writer) {
 		r.BytesSent, r.BytesPerOp, r.BytesPerDelivery, r.DeltaBytes, r.Published, r.PublishedDeltas)
 	fmt.Fprintf(w, "  of which anti-entropy streams: %d bytes (%d pulls, %d deltas received by pulls, %d gossip messages showed a gap)\n",
 		r.SyncBytes, r.Rounds, r.SyncDeltas, r.Gaps)
+	fmt.Fprintf(w, "  GossipSub: %d bytes of messages and %d of control queued; %d duplicate messages received; %d RPCs dropped\n",
+		r.GossipMessageBytes, r.GossipControlBytes, r.GossipDuplicates, r.GossipDroppedRPCs)
 	for i, m := range r.Memory {
 		cpu := 0.0
 		if i < len(r.PeerCPU) {

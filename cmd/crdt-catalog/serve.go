@@ -31,6 +31,8 @@ type options struct {
 	nat           bool
 	network       string
 	swarmKey      string
+	antiEntropy   time.Duration
+	meshDegree    int
 	httpAddr      string
 	collections   string
 	logLevel      string
@@ -54,6 +56,8 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.BoolVar(&o.nat, "nat", false, "map the libp2p port on the gateway by UPnP/NAT-PMP")
 	fs.StringVar(&o.network, "network", "default", "catalog network name: names the gossip topic, sync protocol and DHT rendezvous")
 	fs.StringVar(&o.swarmKey, "swarm-key", "", "libp2p pre-shared key file: only peers with the same key connect (TCP only; QUIC listen addresses are dropped)")
+	fs.DurationVar(&o.antiEntropy, "antientropy-interval", 5*time.Second, "how often to pull missed deltas from one random connected peer")
+	fs.IntVar(&o.meshDegree, "mesh-degree", 2, "GossipSub mesh degree: peers each peer forwards a delta to (2-64; more costs bandwidth, fewer relies on repair)")
 	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "HTTP API listen address; :0 picks a free port. A non-loopback address requires -api-token-file")
 	fs.StringVar(&o.collections, "collections", "snapshots,images", "comma-separated collections served")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -149,6 +153,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	pcfg.Bootstrap = o.bootstrap.vals
 	pcfg.MDNS, pcfg.DHT, pcfg.NAT = o.mdns, o.dht, o.nat
 	pcfg.Network = o.network
+	pcfg.AntiEntropyInterval = o.antiEntropy
+	pcfg.MeshDegree = o.meshDegree
 	pcfg.Logger = log
 	if o.swarmKey != "" {
 		if pcfg.SwarmKey, err = os.ReadFile(o.swarmKey); err != nil {

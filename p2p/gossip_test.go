@@ -1,0 +1,132 @@
+package p2p
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+)
+
+// TestGossipParams_AcceptedByGossipSub: every mesh degree Config accepts
+// gives parameters that GossipSub's own validation accepts, and 6 gives
+// its default mesh bounds.
+func TestGossipParams_AcceptedByGossipSub(t *testing.T) {
+	h, err := libp2p.New(libp2p.NoListenAddrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for d := 2; d <= 64; d++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		_, err := pubsub.NewGossipSub(ctx, h, pubsub.WithGossipSubParams(gossipParams(d, time.Second)))
+		cancel()
+		if err != nil {
+			t.Fatalf("mesh degree %d: %v", d, err)
+		}
+	}
+	got, def := gossipParams(6, time.Second), pubsub.DefaultGossipSubParams()
+	if got.D != def.D || got.Dlo != def.Dlo || got.Dhi != def.Dhi || got.Dout != def.Dout {
+		t.Fatalf("degree 6: D/Dlo/Dhi/Dout %d/%d/%d/%d, want GossipSub's %d/%d/%d/%d",
+			got.D, got.Dlo, got.Dhi, got.Dout, def.D, def.Dlo, def.Dhi, def.Dout)
+	}
+}
+
+func TestConfig_MeshDegreeBounds(t *testing.T) {
+	for _, d := range []int{-1, 1, 65} {
+		cfg := testConfig(t)
+		cfg.MeshDegree = d
+		if err := cfg.validate(); err == nil {
+			t.Errorf("mesh degree %d accepted", d)
+		}
+	}
+	cfg := testConfig(t)
+	cfg.MeshDegree = 0
+	if err := cfg.validate(); err != nil || cfg.MeshDegree != DefaultConfig().MeshDegree {
+		t.Fatalf("zero mesh degree: %v, %d", err, cfg.MeshDegree)
+	}
+}
+
+func TestMessageID_ShortAndDistinct(t *testing.T) {
+	from := []byte("\x00\x24\x08\x01\x12\x20-------------------------------a")
+	other := []byte("\x00\x24\x08\x01\x12\x20-------------------------------b")
+	seq := func(n byte) []byte { return []byte{0, 0, 0, 0, 0, 0, 0, n} }
+	ids := map[string]bool{}
+	for _, m := range []*pb.Message{
+		{From: from, Seqno: seq(1)},
+		{From: from, Seqno: seq(2)},
+		{From: other, Seqno: seq(1)},
+	} {
+		id := messageID(m)
+		if len(id) != 16 {
+			t.Fatalf("id of %d bytes", len(id))
+		}
+		ids[id] = true
+	}
+	if len(ids) != 3 {
+		t.Fatalf("ids collide: %d distinct of 3", len(ids))
+	}
+}
+
+// TestPeer_GossipReachesLeavesOfABootstrapHub: four peers that know only a
+// common bootstrap peer (no DHT, no mDNS), with periodic anti-entropy off in
+// effect. The hub's mesh must take all of them, so every write, on the hub
+// or on any leaf, reaches every peer by gossip alone, with few duplicates.
+func TestPeer_GossipReachesLeavesOfABootstrapHub(t *testing.T) {
+	ctx := context.Background()
+	slow := func() Config {
+		cfg := testConfig(t)
+		cfg.AntiEntropyInterval = time.Hour
+		return cfg
+	}
+	hub := startPeer(t, slow(), nil)
+	all := []*testPeer{hub}
+	for range 4 {
+		cfg := slow()
+		cfg.Bootstrap = hub.p.Addrs()[:1]
+		all = append(all, startPeer(t, cfg, nil))
+	}
+	waitFor(t, 10*time.Second, "hub meshed with every leaf", func() bool {
+		for _, l := range all[1:] {
+			if !l.p.tracer.inMesh(hub.p.h.ID()) || !hub.p.tracer.inMesh(l.p.h.ID()) {
+				return false
+			}
+		}
+		return hub.p.Stats().MeshPeers == 4
+	})
+	rounds := func() (n uint64) {
+		for _, p := range all {
+			n += p.p.Stats().Rounds
+		}
+		return n
+	}
+	pulls := rounds() // the pulls on connect; the writes come after them
+	for i, p := range all {
+		for j := range 20 {
+			if _, err := p.n.Add(ctx, key(fmt.Sprintf("p%d-%d", i, j)), doc(t, `{"n":1}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitFor(t, 20*time.Second, "convergence", func() bool { return converged(t, all...) })
+	if st := hub.n.Stats(); st.Items["snapshots"] != 100 {
+		t.Fatalf("items: %d, want 100", st.Items["snapshots"])
+	}
+	var received, dups, synced uint64
+	for _, p := range all {
+		s := p.p.Stats()
+		received += s.Received
+		dups += s.GossipDuplicates
+		synced += s.SyncDeltasReceived
+	}
+	t.Logf("gossip messages received %d, duplicates %d; pulls %d after the writes, %d deltas pulled in all", received, dups, rounds()-pulls, synced)
+	if n := rounds() - pulls; n != 0 {
+		t.Fatalf("%d anti-entropy pulls after the writes: gossip missed deltas", n)
+	}
+	if dups > received {
+		t.Fatalf("%d duplicate gossip messages for %d received", dups, received)
+	}
+}
