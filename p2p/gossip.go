@@ -97,17 +97,28 @@ func (p *Peer) startGossip() error {
 	return nil
 }
 
-// validate runs before a message is delivered or forwarded: anything that
-// does not decode, is too large or belongs to another network is rejected
-// (and its sender penalised by GossipSub's scoring).
+// validate runs before a message is delivered or forwarded. A message in
+// a later wire or delta version is ignored (not forwarded, not held against
+// the peer: it may simply run a newer release). Anything else that does not
+// decode, is too large or belongs to another network is rejected, and the
+// peer that sent it is disconnected: an honest peer validates every message
+// before forwarding it, so it never sends one that fails here.
 func (p *Peer) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 	if from == p.h.ID() {
 		return pubsub.ValidationAccept // our own message: receiveLoop drops it
 	}
 	ds, err := decodeGossip(m.Data, p.cfg.Network, p.cfg.MaxMessageBytes)
-	if err != nil {
+	switch {
+	case errors.Is(err, crdt.ErrVersion):
+		p.stats.ignored.Add(1)
+		if p.versionWarned.CompareAndSwap(false, true) {
+			p.log.Warn("ignoring gossip in a newer format; upgrade this peer (logged once)", "peer", from, "err", err)
+		}
+		return pubsub.ValidationIgnore
+	case err != nil:
 		p.stats.rejected.Add(1)
-		p.log.Warn("rejected gossip message", "peer", from, "err", err)
+		p.log.Warn("rejected gossip message; disconnecting the peer that sent it", "peer", from, "err", err)
+		p.goRun(func() { _ = p.h.Network().ClosePeer(from) })
 		return pubsub.ValidationReject
 	}
 	m.ValidatorData = ds

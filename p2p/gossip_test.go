@@ -1,11 +1,15 @@
 package p2p
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/fxamacker/cbor/v2"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
@@ -128,5 +132,64 @@ func TestPeer_GossipReachesLeavesOfABootstrapHub(t *testing.T) {
 	}
 	if dups > received {
 		t.Fatalf("%d duplicate gossip messages for %d received", dups, received)
+	}
+}
+
+// TestValidate_RejectsGarbageIgnoresNewerFormats: every kind of garbage is
+// rejected by the topic validator (and counted), while a message in a
+// later wire or delta version is ignored without penalty.
+func TestValidate_RejectsGarbageIgnoresNewerFormats(t *testing.T) {
+	target := startPeer(t, testConfig(t), nil)
+	goodDelta, badDelta := validDelta(t, "intruder")
+	newerDelta := bytes.Clone(goodDelta)
+	newerDelta[1]++ // the format version, the delta array's first element
+	if _, err := crdt.DecodeDelta(newerDelta); !errors.Is(err, crdt.ErrVersion) {
+		t.Fatalf("the newer delta decodes with %v, want ErrVersion", err)
+	}
+	net := target.p.cfg.Network
+	enc := func(v any) []byte {
+		b, err := cbor.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	msg := func(network string, ds ...[]byte) []byte {
+		return enc(&gossipMsg{Version: wireVersion, Network: network, Deltas: ds})
+	}
+	cases := []struct {
+		what string
+		msg  []byte
+		want pubsub.ValidationResult
+	}{
+		{"random bytes", randomBytes(t, 200), pubsub.ValidationReject},
+		{"another network", msg("beta", goodDelta), pubsub.ValidationReject},
+		{"a corrupted delta", msg(net, badDelta), pubsub.ValidationReject},
+		{"random bytes as a delta", msg(net, randomBytes(t, 64)), pubsub.ValidationReject},
+		{"a good delta and a corrupted one", msg(net, goodDelta, badDelta), pubsub.ValidationReject},
+		{"no deltas", msg(net), pubsub.ValidationReject},
+		{"wire version 0", enc(&gossipMsg{Version: 0, Network: net, Deltas: [][]byte{goodDelta}}), pubsub.ValidationReject},
+		{"an unknown field", enc(map[int]any{1: wireVersion, 2: net, 3: [][]byte{goodDelta}, 9: "new"}), pubsub.ValidationReject},
+		{"a later wire version", enc(&gossipMsg{Version: wireVersion + 1, Network: net, Deltas: [][]byte{goodDelta}}), pubsub.ValidationIgnore},
+		{"a later wire version with a new field", enc(map[int]any{1: wireVersion + 1, 2: net, 3: [][]byte{goodDelta}, 9: "new"}), pubsub.ValidationIgnore},
+		{"a later delta version", msg(net, goodDelta, newerDelta), pubsub.ValidationIgnore},
+		{"a good delta", msg(net, goodDelta), pubsub.ValidationAccept},
+	}
+	stranger := rawHost(t).ID() // not connected: the disconnect is a no-op
+	var wantRejected, wantIgnored uint64
+	for _, c := range cases {
+		m := &pubsub.Message{Message: &pb.Message{Data: c.msg}}
+		if got := target.p.validate(context.Background(), stranger, m); got != c.want {
+			t.Errorf("%s: validator says %v, want %v", c.what, got, c.want)
+		}
+		switch c.want {
+		case pubsub.ValidationReject:
+			wantRejected++
+		case pubsub.ValidationIgnore:
+			wantIgnored++
+		}
+	}
+	if st := target.p.Stats(); st.Rejected != wantRejected || st.Ignored != wantIgnored {
+		t.Fatalf("counted %d rejected and %d ignored, want %d and %d", st.Rejected, st.Ignored, wantRejected, wantIgnored)
 	}
 }

@@ -10,7 +10,8 @@ type Stats struct {
 	Published       uint64 // gossip messages published
 	PublishedDeltas uint64 // deltas in them
 	Received        uint64 // gossip messages received from others and joined
-	Rejected        uint64 // gossip messages rejected by the validator
+	Rejected        uint64 // gossip messages rejected by the validator (the sender is disconnected)
+	Ignored         uint64 // gossip messages in a newer format, dropped without penalty
 	Gaps            uint64 // received deltas that showed a missed one
 
 	Rounds             uint64 // completed anti-entropy pulls
@@ -43,6 +44,7 @@ func (p *Peer) Stats() Stats {
 		PublishedDeltas:    c.publishedDeltas.Load(),
 		Received:           c.received.Load(),
 		Rejected:           c.rejected.Load(),
+		Ignored:            c.ignored.Load(),
 		Gaps:               c.gaps.Load(),
 		Rounds:             c.rounds.Load(),
 		SyncFailures:       c.syncFailures.Load(),
@@ -82,6 +84,7 @@ var p2pMetrics = []metric{
 	newMetric("deltas_published_total", "Deltas carried by published gossip messages.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.PublishedDeltas) }),
 	newMetric("messages_received_total", "Gossip messages received from other peers.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Received) }),
 	newMetric("messages_rejected_total", "Gossip messages rejected by the topic validator.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Rejected) }),
+	newMetric("messages_ignored_total", "Gossip messages in a newer wire or delta format, dropped without penalty.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Ignored) }),
 	newMetric("gaps_total", "Received deltas that showed a missed earlier delta.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Gaps) }),
 	newMetric("antientropy_rounds_total", "Completed anti-entropy pulls.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Rounds) }),
 	newMetric("sync_failures_total", "Anti-entropy exchanges cut short.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncFailures) }),

@@ -67,11 +67,14 @@ type Peer struct {
 
 	stats  counters
 	tracer gossipTracer
+	// versionWarned is set once a message in a newer format was logged.
+	versionWarned atomic.Bool
 }
 
 // counters are the peer's running totals; see Stats.
 type counters struct {
 	published, publishedDeltas, received, rejected atomic.Uint64
+	ignored                                        atomic.Uint64
 	rounds, syncFailures, syncRejected             atomic.Uint64
 	syncDeltasSent, syncDeltasReceived             atomic.Uint64
 	syncBytesSent, syncBytesReceived               atomic.Uint64

@@ -51,7 +51,17 @@ func decodeGossip(b []byte, network string, maxBytes int) ([]*crdt.Delta, error)
 	}
 	var m gossipMsg
 	if err := decMode.Unmarshal(b, &m); err != nil {
+		// A later wire version may add fields this one does not know.
+		var v struct {
+			Version uint `cbor:"1,keyasint"`
+		}
+		if cbor.Unmarshal(b, &v) == nil && v.Version > wireVersion {
+			return nil, fmt.Errorf("gossip message: %w %d (this peer speaks %d)", crdt.ErrVersion, v.Version, wireVersion)
+		}
 		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
+	}
+	if m.Version > wireVersion {
+		return nil, fmt.Errorf("gossip message: %w %d (this peer speaks %d)", crdt.ErrVersion, m.Version, wireVersion)
 	}
 	if m.Version != wireVersion {
 		return nil, fmt.Errorf("%w: version %d", ErrBadMessage, m.Version)
@@ -65,6 +75,9 @@ func decodeGossip(b []byte, network string, maxBytes int) ([]*crdt.Delta, error)
 	out := make([]*crdt.Delta, len(m.Deltas))
 	for i, enc := range m.Deltas {
 		d, err := crdt.DecodeDelta(enc)
+		if errors.Is(err, crdt.ErrVersion) {
+			return nil, fmt.Errorf("gossip message: delta %d: %w", i, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: delta %d: %v", ErrBadMessage, i, err)
 		}
