@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Stats are the peer's running totals.
 type Stats struct {
-	Peers     int // connected peers
+	Peers     int // connected peers of this catalog (as listed by Peers)
 	MeshPeers int // peers this one forwards every gossip message to
 
 	Published       uint64 // gossip messages published
@@ -38,7 +38,7 @@ func (p *Peer) Stats() Stats {
 	bw := p.bw.GetBandwidthTotals()
 	c := &p.stats
 	return Stats{
-		Peers:              len(p.h.Network().Peers()),
+		Peers:              len(p.catalogPeers()),
 		MeshPeers:          p.tracer.meshPeers(),
 		Published:          c.published.Load(),
 		PublishedDeltas:    c.publishedDeltas.Load(),
@@ -78,7 +78,7 @@ func newMetric(name, help string, kind prometheus.ValueType, value func(Stats) f
 }
 
 var p2pMetrics = []metric{
-	newMetric("peers", "Connected libp2p peers.", prometheus.GaugeValue, func(s Stats) float64 { return float64(s.Peers) }),
+	newMetric("peers", "Connected peers of this catalog.", prometheus.GaugeValue, func(s Stats) float64 { return float64(s.Peers) }),
 	newMetric("mesh_peers", "Peers in the GossipSub mesh: those this peer forwards every message to.", prometheus.GaugeValue, func(s Stats) float64 { return float64(s.MeshPeers) }),
 	newMetric("messages_published_total", "Gossip messages published.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Published) }),
 	newMetric("deltas_published_total", "Deltas carried by published gossip messages.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.PublishedDeltas) }),

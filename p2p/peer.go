@@ -189,10 +189,7 @@ type PeerStatus struct {
 func (p *Peer) Peers() []PeerStatus {
 	_, mine := p.cat.Contexts()
 	var out []PeerStatus
-	for _, id := range p.h.Network().Peers() {
-		if !p.mayBeCatalogPeer(id) {
-			continue
-		}
+	for _, id := range p.catalogPeers() {
 		st := PeerStatus{ID: id.String()}
 		for _, c := range p.h.Network().ConnsToPeer(id) {
 			st.Addrs = append(st.Addrs, c.RemoteMultiaddr().String())
@@ -205,6 +202,18 @@ func (p *Peer) Peers() []PeerStatus {
 			st.Ahead, st.Behind = mine.Compare(theirs)
 		}
 		out = append(out, st)
+	}
+	return out
+}
+
+// catalogPeers returns the connected peers that may be peers of this
+// catalog: other libp2p nodes (DHT peers of other networks, say) excluded.
+func (p *Peer) catalogPeers() []peer.ID {
+	var out []peer.ID
+	for _, id := range p.h.Network().Peers() {
+		if p.mayBeCatalogPeer(id) {
+			out = append(out, id)
+		}
 	}
 	return out
 }
