@@ -14,8 +14,12 @@ import (
 )
 
 const (
-	dialTimeout       = 10 * time.Second
-	maxBackoff        = 30 * time.Second
+	dialTimeout = 10 * time.Second
+	maxBackoff  = 30 * time.Second
+	// mdnsGiveUp is how long a peer found by mDNS is redialled after it
+	// disconnects before it counts as gone from the local network; mDNS
+	// reports it again if it comes back after that.
+	mdnsGiveUp        = 10 * time.Minute
 	findPeersInterval = 10 * time.Second
 	advertiseRetry    = 2 * time.Second
 )
@@ -43,7 +47,7 @@ func (p *Peer) startDiscovery(ctx context.Context) error {
 		boot = append(boot, *ai)
 	}
 	for _, ai := range boot {
-		p.goRun(func() { p.keepConnected(ai) })
+		p.goRun(func() { p.keepConnected(ai, "bootstrap peer", 0) })
 	}
 	if p.cfg.MDNS {
 		svc := mdns.NewMdnsService(p.h, p.cfg.rendezvous(), mdnsNotifee{p})
@@ -77,10 +81,12 @@ func (p *Peer) startDiscovery(ctx context.Context) error {
 	return nil
 }
 
-// keepConnected dials a bootstrap peer and redials it with exponential
-// backoff whenever it is disconnected.
-func (p *Peer) keepConnected(ai peer.AddrInfo) {
+// keepConnected dials a peer and redials it with exponential backoff
+// whenever it is disconnected. With giveUp > 0 it returns once the peer has
+// been unreachable for that long.
+func (p *Peer) keepConnected(ai peer.AddrInfo, what string, giveUp time.Duration) {
 	backoff := time.Second
+	var down time.Time // when the current run of failed dials began
 	for {
 		if p.h.Network().Connectedness(ai.ID) != network.Connected {
 			ctx, cancel := context.WithTimeout(p.ctx, dialTimeout)
@@ -90,15 +96,22 @@ func (p *Peer) keepConnected(ai peer.AddrInfo) {
 				if p.ctx.Err() != nil {
 					return
 				}
-				p.log.Debug("bootstrap dial failed", "peer", ai.ID, "err", err, "retry_in", backoff)
+				if down.IsZero() {
+					down = time.Now()
+				}
+				if giveUp > 0 && time.Since(down) >= giveUp {
+					p.log.Info("giving up on "+what+": unreachable", "peer", ai.ID, "for", giveUp)
+					return
+				}
+				p.log.Debug("dial to "+what+" failed", "peer", ai.ID, "err", err, "retry_in", backoff)
 				if !p.sleep(backoff) {
 					return
 				}
 				backoff = min(2*backoff, maxBackoff)
 				continue
 			}
-			p.log.Info("connected to bootstrap peer", "peer", ai.ID)
-			backoff = time.Second
+			p.log.Info("connected to "+what, "peer", ai.ID)
+			backoff, down = time.Second, time.Time{}
 		}
 		if !p.sleep(time.Second) {
 			return
@@ -166,23 +179,31 @@ func (p *Peer) findPeersLoop(rd *drouting.RoutingDiscovery) {
 	}
 }
 
-// mdnsNotifee connects to peers found on the local network. When two peers
-// find each other at once and both dial over TCP, the simultaneous open
-// fails the handshake; so only the peer with the smaller ID dials.
+// mdnsNotifee connects to peers found on the local network and keeps them
+// connected like bootstrap peers, until one has been unreachable for
+// mdnsGiveUp: mDNS reports a peer once, not again while it stays on the
+// network, so a dial that fails or a connection that drops would otherwise
+// not be retried. When two peers find each other at once and both dial over
+// TCP, the simultaneous open fails the handshake; so only the peer with the
+// smaller ID dials.
 type mdnsNotifee struct{ p *Peer }
 
 func (n mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
 	p := n.p
-	if ai.ID == p.h.ID() || p.h.ID() > ai.ID || p.h.Network().Connectedness(ai.ID) == network.Connected {
+	if ai.ID == p.h.ID() || p.h.ID() > ai.ID {
 		return
 	}
+	p.mu.Lock()
+	if p.mdnsPeers[ai.ID] {
+		p.mu.Unlock()
+		return // already kept connected
+	}
+	p.mdnsPeers[ai.ID] = true
+	p.mu.Unlock()
 	p.goRun(func() {
-		ctx, cancel := context.WithTimeout(p.ctx, dialTimeout)
-		defer cancel()
-		if err := p.h.Connect(ctx, ai); err != nil {
-			p.log.Debug("mdns dial failed", "peer", ai.ID, "err", err)
-			return
-		}
-		p.log.Info("connected to a peer found by mDNS", "peer", ai.ID)
+		p.keepConnected(ai, "a peer found by mDNS", mdnsGiveUp)
+		p.mu.Lock()
+		delete(p.mdnsPeers, ai.ID)
+		p.mu.Unlock()
 	})
 }

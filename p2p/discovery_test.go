@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 	ma "github.com/multiformats/go-multiaddr"
@@ -216,4 +217,59 @@ func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
 		h.count.Add(1)
 	}
 	return nil
+}
+
+// TestPeer_MDNSPeerIsRedialled: mDNS reports a peer once, so a peer found
+// by it is kept connected like a bootstrap peer: after the connection
+// drops, the peer with the smaller ID dials again. (The notifee is called
+// directly: loopback has no multicast; TestPeer_MDNSInNetworkNamespaces
+// runs real mDNS.)
+func TestPeer_MDNSPeerIsRedialled(t *testing.T) {
+	a := startPeer(t, testConfig(t), nil)
+	b := startPeer(t, testConfig(t), nil)
+	if a.p.ID() > b.p.ID() {
+		a, b = b, a // a has the smaller ID: it dials
+	}
+	found := peer.AddrInfo{ID: b.p.ID(), Addrs: b.p.h.Addrs()}
+	mdnsNotifee{a.p}.HandlePeerFound(found)
+	mdnsNotifee{a.p}.HandlePeerFound(found) // reported again: still one dialer
+	connected := func() bool { return a.p.h.Network().Connectedness(b.p.ID()) == network.Connected }
+	waitFor(t, 10*time.Second, "a dials the peer mDNS found", connected)
+	for range 2 {
+		if err := b.p.h.Network().ClosePeer(a.p.ID()); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the connection closed", func() bool { return !connected() })
+		waitFor(t, 10*time.Second, "a redials", connected)
+	}
+	// The larger ID never dials: b's notifee ignores a.
+	mdnsNotifee{b.p}.HandlePeerFound(peer.AddrInfo{ID: a.p.ID(), Addrs: a.p.h.Addrs()})
+	a.p.mu.Lock()
+	na := len(a.p.mdnsPeers)
+	a.p.mu.Unlock()
+	b.p.mu.Lock()
+	nb := len(b.p.mdnsPeers)
+	b.p.mu.Unlock()
+	if na != 1 || nb != 0 {
+		t.Fatalf("peers kept connected: a %d, b %d; want 1 and 0", na, nb)
+	}
+}
+
+// TestPeer_KeepConnectedGivesUp: a peer kept connected with a give-up
+// time stops redialling once it has been unreachable that long.
+func TestPeer_KeepConnectedGivesUp(t *testing.T) {
+	a := startPeer(t, testConfig(t), nil)
+	gone := startPeer(t, testConfig(t), nil)
+	ai := peer.AddrInfo{ID: gone.p.ID(), Addrs: gone.p.h.Addrs()}
+	gone.close()
+	done := make(chan struct{})
+	go func() {
+		a.p.keepConnected(ai, "a test peer", 300*time.Millisecond)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("keepConnected still redialling a peer gone for 20s")
+	}
 }

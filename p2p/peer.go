@@ -59,6 +59,8 @@ type Peer struct {
 	inflight map[peer.ID]bool          // a pull from this peer is running
 	again    map[peer.ID]bool          // pull once more when it ends
 	known    map[peer.ID]*crdt.Context // each peer's applied context, as last exchanged
+	// mdnsPeers are the peers found by mDNS that a goroutine keeps connected.
+	mdnsPeers map[peer.ID]bool
 
 	// pullSem lets one scheduled pull run at a time: a node that comes
 	// back after missing K operations connects to every peer at once, and
@@ -88,16 +90,17 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 		return nil, err
 	}
 	p := &Peer{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		cat:      cat,
-		bw:       metrics.NewBandwidthCounter(),
-		proto:    protocol.ID(cfg.syncProto()),
-		inflight: map[peer.ID]bool{},
-		gapWait:  map[peer.ID]bool{},
-		pullSem:  make(chan struct{}, 1),
-		again:    map[peer.ID]bool{},
-		known:    map[peer.ID]*crdt.Context{},
+		cfg:       cfg,
+		log:       cfg.Logger,
+		cat:       cat,
+		bw:        metrics.NewBandwidthCounter(),
+		proto:     protocol.ID(cfg.syncProto()),
+		inflight:  map[peer.ID]bool{},
+		gapWait:   map[peer.ID]bool{},
+		pullSem:   make(chan struct{}, 1),
+		again:     map[peer.ID]bool{},
+		known:     map[peer.ID]*crdt.Context{},
+		mdnsPeers: map[peer.ID]bool{},
 	}
 	h, err := newHost(&p.cfg, p.bw)
 	if err != nil {
