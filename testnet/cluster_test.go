@@ -170,7 +170,7 @@ func TestCluster_InterruptCleansUp(t *testing.T) {
 	}
 	for _, p := range pids {
 		pid, _ := strconv.Atoi(p)
-		if procStart(pid) != "" {
+		if ProcStart(pid) != "" {
 			t.Errorf("peer pid %d still runs", pid)
 		}
 	}

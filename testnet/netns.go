@@ -130,7 +130,7 @@ func newNetns() (*netnsNet, error) {
 			}
 			return nil, err
 		}
-		owner := fmt.Sprintf("%d %s\n", os.Getpid(), procStart(os.Getpid()))
+		owner := fmt.Sprintf("%d %s\n", os.Getpid(), ProcStart(os.Getpid()))
 		if err := os.WriteFile(ownerFile(n.bridge), []byte(owner), 0o644); err != nil {
 			_ = ipCmd("link", "del", n.bridge)
 			return nil, err
@@ -330,13 +330,17 @@ func ownerAlive(bridge string) bool {
 	if err != nil {
 		return false
 	}
-	return procStart(pid) == f[1]
+	return ProcStart(pid) == f[1]
 }
 
-// procStart returns the start time of process pid (field 22 of
+// ProcStart returns the start time of process pid (field 22 of
 // /proc/pid/stat), or "" if it does not exist or is a zombie (a dead
-// harness whose parent has not reaped it yet).
-func procStart(pid int) string {
+// harness whose parent has not reaped it yet). With the pid it names one
+// process even after the pid is reused.
+func ProcStart(pid int) string {
+	if pid <= 0 {
+		return ""
+	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return ""

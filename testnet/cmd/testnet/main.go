@@ -129,7 +129,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if old, err := readState(*dir); err == nil && procStart(old.PID) == old.Start {
+	if old, err := readState(*dir); err == nil && testnet.ProcStart(old.PID) == old.Start {
 		return fmt.Errorf("a cluster started by pid %d is up in %s: run \"testnet down -dir %s\" first", old.PID, *dir, *dir)
 	}
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
@@ -160,9 +160,9 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			_ = os.RemoveAll(clusterDir)
 		}
 	}()
-	st := state{PID: os.Getpid(), Start: procStart(os.Getpid()), Dir: clusterDir, Netns: *netns, Started: time.Now()}
+	st := state{PID: os.Getpid(), Start: testnet.ProcStart(os.Getpid()), Dir: clusterDir, Netns: *netns, Started: time.Now()}
 	for _, p := range c.Peers() {
-		st.Peers = append(st.Peers, peerState{Index: p.Index, HTTP: p.HTTP, Addr: p.Addr, PID: p.PID, Start: procStart(p.PID), Log: p.Log})
+		st.Peers = append(st.Peers, peerState{Index: p.Index, HTTP: p.HTTP, Addr: p.Addr, PID: p.PID, Start: testnet.ProcStart(p.PID), Log: p.Log})
 		fmt.Fprintf(stdout, "peer %d  %s  %s\n", p.Index, p.HTTP, p.Addr)
 	}
 	js, err := json.MarshalIndent(st, "", "  ")
@@ -195,7 +195,7 @@ func down(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if procStart(st.PID) == st.Start {
+	if testnet.ProcStart(st.PID) == st.Start {
 		// "up" is alive: it stops its peers and cleans up on SIGTERM.
 		if err := syscall.Kill(st.PID, syscall.SIGTERM); err != nil {
 			return err
@@ -209,7 +209,7 @@ func down(args []string, stdout, stderr io.Writer) error {
 	// "up" died without cleaning up: stop its peers by pid, then remove
 	// its namespaces.
 	for _, p := range st.Peers {
-		if p.PID == 0 || procStart(p.PID) != p.Start {
+		if p.PID == 0 || testnet.ProcStart(p.PID) != p.Start {
 			continue
 		}
 		_ = syscall.Kill(p.PID, syscall.SIGCONT)
@@ -232,34 +232,12 @@ func down(args []string, stdout, stderr io.Writer) error {
 func waitGone(pid int, start string, d time.Duration) bool {
 	end := time.Now().Add(d)
 	for time.Now().Before(end) {
-		if procStart(pid) != start {
+		if testnet.ProcStart(pid) != start {
 			return true
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return procStart(pid) != start
-}
-
-// procStart returns the start time of process pid (field 22 of
-// /proc/pid/stat), or "" if there is no such process (or it is a zombie).
-func procStart(pid int) string {
-	if pid <= 0 {
-		return ""
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return ""
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 || f[0] == "Z" {
-		return ""
-	}
-	return f[19]
+	return testnet.ProcStart(pid) != start
 }
 
 func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
