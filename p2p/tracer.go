@@ -11,12 +11,12 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// gossipTracer counts what GossipSub does on the wire that its API does not
-// show: duplicate messages received, RPCs dropped on full queues, and the
-// bytes of messages and of control traffic (IHAVE, IWANT, IDONTWANT, GRAFT,
-// PRUNE) queued for sending, and the peers in the mesh (the peers this one
-// forwards every message to). GossipSub calls it synchronously from its
-// event loop, so every method only updates counters.
+// gossipTracer records what GossipSub's API does not show: the peers in the
+// mesh (those this peer forwards every message to), duplicate messages
+// received, RPCs dropped on full queues, and the bytes of messages and of
+// control traffic (IHAVE, IWANT, IDONTWANT, GRAFT, PRUNE) queued for
+// sending. GossipSub calls it synchronously from its event loop, so every
+// method only updates counters.
 type gossipTracer struct {
 	mu   sync.Mutex
 	mesh map[peer.ID]bool // one topic is joined, so one mesh
