@@ -107,7 +107,17 @@ func TestPeer_GossipReachesLeavesOfABootstrapHub(t *testing.T) {
 		}
 		return n
 	}
-	pulls := rounds() // the pulls on connect; the writes come after them
+	// The pulls on connect (the hub pulls from each leaf, each leaf from
+	// the hub) are over before the writes.
+	waitFor(t, 10*time.Second, "the pulls on connect", func() bool {
+		for _, l := range all[1:] {
+			if l.p.Stats().Rounds < 1 {
+				return false
+			}
+		}
+		return hub.p.Stats().Rounds >= 4
+	})
+	pulls := rounds()
 	for i, p := range all {
 		for j := range 20 {
 			if _, err := p.n.Add(ctx, key(fmt.Sprintf("p%d-%d", i, j)), doc(t, `{"n":1}`)); err != nil {
