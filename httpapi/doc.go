@@ -18,6 +18,8 @@
 //	GET  /crdt/delta?limit=...     pending local deltas    -> 200 {"deltas": [...], "cursor": N, "more": bool}
 //	POST /crdt/delta               one delta or an array   -> 200 {"new": n, "duplicate": m}
 //	POST /crdt/delta/clear         {"cursor": N} or empty  -> 200 {"cleared": N}
+//	GET  /crdt/state               this node's full state  -> 200 stream, header Crdt-Delta-Cursor: N
+//	POST /crdt/state               join another's state    -> 200 {"items": n, "changed": m}
 //	GET  /status                   replica, version vector, counts, StatusFunc fields
 //	GET  /healthz                  liveness: 200 {"status": "ok"}
 //	GET  /readyz                   200 {"status": "ready"}, 503 while closing
@@ -27,13 +29,31 @@
 // "conflicts": {"field": [{"value": ..., "ts": ..., "replica": ...}]} when
 // asked for. Deltas travel in the JSON form of crdt.Delta.
 //
+// # Full state
+//
+// GET /crdt/state streams node.ExportState's format, uvarint-length-prefixed
+// CBOR frames (a header with the contexts, the items in key order, a
+// trailer with their count), as application/vnd.crdt-catalog.state: not
+// one CBOR item, hence not application/cbor. Its Crdt-Delta-Cursor header
+// is the pending-delta cursor the state covers. It is the way back for an
+// external-gossip consumer that GET /crdt/delta answers 410: post the
+// state to the receiver's POST /crdt/state, then POST /crdt/delta/clear
+// with {"cursor": N}. An export that fails midway drops the connection,
+// so the client sees a stream without its trailer.
+//
+// POST /crdt/state takes that stream (as application/vnd.crdt-catalog.state
+// or application/octet-stream), at most Config.MaxStateBytes of it. The
+// node checks all of it, in a temporary file, before joining any of it: a
+// malformed stream, one cut short or of an unknown format version is a
+// 400, one too large a 413, and each leaves the state untouched.
+//
 // # Errors
 //
 // Every error, including an unknown route (404) and a wrong method on a
 // known path (405, with an Allow header), is a JSON body {"error": "..."}:
 // 400 malformed input, 401 missing or wrong bearer token, 404 unknown item
-// or collection, 410 pending deltas dropped from the log, 413 body too
-// large, 415 wrong Content-Type, 503 node closed, failed or shutting down,
+// or collection, 410 pending deltas dropped from the log (take a full
+// state), 413 body too large, 415 wrong Content-Type, 503 node closed, failed or shutting down,
 // 500 anything else (logged).
 //
 // # Authentication

@@ -54,6 +54,10 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.As(err, &se), errors.Is(err, crdt.ErrInvalid), errors.Is(err, crdt.ErrVersion):
 		return http.StatusBadRequest
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// A body that ends before its own format says it does: a full
+		// state without its trailer.
+		return http.StatusBadRequest
 	case errors.Is(err, node.ErrClosed), errors.Is(err, node.ErrFailed):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -130,6 +134,13 @@ func (s *Server) wrap(h handlerFunc) http.Handler {
 const (
 	mediaJSON       = "application/json"
 	mediaMergePatch = "application/merge-patch+json"
+	// mediaState is the full-state stream of GET and POST /crdt/state:
+	// uvarint-length-prefixed CBOR frames (node.ExportState's format), not
+	// one CBOR item, hence a type of its own rather than application/cbor.
+	mediaState = "application/vnd.crdt-catalog.state"
+	// mediaOctets is also accepted by POST /crdt/state, for clients that
+	// send files as they are.
+	mediaOctets = "application/octet-stream"
 )
 
 // readBody checks the request's Content-Type against types and reads its

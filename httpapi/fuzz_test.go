@@ -12,10 +12,12 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"PUT", "/snapshots/metadata/x"},
 	{"PATCH", "/snapshots/metadata/x"},
 	{"POST", "/crdt/delta/clear"},
+	{"POST", "/crdt/state"},
 }
 
 // FuzzDecodeRequest sends random bodies and content types through the
-// handler to the request-decoding routes of a real node. No input may
+// handler to the request-decoding routes of a real node (POST /crdt/state
+// included: a full-state stream). No input may
 // panic or produce a 500, and the status must be one a client error or a
 // success can give.
 func FuzzDecodeRequest(f *testing.F) {
@@ -26,6 +28,12 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add(uint8(1), ctJSON, []byte(seedBody))
 	f.Add(uint8(3), ctPatch, []byte(`{"status":null}`))
 	f.Add(uint8(4), "", []byte(``))
+	src := newNode(f, nil)
+	mustDo(f, newServer(f, src, nil), 201, "POST", "/images/add/y", ctJSON, `{"a":1}`)
+	state := stateBytes(f, src)
+	f.Add(uint8(5), ctState, state)
+	f.Add(uint8(5), ctOctets, state[:len(state)-1])
+	f.Add(uint8(5), ctState, append(state[:len(state)/2:len(state)/2], 0x01, 0xff))
 	allowed := map[int]bool{200: true, 201: true, 400: true, 404: true, 413: true, 415: true}
 	f.Fuzz(func(t *testing.T, route uint8, ct string, body []byte) {
 		rt := fuzzRoutes[int(route)%len(fuzzRoutes)]

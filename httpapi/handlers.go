@@ -236,8 +236,9 @@ func (s *Server) handleGetDeltas(w http.ResponseWriter, r *http.Request) error {
 	}
 	p, err := s.c.GetDeltas(r.Context(), limit)
 	if errors.Is(err, node.ErrCursorExpired) {
-		return fmt.Errorf("%w; the pending deltas are no longer all in the log: take a full state "+
-			"from this node, then POST /crdt/delta/clear to move past the lost ones", err)
+		return fmt.Errorf("%w; the pending deltas are no longer all in the log: take a full state instead: "+
+			"GET /crdt/state on this node, POST that body to the receiver's /crdt/state, then POST /crdt/delta/clear "+
+			`here with {"cursor": N}, N from the %s header of the GET`, err, headerCursor)
 	}
 	if err != nil {
 		return err

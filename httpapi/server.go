@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -35,6 +36,8 @@ type Catalog interface {
 	ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (node.ApplyResult, error)
 	ClearDeltas(ctx context.Context, cursor uint64) error
 	ClearAllDeltas(ctx context.Context) (uint64, error)
+	BeginExport(ctx context.Context) (*node.StateExport, error)
+	ImportState(ctx context.Context, r io.Reader) (node.ImportResult, error)
 	Stats() node.Stats
 }
 
@@ -55,6 +58,11 @@ type Config struct {
 	// be up to crdt.MaxDeltaBytes in binary form, somewhat more as JSON),
 	// at the cost of that much memory per concurrent request.
 	MaxBodyBytes int64
+	// MaxStateBytes bounds the body of POST /crdt/state, a full-state
+	// stream; a larger one is refused with 413. The node copies the body
+	// to a temporary file (not memory) while checking it, and its own
+	// node.Config.MaxStateBytes applies too. Default 1 GiB.
+	MaxStateBytes int64
 	// Token, when not empty, is the bearer token that requests must carry
 	// ("Authorization: Bearer <Token>"). It is compared in constant time.
 	// Default "": no token is required.
@@ -75,7 +83,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
-	return Config{MaxBodyBytes: 1 << 20, Logger: slog.Default()}
+	return Config{MaxBodyBytes: 1 << 20, MaxStateBytes: 1 << 30, Logger: slog.Default()}
 }
 
 func (c *Config) validate() error {
@@ -85,6 +93,12 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBodyBytes < 0 {
 		return fmt.Errorf("httpapi config: MaxBodyBytes must not be negative, got %d", c.MaxBodyBytes)
+	}
+	if c.MaxStateBytes == 0 {
+		c.MaxStateBytes = d.MaxStateBytes
+	}
+	if c.MaxStateBytes < 0 {
+		return fmt.Errorf("httpapi config: MaxStateBytes must not be negative, got %d", c.MaxStateBytes)
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
@@ -190,6 +204,8 @@ func (s *Server) routes() {
 	add(http.MethodGet, "/crdt/delta", s.handleGetDeltas)
 	add(http.MethodPost, "/crdt/delta", s.handleApplyDeltas)
 	add(http.MethodPost, "/crdt/delta/clear", s.handleClearDeltas)
+	add(http.MethodGet, "/crdt/state", s.handleExportState)
+	add(http.MethodPost, "/crdt/state", s.handleImportState)
 	add(http.MethodGet, "/status", s.handleStatus)
 	add(http.MethodGet, "/healthz", s.handleHealthz)
 	add(http.MethodGet, "/readyz", s.handleReadyz)
@@ -241,6 +257,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
+				// A response cut short on purpose (GET /crdt/state
+				// failing midway): count it, then let net/http drop
+				// the connection.
+				s.metrics.observe(pattern, rec.status(), time.Since(start))
 				panic(v)
 			}
 			s.log.Error("http handler panic", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))

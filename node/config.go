@@ -23,6 +23,18 @@ type Config struct {
 	// MaxLogBytes bounds the delta log by encoded size. Default 64 MiB.
 	MaxLogBytes int64
 
+	// TempDir is the directory where ImportState copies a full-state
+	// stream that it cannot seek back over (a network stream, a request
+	// body), so that it can check all of the stream before applying any
+	// of it. The file is removed before ImportState returns. Default "":
+	// os.TempDir().
+	TempDir string
+	// MaxStateBytes bounds such a copied stream; a longer one is refused
+	// with ErrStateTooLarge before anything is applied. The whole stream
+	// sits in TempDir during the import, so mind that directory's space
+	// (and whether it is a RAM-backed tmpfs). Default 1 GiB.
+	MaxStateBytes int64
+
 	// MaxClockOffset is how far ahead of the local clock a remote timestamp
 	// may be before it is logged and counted (it is joined regardless).
 	// Default 1 minute.
@@ -44,6 +56,7 @@ func DefaultConfig() Config {
 		Collections:    []string{"snapshots", "images"},
 		MaxLogEntries:  100_000,
 		MaxLogBytes:    64 << 20,
+		MaxStateBytes:  1 << 30,
 		MaxClockOffset: time.Minute,
 		Now:            time.Now,
 		Logger:         slog.Default(),
@@ -77,6 +90,12 @@ func (c *Config) validate() error {
 	}
 	if c.MaxLogBytes < crdt.MaxDeltaBytes {
 		return fmt.Errorf("config: MaxLogBytes must be at least %d, got %d", crdt.MaxDeltaBytes, c.MaxLogBytes)
+	}
+	if c.MaxStateBytes == 0 {
+		c.MaxStateBytes = d.MaxStateBytes
+	}
+	if c.MaxStateBytes < 0 {
+		return fmt.Errorf("config: MaxStateBytes must not be negative, got %d", c.MaxStateBytes)
 	}
 	if c.MaxClockOffset == 0 {
 		c.MaxClockOffset = d.MaxClockOffset

@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 )
@@ -28,4 +29,10 @@ var (
 	ErrLogGap = errors.New("delta log does not cover the gap")
 	// ErrCorrupt: the store holds a record that does not decode.
 	ErrCorrupt = errors.New("store corrupt")
+	// ErrStateTooLarge: a full-state stream that ImportState had to copy
+	// to a temporary file is longer than Config.MaxStateBytes. It wraps
+	// crdt.ErrTooLarge. The stream may be perfectly valid: the limit is
+	// this node's, so an honest sender whose catalog outgrew it keeps
+	// hitting it until the limit is raised.
+	ErrStateTooLarge = fmt.Errorf("full state over this node's import limit (MaxStateBytes): %w", crdt.ErrTooLarge)
 )

@@ -3,14 +3,18 @@ package node
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"testing"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 )
 
-// FuzzImportState feeds arbitrary bytes to the full-state decoder: it must
-// return an error or join a valid state, never panic.
+// FuzzImportState feeds arbitrary bytes to the full-state decoder, through
+// a seekable reader and through one it must spool: it must join a valid
+// state, or return an error of a known class and leave the node byte for
+// byte as it was; never panic.
 func FuzzImportState(f *testing.F) {
 	ctx := context.Background()
 	src := openMem(f, testConfig(nil))
@@ -23,15 +27,37 @@ func FuzzImportState(f *testing.F) {
 	if err := src.ExportState(ctx, &buf); err != nil {
 		f.Fatal(err)
 	}
-	f.Add(buf.Bytes())
+	good := buf.Bytes()
+	fs := splitFrames(f, good)
+	f.Add(good)
 	f.Add([]byte{})
 	f.Add([]byte{0x01, 0xa0})
-	dst := openMem(f, testConfig(nil))
+	f.Add(good[:len(good)-1])                                  // cut in the trailer
+	f.Add(concat(concat(fs[:3]...), []byte{0x02, 0xff, 0xff})) // valid items, then garbage
+	f.Add(concat(fs[0], fs[2], fs[1], fs[3], fs[4]))           // out of order
+	cfg := testConfig(nil)
+	cfg.TempDir = f.TempDir()
+	dst := openMem(f, cfg)
+	if _, err := dst.Add(ctx, key("images", "own"), mustDoc(f, `{"own":true}`)); err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if _, err := dst.ImportState(ctx, bytes.NewReader(b)); err == nil {
-			// A stream that imports must leave the node readable.
-			if _, err := dst.Query(ctx, "snapshots", "", 10, ""); err != nil {
-				t.Fatal(err)
+		for _, r := range []io.Reader{bytes.NewReader(b), onlyReader{bytes.NewReader(b)}} {
+			before := fingerprint(t, dst)
+			_, err := dst.ImportState(ctx, r)
+			if err == nil {
+				// A stream that imports must leave the node readable.
+				if _, err := dst.Query(ctx, "snapshots", "", 10, ""); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if !errors.Is(err, crdt.ErrInvalid) && !errors.Is(err, crdt.ErrTooLarge) &&
+				!errors.Is(err, crdt.ErrVersion) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("rejected with an error of no known class: %v", err)
+			}
+			if after := fingerprint(t, dst); after != before {
+				t.Fatalf("a rejected stream (%v) changed the node", err)
 			}
 		}
 	})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
@@ -154,19 +155,33 @@ func TestNode_ImportRejectsBadStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := buf.Bytes()
+	// Garbage is ErrInvalid or ErrTooLarge; a stream that ends early is
+	// io.ErrUnexpectedEOF and neither of those (a peer that sent it is
+	// not disconnected). Random bytes whose first byte claims a frame
+	// longer than what follows look like a stream cut short too.
 	for _, tc := range []struct {
-		name string
-		in   []byte
+		name    string
+		in      []byte
+		cutCase bool
 	}{
-		{"empty", nil},
-		{"garbage", []byte("not a state stream")},
-		{"cut short", good[:len(good)-3]},
-		{"no trailer", good[:len(good)-2]},
-		{"huge frame", []byte{0xff, 0xff, 0xff, 0xff, 0x7f}},
+		{"empty", nil, true},
+		{"garbage", []byte("\x12not a state stream"), false},
+		{"garbage with a long length", []byte("not a state stream"), true},
+		{"cut short", good[:len(good)-3], true},
+		{"no trailer", good[:len(good)-2], true},
+		{"huge frame", []byte{0xff, 0xff, 0xff, 0xff, 0x7f}, false},
+		{"overlong length", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, false},
+		{"data after the trailer", append(bytes.Clone(good), 0), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := openMem(t, testConfig(nil))
-			if _, err := b.ImportState(ctx, bytes.NewReader(tc.in)); !errors.Is(err, crdt.ErrInvalid) && !errors.Is(err, crdt.ErrTooLarge) {
+			_, err := b.ImportState(ctx, bytes.NewReader(tc.in))
+			garbage := errors.Is(err, crdt.ErrInvalid) || errors.Is(err, crdt.ErrTooLarge)
+			cut := errors.Is(err, io.ErrUnexpectedEOF)
+			if tc.cutCase && (!cut || garbage) {
+				t.Fatalf("got %v, want io.ErrUnexpectedEOF alone", err)
+			}
+			if !tc.cutCase && (!garbage || cut) {
 				t.Fatalf("got %v, want ErrInvalid or ErrTooLarge", err)
 			}
 			seen, applied := b.Contexts()

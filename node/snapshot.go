@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/fxamacker/cbor/v2"
@@ -14,8 +15,10 @@ import (
 // A full-state transfer is a stream of frames, each a uvarint length and a
 // CBOR record: one header (format version, the sender's replica and its two
 // causal contexts), then every stored item in key order, then a trailer
-// with the item count, so a cut stream is detected. Export and import both
-// work item by item, in constant memory.
+// with the item count, so a cut stream is detected. The trailer ends the
+// stream. Export works item by item, in constant memory; import reads the
+// stream twice, checking all of it before applying any of it, also in
+// constant memory (see ImportState).
 
 const (
 	frameHeader = 1
@@ -23,7 +26,8 @@ const (
 	frameEnd    = 3
 
 	maxFrameBytes = 2*crdt.MaxContextBytes + 4096
-	importChunk   = 1000 // items per commit during an import
+	importChunk   = 1000     // items per commit during an import
+	stateBuffer   = 64 << 10 // read and write buffer of a state stream
 )
 
 type stateFrame struct {
@@ -51,53 +55,228 @@ func writeFrame(w io.Writer, f *stateFrame) error {
 	return err
 }
 
-func readFrame(r *bufio.Reader) (*stateFrame, error) {
-	size, err := binary.ReadUvarint(r)
+// readFrame reads one frame and, if spool is not nil, copies it there.
+//
+// Its errors fall into three classes, which callers tell apart with
+// errors.Is: a stream that ends before the frame does wraps
+// io.ErrUnexpectedEOF (every stream ends with its trailer, so an end even
+// between two frames is a cut); bytes that do not make a frame wrap
+// crdt.ErrInvalid, or crdt.ErrTooLarge for a length over the limit; any
+// other error is the reader's (a deadline, a reset stream) or the spool's,
+// wrapped as it is.
+func readFrame(r *bufio.Reader, spool io.Writer) (*stateFrame, error) {
+	size, err := readUvarint(r)
 	if err != nil {
-		return nil, fmt.Errorf("%w: state stream: frame length: %v", crdt.ErrInvalid, err)
+		return nil, err
 	}
 	if size > maxFrameBytes {
-		return nil, fmt.Errorf("%w: state stream: frame of %d bytes", crdt.ErrTooLarge, size)
+		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", crdt.ErrTooLarge, size, maxFrameBytes)
 	}
-	b := make([]byte, size)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, fmt.Errorf("%w: state stream: cut short: %v", crdt.ErrInvalid, err)
+	// Read what is there rather than allocate what the length claims: a
+	// stream cut short costs no more memory than it carried.
+	b, err := io.ReadAll(io.LimitReader(r, int64(size)))
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(b)) < size {
+		return nil, fmt.Errorf("cut short %d bytes into a frame of %d: %w", len(b), size, io.ErrUnexpectedEOF)
 	}
 	var f stateFrame
 	if err := cbor.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("%w: state stream: %v", crdt.ErrInvalid, err)
+		return nil, fmt.Errorf("%w: frame: %v", crdt.ErrInvalid, err)
+	}
+	if spool != nil {
+		var hdr [binary.MaxVarintLen64]byte
+		if _, err := spool.Write(hdr[:binary.PutUvarint(hdr[:], size)]); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+		if _, err := spool.Write(b); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
 	}
 	return &f, nil
 }
 
-// ExportState writes the node's whole durable state to w: the causal
-// contexts as of the call, then every item. Items may include writes
-// made after the contexts were taken; joining such a state is still exact,
-// because an entry whose dot the contexts lack is only ever added, never
-// used to remove. Concurrent writes continue during the export.
-func (n *Node) ExportState(ctx context.Context, w io.Writer) error {
+// readUvarint reads a frame length. Unlike binary.ReadUvarint, it tells an
+// overlong length (garbage) from an error of the reader.
+func readUvarint(r *bufio.Reader) (uint64, error) {
+	var x uint64
+	var s uint
+	for i := range binary.MaxVarintLen64 {
+		c, err := r.ReadByte()
+		if err == io.EOF {
+			return 0, fmt.Errorf("cut short: the stream ends before its trailer: %w", io.ErrUnexpectedEOF)
+		}
+		if err != nil {
+			return 0, err
+		}
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				break
+			}
+			return x | uint64(c)<<s, nil
+		}
+		x |= uint64(c&0x7f) << s
+		s += 7
+	}
+	return 0, fmt.Errorf("%w: frame length overflows 64 bits", crdt.ErrInvalid)
+}
+
+// stateReader reads a full-state stream and checks it as it goes: the
+// header (openState), then each item, in key order, down to the trailer,
+// its count and the end of the stream (next). Both passes of an import
+// read through it, so the first checks exactly what the second applies.
+type stateReader struct {
+	r       *bufio.Reader
+	spool   io.Writer     // where every frame read is copied; nil: nowhere
+	seen    *crdt.Context // the sender's, from the header
+	applied *crdt.Context
+	lastKey string // store key of the last item read
+	items   int    // items read
+}
+
+// stateItem is one item of a state stream.
+type stateItem struct {
+	key  string // its store key
+	k    crdt.Key
+	item *crdt.Item
+}
+
+// openState reads and checks the header of a state stream.
+func openState(r *bufio.Reader, spool io.Writer) (*stateReader, error) {
+	h, err := readFrame(r, spool)
+	if err != nil {
+		return nil, fmt.Errorf("state stream: header: %w", err)
+	}
+	if h.Kind != frameHeader {
+		return nil, fmt.Errorf("%w: state stream: first frame is kind %d, want a header", crdt.ErrInvalid, h.Kind)
+	}
+	if h.Version != crdt.FormatVersion {
+		return nil, fmt.Errorf("state stream: %w %d", crdt.ErrVersion, h.Version)
+	}
+	seen, err := crdt.DecodeContext(h.Seen)
+	if err != nil {
+		return nil, fmt.Errorf("state stream: header: seen: %w", err)
+	}
+	applied, err := crdt.DecodeContext(h.Applied)
+	if err != nil {
+		return nil, fmt.Errorf("state stream: header: applied: %w", err)
+	}
+	return &stateReader{r: r, spool: spool, seen: seen, applied: applied}, nil
+}
+
+// next returns the next item of the stream, decoded and checked; nil once
+// it has read the trailer, checked its count and that the stream ends
+// there.
+func (sr *stateReader) next() (*stateItem, error) {
+	f, err := readFrame(sr.r, sr.spool)
+	if err != nil {
+		return nil, fmt.Errorf("state stream: after %d items: %w", sr.items, err)
+	}
+	switch f.Kind {
+	case frameEnd:
+		if f.Count != uint64(sr.items) {
+			return nil, fmt.Errorf("%w: state stream: trailer says %d items, got %d", crdt.ErrInvalid, f.Count, sr.items)
+		}
+		switch _, err := sr.r.ReadByte(); err {
+		case io.EOF:
+			return nil, nil
+		case nil:
+			return nil, fmt.Errorf("%w: state stream: data after the trailer", crdt.ErrInvalid)
+		default:
+			return nil, fmt.Errorf("state stream: after the trailer: %w", err)
+		}
+	case frameItem:
+	default:
+		return nil, fmt.Errorf("%w: state stream: after %d items: unexpected frame kind %d", crdt.ErrInvalid, sr.items, f.Kind)
+	}
+	k := crdt.Key{Collection: f.Collection, ID: f.ID}
+	if err := k.Validate(); err != nil {
+		return nil, fmt.Errorf("state stream: item %d: %w", sr.items+1, err)
+	}
+	key := itemKey(k).String()
+	if sr.items > 0 && key <= sr.lastKey {
+		return nil, fmt.Errorf("%w: state stream: item %s out of order", crdt.ErrInvalid, k)
+	}
+	it, err := crdt.DecodeItem(f.Item)
+	if err != nil {
+		return nil, fmt.Errorf("state stream: item %s: %w", k, err)
+	}
+	sr.lastKey = key
+	sr.items++
+	return &stateItem{key: key, k: k, item: it}, nil
+}
+
+// checkState reads the whole stream from r and checks every frame as the
+// import would, copying the frames to spool if it is not nil. It touches
+// no state.
+func checkState(ctx context.Context, r *bufio.Reader, spool io.Writer) error {
+	sr, err := openState(r, spool)
+	if err != nil {
+		return err
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		it, err := sr.next()
+		if err != nil || it == nil {
+			return err
+		}
+	}
+}
+
+// StateExport is a full-state export whose causal contexts are taken;
+// Stream writes it. BeginExport starts one. It lets a caller learn Cursor,
+// or fail cleanly, before the first byte is written.
+type StateExport struct {
+	// Cursor is the delta-log cursor the export covers: the effect of
+	// every delta logged up to it is part of the state. A consumer of
+	// GetDeltas that delivers this state instead of the pending deltas may
+	// then ClearDeltas(Cursor), as it would after delivering the deltas.
+	Cursor uint64
+
+	replica       crdt.ReplicaID
+	seen, applied []byte
+	n             *Node
+}
+
+// BeginExport takes the causal contexts of a full-state export as of the
+// call, once every write staged before it is durable, and returns the
+// export, for Stream to write.
+func (n *Node) BeginExport(ctx context.Context) (*StateExport, error) {
 	g, err := n.begin()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	seen, applied := n.seen.Clone(), n.applied.Clone()
+	seen, applied, cursor := n.seen.Clone(), n.applied.Clone(), n.meta.Seq
 	if err := n.end(ctx, g, true); err != nil {
-		return err
+		return nil, err
 	}
-	seenB, err := crdt.EncodeContext(seen)
-	if err != nil {
-		return err
+	e := &StateExport{Cursor: cursor, replica: n.replica, n: n}
+	if e.seen, err = crdt.EncodeContext(seen); err != nil {
+		return nil, fmt.Errorf("export state: %w", err)
 	}
-	appliedB, err := crdt.EncodeContext(applied)
-	if err != nil {
-		return err
+	if e.applied, err = crdt.EncodeContext(applied); err != nil {
+		return nil, fmt.Errorf("export state: %w", err)
 	}
-	bw := bufio.NewWriter(w)
-	if err := writeFrame(bw, &stateFrame{Kind: frameHeader, Version: crdt.FormatVersion, Replica: string(n.replica), Seen: seenB, Applied: appliedB}); err != nil {
+	return e, nil
+}
+
+// Stream writes the export to w: the header with the contexts BeginExport
+// took, then every item stored now, then the trailer. Items may include
+// writes made after the contexts were taken; joining such a state is still
+// exact, because an entry whose dot the contexts lack is only ever added,
+// never used to remove. Concurrent writes continue during the export. If
+// Stream fails, what it wrote is a stream cut short, which ImportState
+// rejects as such.
+func (e *StateExport) Stream(ctx context.Context, w io.Writer) error {
+	bw := bufio.NewWriterSize(w, stateBuffer)
+	if err := writeFrame(bw, &stateFrame{Kind: frameHeader, Version: crdt.FormatVersion, Replica: string(e.replica), Seen: e.seen, Applied: e.applied}); err != nil {
 		return fmt.Errorf("export state: %w", err)
 	}
 	var count uint64
-	err = scan(ctx, n.store, itemsPrefix, "", func(key string, val []byte) (bool, error) {
+	err := scan(ctx, e.n.store, itemsPrefix, "", func(key string, val []byte) (bool, error) {
 		k, ok := parseItemKey(key)
 		if !ok {
 			return false, fmt.Errorf("%w: item key %q", ErrCorrupt, key)
@@ -117,6 +296,16 @@ func (n *Node) ExportState(ctx context.Context, w io.Writer) error {
 	return nil
 }
 
+// ExportState writes the node's whole durable state to w: BeginExport,
+// then Stream.
+func (n *Node) ExportState(ctx context.Context, w io.Writer) error {
+	e, err := n.BeginExport(ctx)
+	if err != nil {
+		return err
+	}
+	return e.Stream(ctx, w)
+}
+
 // ImportResult says what ImportState did.
 type ImportResult struct {
 	Items   int // items received
@@ -124,31 +313,143 @@ type ImportResult struct {
 }
 
 // ImportState joins a full state written by ExportState into this node.
-// Other writes wait until it finishes. Items are committed in chunks; the
-// contexts are joined in the last commit, so an import cut short (bad
-// stream, crash) leaves a state that a later import or anti-entropy round
-// completes. A stream that does not decode, is out of order or is cut
-// short returns an error wrapping crdt.ErrInvalid.
+// r must hold exactly one such stream: it is read to its end.
+//
+// Nothing is applied unless the whole stream is good. A first pass reads
+// all of it and checks every frame exactly as the join will (format
+// version, frame kinds, item keys and their order, every item record, the
+// contexts, the trailer's count, the end of the stream) without touching
+// the node; only then does a second pass join it. If r is an io.Seeker
+// (an *os.File, a *bytes.Reader), both passes read r, which is sought back
+// to where it started in between. Any other reader (a network stream, a
+// request body) is copied during the first pass into a temporary file in
+// Config.TempDir, at most Config.MaxStateBytes of it, and the second pass
+// reads the file, which is removed before ImportState returns. Writes
+// continue during the first pass and wait during the second.
+//
+// A stream that fails the first pass leaves the node exactly as it was.
+// Its error tells why, for errors.Is:
+//   - crdt.ErrInvalid: bytes that are not a valid state stream (garbage);
+//     crdt.ErrTooLarge: a frame or record over the format's limits;
+//     crdt.ErrVersion: a stream of an unknown format version.
+//   - io.ErrUnexpectedEOF: the stream ended before its trailer (the sender
+//     died, the connection closed): not garbage, just incomplete.
+//   - ErrStateTooLarge: a spooled stream longer than Config.MaxStateBytes.
+//   - any other error: r's own (a deadline, a reset stream), ctx's, or
+//     the temporary file's, wrapped as it is.
+//
+// Once the stream has passed, the join runs to its end even if ctx ends
+// meanwhile, committing items in chunks and the contexts last. Only a
+// failure of the node itself (a store error, or a crash) can stop it
+// midway; the items joined until then stay, valid but without the
+// sender's contexts, and a later import or anti-entropy round completes
+// them.
 func (n *Node) ImportState(ctx context.Context, r io.Reader) (ImportResult, error) {
+	src, release, err := n.checkStream(ctx, r)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	defer release()
+	res, err := n.applyState(context.WithoutCancel(ctx), bufio.NewReaderSize(src, stateBuffer))
+	if err != nil && res.Changed > 0 {
+		n.log.Error("full-state import stopped midway after its stream was checked; the items joined so far are kept",
+			"changed", res.Changed, "err", err)
+	}
+	return res, err
+}
+
+// checkStream is the first pass of ImportState: it checks the whole of r
+// and returns a reader of the same stream for the second pass, with a
+// function that releases it.
+func (n *Node) checkStream(ctx context.Context, r io.Reader) (io.Reader, func(), error) {
+	if rs, ok := r.(io.ReadSeeker); ok {
+		if start, err := rs.Seek(0, io.SeekCurrent); err == nil {
+			if err := checkState(ctx, bufio.NewReaderSize(rs, stateBuffer), nil); err != nil {
+				return nil, nil, err
+			}
+			if _, err := rs.Seek(start, io.SeekStart); err != nil {
+				return nil, nil, fmt.Errorf("state stream: seek back: %w", err)
+			}
+			return rs, func() {}, nil
+		}
+		// Not seekable after all (a pipe, say): spool it.
+	}
+	return n.spool(ctx, r)
+}
+
+// spool copies r into a temporary file, checking it on the way, and
+// returns the file positioned at its start.
+func (n *Node) spool(ctx context.Context, r io.Reader) (io.Reader, func(), error) {
+	f, err := os.CreateTemp(n.cfg.TempDir, "crdt-catalog-state-*")
+	if err != nil {
+		return nil, nil, fmt.Errorf("spool state stream: %w", err)
+	}
+	// Unlink the file at once where the system allows it, so that a crash
+	// leaves nothing behind; otherwise when done.
+	unlinked := os.Remove(f.Name()) == nil
+	release := func() {
+		_ = f.Close()
+		if !unlinked {
+			_ = os.Remove(f.Name())
+		}
+	}
+	w := bufio.NewWriterSize(f, stateBuffer)
+	lr := &limitReader{r: r, left: n.cfg.MaxStateBytes, limit: n.cfg.MaxStateBytes}
+	err = checkState(ctx, bufio.NewReaderSize(lr, stateBuffer), w)
+	if err == nil {
+		if err = w.Flush(); err != nil {
+			err = fmt.Errorf("spool state stream: %w", err)
+		}
+	}
+	if err == nil {
+		if _, err = f.Seek(0, io.SeekStart); err != nil {
+			err = fmt.Errorf("spool state stream: %w", err)
+		}
+	}
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return f, release, nil
+}
+
+// limitReader reads at most limit bytes of r; past them it fails with
+// ErrStateTooLarge.
+type limitReader struct {
+	r     io.Reader
+	left  int64
+	limit int64
+	over  bool
+}
+
+func (l *limitReader) Read(b []byte) (int, error) {
+	if l.over {
+		return 0, l.tooLarge()
+	}
+	// Read one byte more than is left, to tell a stream of exactly limit
+	// bytes from a longer one.
+	if int64(len(b))-1 > l.left {
+		b = b[:l.left+1]
+	}
+	n, err := l.r.Read(b)
+	if int64(n) > l.left {
+		n, l.left, l.over = int(l.left), 0, true
+		return n, l.tooLarge()
+	}
+	l.left -= int64(n)
+	return n, err
+}
+
+func (l *limitReader) tooLarge() error {
+	return fmt.Errorf("%w: the stream is longer than %d bytes", ErrStateTooLarge, l.limit)
+}
+
+// applyState is the second pass of ImportState: it joins a checked stream.
+func (n *Node) applyState(ctx context.Context, r *bufio.Reader) (ImportResult, error) {
 	var res ImportResult
-	br := bufio.NewReader(r)
-	h, err := readFrame(br)
+	sr, err := openState(r, nil)
 	if err != nil {
 		return res, err
-	}
-	if h.Kind != frameHeader {
-		return res, fmt.Errorf("%w: state stream: first frame is kind %d, want a header", crdt.ErrInvalid, h.Kind)
-	}
-	if h.Version != crdt.FormatVersion {
-		return res, fmt.Errorf("state stream: %w %d", crdt.ErrVersion, h.Version)
-	}
-	theirSeen, err := crdt.DecodeContext(h.Seen)
-	if err != nil {
-		return res, fmt.Errorf("state stream: %w", err)
-	}
-	theirApplied, err := crdt.DecodeContext(h.Applied)
-	if err != nil {
-		return res, fmt.Errorf("state stream: %w", err)
 	}
 
 	n.gate.Lock()
@@ -164,22 +465,22 @@ func (n *Node) ImportState(ctx context.Context, r io.Reader) (ImportResult, erro
 		return res, err
 	}
 
-	in := &importer{n: n, r: br, seen: theirSeen}
+	in := &importer{n: n, sr: sr}
 	if err := in.next(); err != nil {
 		return res, err
 	}
 	err = scan(ctx, n.store, itemsPrefix, "", func(key string, _ []byte) (bool, error) {
-		for in.cur != nil && in.curKey < key {
-			if err := in.join(ctx, in.curKey, in.cur); err != nil {
+		for in.cur != nil && in.cur.key < key {
+			if err := in.join(ctx, in.cur.key, in.cur.item); err != nil {
 				return false, err
 			}
 			if err := in.next(); err != nil {
 				return false, err
 			}
 		}
-		var theirs *stateFrame
-		if in.cur != nil && in.curKey == key {
-			theirs = in.cur
+		var theirs *crdt.Item
+		if in.cur != nil && in.cur.key == key {
+			theirs = in.cur.item
 			if err := in.next(); err != nil {
 				return false, err
 			}
@@ -187,79 +488,49 @@ func (n *Node) ImportState(ctx context.Context, r io.Reader) (ImportResult, erro
 		return true, in.join(ctx, key, theirs)
 	})
 	for err == nil && in.cur != nil {
-		if err = in.join(ctx, in.curKey, in.cur); err == nil {
+		if err = in.join(ctx, in.cur.key, in.cur.item); err == nil {
 			err = in.next()
 		}
 	}
-	if err == nil && in.count != uint64(in.received) {
-		err = fmt.Errorf("%w: state stream: trailer says %d items, got %d", crdt.ErrInvalid, in.count, in.received)
-	}
+	res = ImportResult{Items: sr.items, Changed: in.changed}
 	if err != nil {
-		in.commit(ctx) // what was joined so far is valid; keep it
-		return ImportResult{Items: in.received, Changed: in.changed}, err
+		_ = in.commit(ctx) // what was joined so far is valid; keep it
+		return res, err
 	}
 	if _, err := n.stage(); err != nil {
 		return res, err
 	}
-	in.stageContexts(theirApplied)
+	in.stageContexts(sr.applied)
 	n.mu.Unlock()
-	return ImportResult{Items: in.received, Changed: in.changed}, in.commit(ctx)
+	return res, in.commit(ctx)
 }
 
-// importer walks a state stream in step with the local items.
+// importer walks a checked state stream in step with the local items.
 type importer struct {
-	n        *Node
-	r        *bufio.Reader
-	seen     *crdt.Context
-	cur      *stateFrame // next incoming item; nil at the end
-	curKey   string
-	count    uint64 // from the trailer
-	received int
-	changed  int
-	pending  int // items staged since the last commit
-	g        *group
+	n       *Node
+	sr      *stateReader
+	cur     *stateItem // next incoming item; nil after the trailer
+	changed int
+	pending int // items staged since the last commit
+	g       *group
 }
 
-// next reads the next item frame (or the trailer).
+// next reads the next incoming item (nil at the trailer).
 func (in *importer) next() error {
-	f, err := readFrame(in.r)
+	it, err := in.sr.next()
 	if err != nil {
 		return err
 	}
-	switch f.Kind {
-	case frameEnd:
-		in.cur, in.count = nil, f.Count
-		return nil
-	case frameItem:
-	default:
-		return fmt.Errorf("%w: state stream: unexpected frame kind %d", crdt.ErrInvalid, f.Kind)
-	}
-	k := crdt.Key{Collection: f.Collection, ID: f.ID}
-	if err := k.Validate(); err != nil {
-		return fmt.Errorf("state stream: %w", err)
-	}
-	key := itemKey(k).String()
-	if in.cur != nil && key <= in.curKey {
-		return fmt.Errorf("%w: state stream: item %s out of order", crdt.ErrInvalid, k)
-	}
-	in.cur, in.curKey = f, key
-	in.received++
+	in.cur = it
 	return nil
 }
 
 // join joins the incoming item (nil: the sender holds nothing under key)
 // into the local one.
-func (in *importer) join(ctx context.Context, key string, f *stateFrame) error {
+func (in *importer) join(ctx context.Context, key string, theirs *crdt.Item) error {
 	k, ok := parseItemKey(key)
 	if !ok {
 		return fmt.Errorf("%w: item key %q", ErrCorrupt, key)
-	}
-	var theirs *crdt.Item
-	if f != nil {
-		var err error
-		if theirs, err = crdt.DecodeItem(f.Item); err != nil {
-			return fmt.Errorf("state stream: item %s: %w", k, err)
-		}
 	}
 	n := in.n
 	g, err := n.stage()
@@ -272,7 +543,7 @@ func (in *importer) join(ctx context.Context, key string, f *stateFrame) error {
 	if err != nil {
 		return err
 	}
-	post := crdt.JoinItem(cur, n.seen, theirs, in.seen)
+	post := crdt.JoinItem(cur, n.seen, theirs, in.sr.seen)
 	if post.Equal(cur) {
 		return nil
 	}
@@ -313,7 +584,7 @@ func (in *importer) join(ctx context.Context, key string, f *stateFrame) error {
 // stageContexts joins the sender's contexts. Caller holds mu.
 func (in *importer) stageContexts(applied *crdt.Context) {
 	n := in.n
-	n.seen.Merge(in.seen)
+	n.seen.Merge(in.sr.seen)
 	n.applied.Merge(applied)
 	n.meta.Counter = max(n.meta.Counter, n.applied.Max(n.replica))
 	in.g = n.filling

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -88,7 +89,10 @@ var errNotCatalog = errors.New("peer does not speak the sync protocol")
 // Pull runs one anti-entropy exchange with id: it sends this node's applied
 // context and joins what the peer answers, deltas or a full state. A peer
 // that answers with garbage is disconnected, and nothing undecodable it
-// sent is applied.
+// sent is applied: each chunk of deltas is checked whole before it is
+// joined, and a full state is checked whole before any of it is. An
+// answer cut short (the peer closed or died, the deadline passed) is a
+// sync failure, not garbage: the peer stays connected.
 func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
 	defer cancel()
@@ -148,10 +152,20 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			}
 			return nil
 		case frameFull:
+			// The node checks the whole stream before it applies any of
+			// it (spooling it to a temporary file), so neither garbage
+			// nor a stream cut short changes anything.
 			cr := &countingReader{r: br}
 			res, err := p.cat.ImportState(ctx, cr)
 			p.stats.syncBytesReceived.Add(uint64(cr.n))
 			if err != nil {
+				if !isGarbage(err) && p.ctx.Err() == nil {
+					level := slog.LevelInfo
+					if errors.Is(err, node.ErrStateTooLarge) {
+						level = slog.LevelWarn // needs the operator: raise the node's MaxStateBytes
+					}
+					p.log.Log(ctx, level, "anti-entropy: full state not imported; the peer stays connected", "peer", id, "bytes", cr.n, "err", err)
+				}
 				return p.misbehaved(s, id, err)
 			}
 			p.stats.fullReceived.Add(1)
@@ -238,8 +252,10 @@ func (p *Peer) handleSync(s network.Stream) {
 	}
 }
 
-// misbehaved handles a peer that sent something that does not decode: the
-// stream is reset, the peer disconnected, and the event counted and logged.
+// misbehaved ends a pull or an answer that failed: the stream is reset.
+// If the peer sent something that does not decode (isGarbage), it is
+// disconnected, and the event counted as rejected and logged; a stream
+// that broke or was cut short only counts as a sync failure.
 func (p *Peer) misbehaved(s network.Stream, id peer.ID, err error) error {
 	s.Reset()
 	if p.ctx.Err() != nil {
@@ -256,8 +272,15 @@ func (p *Peer) misbehaved(s network.Stream, id peer.ID, err error) error {
 }
 
 // isGarbage reports whether err means the peer sent bytes that do not
-// decode or validate, as opposed to a stream that broke.
+// decode or validate, as opposed to a stream that broke: an error of the
+// stream (deadline, reset), one wrapping io.ErrUnexpectedEOF (the peer
+// closed or died before the end, as node.ImportState reports a full state
+// cut short), or a local failure. A full state over this node's own size
+// limit (node.ErrStateTooLarge) is not garbage either: the limit is ours.
 func isGarbage(err error) bool {
+	if errors.Is(err, node.ErrStateTooLarge) {
+		return false
+	}
 	return errors.Is(err, ErrBadMessage) || errors.Is(err, crdt.ErrInvalid) ||
 		errors.Is(err, crdt.ErrTooLarge) || errors.Is(err, crdt.ErrVersion)
 }

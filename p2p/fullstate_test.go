@@ -1,0 +1,276 @@
+package p2p
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/crdt-catalog/crdt-catalog/node"
+	leveldb "github.com/ipfs/go-ds-leveldb"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+)
+
+// intruderState returns the full-state stream of a node that exists
+// nowhere else, holding items intruder-0..n-1, split into its frames
+// (header, items, trailer), each with its length prefix.
+func intruderState(t testing.TB, n int) [][]byte {
+	t.Helper()
+	ctx := context.Background()
+	store, err := leveldb.NewDatastore("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := node.DefaultConfig()
+	cfg.Logger = quietLogger()
+	src, err := node.Open(ctx, store, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	for i := range n {
+		if _, err := src.Add(ctx, key(fmt.Sprint("intruder-", i)), doc(t, `{"evil":true}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	if err := src.ExportState(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	var frames [][]byte
+	for b := buf.Bytes(); len(b) > 0; {
+		size, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < size {
+			t.Fatal("the export does not split into frames")
+		}
+		frames = append(frames, b[:k+int(size)])
+		b = b[k+int(size):]
+	}
+	if len(frames) != n+2 {
+		t.Fatalf("%d frames for %d items", len(frames), n)
+	}
+	return frames
+}
+
+// fullStateHost is a raw host that answers every pull with a full-state
+// frame followed by the bytes of the case at hand, then closes the stream
+// (or resets it).
+type fullStateHost struct {
+	host.Host
+	answer atomic.Pointer[[]byte]
+	reset  atomic.Bool
+}
+
+func newFullStateHost(t *testing.T, target *testPeer) *fullStateHost {
+	fh := &fullStateHost{Host: rawHost(t)}
+	var full bytes.Buffer
+	if _, err := writeFrame(&full, &syncFrame{Kind: frameFull}); err != nil {
+		t.Fatal(err)
+	}
+	fh.SetStreamHandler(target.p.proto, func(s network.Stream) {
+		defer s.Close()
+		_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, _, err := readFrame(bufio.NewReader(s)); err != nil {
+			s.Reset()
+			return
+		}
+		if _, err := s.Write(append(bytes.Clone(full.Bytes()), *fh.answer.Load()...)); err != nil {
+			s.Reset()
+			return
+		}
+		if fh.reset.Load() {
+			s.Reset()
+		}
+	})
+	target.p.h.Peerstore().AddAddrs(fh.ID(), fh.Addrs(), peerstore.PermanentAddrTTL)
+	return fh
+}
+
+// pull runs one pull of target from id, with a deadline.
+func pull(target *testPeer, id peer.ID) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return target.p.Pull(ctx, id)
+}
+
+// TestPeer_FullStateCutShortIsNotGarbage: a full state that ends early —
+// the answering peer closed its stream or reset it midway — is a sync
+// failure: nothing is applied, the pull fails, SyncFailures grows, and the
+// peer stays connected. A full state with garbage after valid items is
+// rejected whole: nothing of it is applied (not even the valid items
+// before the garbage), SyncRejected grows and the peer is disconnected. A
+// full state over the node's own size limit is not garbage either. The
+// same stream whole imports, which shows the cut ones were cut, not
+// malformed.
+func TestPeer_FullStateCutShortIsNotGarbage(t *testing.T) {
+	target := startPeer(t, testConfig(t), nil)
+	gcfg := testConfig(t)
+	gcfg.Bootstrap = target.p.Addrs()[:1]
+	good := startPeer(t, gcfg, nil)
+	add(t, good, "before")
+	waitFor(t, 10*time.Second, "target and good converge", func() bool { return converged(t, target, good) })
+
+	fs := intruderState(t, 12)
+	hdr, items, trailer := fs[0], fs[1:len(fs)-1], fs[len(fs)-1]
+	join := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	valid := join(append([][]byte{hdr}, items[:6]...)...) // a header and six items
+	whole := join(fs...)
+
+	fh := newFullStateHost(t, target)
+	before := takeSnapshot(t, target)
+	noIntruder := func(t *testing.T) {
+		t.Helper()
+		before.check(t, target)
+		for i := range len(items) {
+			if has(target.n, fmt.Sprint("intruder-", i)) {
+				t.Fatalf("intruder-%d was applied", i)
+			}
+		}
+	}
+
+	cut := []struct {
+		what   string
+		answer []byte
+		reset  bool
+	}{
+		{"cut mid-frame, stream closed", join(valid, items[6][:len(items[6])/2]), false},
+		{"cut between frames, stream closed", valid, false},
+		{"cut in the trailer, stream closed", whole[:len(whole)-1], false},
+		{"cut right after the full-state frame, stream closed", nil, false},
+		{"cut mid-frame, stream reset", join(valid, items[6][:len(items[6])/2]), true},
+	}
+	for _, c := range cut {
+		t.Run(c.what, func(t *testing.T) {
+			fh.answer.Store(&c.answer)
+			fh.reset.Store(c.reset)
+			st := target.p.Stats()
+			err := pull(target, fh.ID())
+			if err == nil {
+				t.Fatal("the pull succeeded")
+			}
+			if isGarbage(err) {
+				t.Fatalf("a stream cut short counted as garbage: %v", err)
+			}
+			if !c.reset && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("error %v, want one wrapping io.ErrUnexpectedEOF", err)
+			}
+			now := target.p.Stats()
+			if now.SyncFailures <= st.SyncFailures {
+				t.Fatal("not counted as a sync failure")
+			}
+			if now.SyncRejected != st.SyncRejected || now.FullStatesReceived != st.FullStatesReceived {
+				t.Fatalf("counted as rejected (%d -> %d) or received (%d -> %d)",
+					st.SyncRejected, now.SyncRejected, st.FullStatesReceived, now.FullStatesReceived)
+			}
+			// Time passes (the target also pulls from the raw host on its
+			// own, and gets the same answer): the peer stays connected.
+			waitRounds(t, 2, target, good)
+			if c := target.p.h.Network().Connectedness(fh.ID()); c != network.Connected {
+				t.Fatalf("the peer that sent a stream cut short is %v", c)
+			}
+			if now := target.p.Stats(); now.SyncRejected != st.SyncRejected {
+				t.Fatal("a later pull counted the cut stream as garbage")
+			}
+			noIntruder(t)
+		})
+	}
+
+	garbage := []struct {
+		what   string
+		answer []byte
+	}{
+		{"valid items then a frame of garbage", join(valid, []byte{0x05, 0xff, 0xff, 0xff, 0xff, 0xff}, items[6])},
+		{"valid items then an item out of order", join(valid, items[2], trailer)},
+		{"all items and a trailer with the wrong count", join(join(fs[:len(fs)-1]...), trailerWithCount(t, len(items)+1))},
+	}
+	for _, g := range garbage {
+		t.Run(g.what, func(t *testing.T) {
+			fh.answer.Store(&g.answer)
+			fh.reset.Store(false)
+			st := target.p.Stats()
+			// The pull dials the raw host; on connecting, the target may
+			// also start a pull of its own, which gets the same garbage
+			// and may be the one that disconnects it.
+			if err := pull(target, fh.ID()); err == nil {
+				t.Fatal("the pull succeeded")
+			}
+			waitFor(t, 10*time.Second, "counted as garbage", func() bool {
+				return target.p.Stats().SyncRejected > st.SyncRejected
+			})
+			waitFor(t, 10*time.Second, "the garbage sender disconnected", func() bool {
+				return target.p.h.Network().Connectedness(fh.ID()) != network.Connected
+			})
+			waitRounds(t, 2, target, good)
+			if target.p.h.Network().Connectedness(fh.ID()) == network.Connected {
+				t.Fatal("the garbage sender was reconnected")
+			}
+			if now := target.p.Stats(); now.FullStatesReceived != st.FullStatesReceived {
+				t.Fatal("counted as a full state received")
+			}
+			noIntruder(t)
+		})
+	}
+
+	t.Run("over the node's limit", func(t *testing.T) {
+		ncfg := node.DefaultConfig()
+		ncfg.MaxStateBytes = int64(len(whole) - 1)
+		small := startPeer(t, testConfig(t), &ncfg)
+		sh := newFullStateHost(t, small)
+		sh.answer.Store(&whole)
+		sbefore := takeSnapshot(t, small)
+		err := pull(small, sh.ID())
+		if !errors.Is(err, node.ErrStateTooLarge) || isGarbage(err) {
+			t.Fatalf("error %v, want node.ErrStateTooLarge, not garbage", err)
+		}
+		if st := small.p.Stats(); st.SyncRejected != 0 || st.SyncFailures == 0 {
+			t.Fatalf("stats %+v: want a failure, no rejection", st)
+		}
+		if c := small.p.h.Network().Connectedness(sh.ID()); c != network.Connected {
+			t.Fatalf("the peer is %v", c)
+		}
+		sbefore.check(t, small)
+	})
+
+	// The whole stream imports.
+	fh.answer.Store(&whole)
+	st := target.p.Stats()
+	if err := pull(target, fh.ID()); err != nil {
+		t.Fatalf("the whole stream: %v", err)
+	}
+	// (The pull redials the raw host, and the target's own pull on
+	// connecting may import it too.)
+	if now := target.p.Stats(); now.FullStatesReceived <= st.FullStatesReceived {
+		t.Fatal("the whole stream was not counted as a full state received")
+	}
+	for i := range len(items) {
+		if !has(target.n, fmt.Sprint("intruder-", i)) {
+			t.Fatalf("intruder-%d is missing after the whole stream", i)
+		}
+	}
+	stillHealthy(t, target, good, "after-full-states")
+}
+
+// trailerWithCount returns a trailer frame claiming count items.
+func trailerWithCount(t testing.TB, count int) []byte {
+	t.Helper()
+	// {1: 3 (the trailer's kind), 9: count}
+	b := []byte{0xa2, 0x01, 0x03, 0x09}
+	switch {
+	case count < 24:
+		b = append(b, byte(count))
+	case count < 256:
+		b = append(b, 0x18, byte(count))
+	default:
+		t.Fatalf("count %d too large for this helper", count)
+	}
+	return append(binary.AppendUvarint(nil, uint64(len(b))), b...)
+}
