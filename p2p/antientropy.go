@@ -131,7 +131,9 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 		case frameDeltas:
 			ds := make([]*crdt.Delta, len(f.Deltas))
 			for i, b := range f.Deltas {
-				if ds[i], err = crdt.DecodeDelta(b); err != nil {
+				if ds[i], err = crdt.DecodeDelta(b); errors.Is(err, crdt.ErrVersion) {
+					return p.misbehaved(s, id, fmt.Errorf("delta: %w", err))
+				} else if err != nil {
 					return p.misbehaved(s, id, fmt.Errorf("%w: delta: %v", ErrBadMessage, err))
 				}
 			}
@@ -192,6 +194,10 @@ func (p *Peer) handleSync(s network.Stream) {
 		return
 	}
 	p.stats.syncBytesReceived.Add(uint64(n))
+	if f.Kind == frameRequest && f.Version > wireVersion {
+		p.misbehaved(s, id, fmt.Errorf("sync request: %w %d (this peer speaks %d)", crdt.ErrVersion, f.Version, wireVersion))
+		return
+	}
 	if f.Kind != frameRequest || f.Version != wireVersion || f.Network != p.cfg.Network {
 		p.misbehaved(s, id, fmt.Errorf("%w: request of kind %d, version %d, network %q", ErrBadMessage, f.Kind, f.Version, f.Network))
 		return
@@ -261,6 +267,11 @@ func (p *Peer) misbehaved(s network.Stream, id peer.ID, err error) error {
 	if p.ctx.Err() != nil {
 		return err
 	}
+	if errors.Is(err, crdt.ErrVersion) {
+		p.stats.syncFailures.Add(1) // a newer peer, not a bad one
+		p.warnVersion(id, err)
+		return err
+	}
 	if !isGarbage(err) {
 		p.stats.syncFailures.Add(1) // a broken stream, not a bad peer
 		return err
@@ -276,13 +287,14 @@ func (p *Peer) misbehaved(s network.Stream, id peer.ID, err error) error {
 // stream (deadline, reset), one wrapping io.ErrUnexpectedEOF (the peer
 // closed or died before the end, as node.ImportState reports a full state
 // cut short), or a local failure. A full state over this node's own size
-// limit (node.ErrStateTooLarge) is not garbage either: the limit is ours.
+// limit (node.ErrStateTooLarge) is not garbage either: the limit is ours;
+// nor is a newer format (crdt.ErrVersion): the peer runs a later release.
 func isGarbage(err error) bool {
-	if errors.Is(err, node.ErrStateTooLarge) {
+	if errors.Is(err, node.ErrStateTooLarge) || errors.Is(err, crdt.ErrVersion) {
 		return false
 	}
 	return errors.Is(err, ErrBadMessage) || errors.Is(err, crdt.ErrInvalid) ||
-		errors.Is(err, crdt.ErrTooLarge) || errors.Is(err, crdt.ErrVersion)
+		errors.Is(err, crdt.ErrTooLarge)
 }
 
 // remember records a peer's applied context for status.

@@ -111,9 +111,7 @@ func (p *Peer) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubs
 	switch {
 	case errors.Is(err, crdt.ErrVersion):
 		p.stats.ignored.Add(1)
-		if p.versionWarned.CompareAndSwap(false, true) {
-			p.log.Warn("ignoring gossip in a newer format; upgrade this peer (logged once)", "peer", from, "err", err)
-		}
+		p.warnVersion(from, err)
 		return pubsub.ValidationIgnore
 	case err != nil:
 		p.stats.rejected.Add(1)
@@ -123,6 +121,14 @@ func (p *Peer) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubs
 	}
 	m.ValidatorData = ds
 	return pubsub.ValidationAccept
+}
+
+// warnVersion logs, once per run of this peer, that a peer sent a message
+// in a newer format than this one reads.
+func (p *Peer) warnVersion(from peer.ID, err error) {
+	if p.versionWarned.CompareAndSwap(false, true) {
+		p.log.Warn("a peer speaks a newer format; its messages are ignored until this peer is upgraded (logged once)", "peer", from, "err", err)
+	}
 }
 
 // publishLoop publishes every local delta as it becomes durable, batching

@@ -584,7 +584,7 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 			{"a frame longer than allowed", []byte{0xff, 0xff, 0xff, 0xff, 0x0f}},
 			{"a request with a garbage context", frame(&syncFrame{Kind: frameRequest, Version: wireVersion, Network: netName, Context: randomBytes(t, 64)})},
 			{"a request of another network", frame(&syncFrame{Kind: frameRequest, Version: wireVersion, Network: "beta", Context: emptyCtx})},
-			{"a request of another version", frame(&syncFrame{Kind: frameRequest, Version: wireVersion + 1, Network: netName, Context: emptyCtx})},
+			{"a request of version 0", frame(&syncFrame{Kind: frameRequest, Version: 0, Network: netName, Context: emptyCtx})},
 			{"deltas instead of a request", frame(&syncFrame{Kind: frameDeltas, Deltas: [][]byte{goodDelta}})},
 		}
 		before := takeSnapshot(t, target)
@@ -613,6 +613,38 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 			disconnected(t, target, good, h.ID())
 			before.check(t, target)
 		}
+
+		// A request of a later version (with a field this version does
+		// not know) is refused, but its sender, a newer release, stays.
+		connectRaw(t, h, target)
+		st := target.p.Stats()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s, err := h.NewStream(ctx, target.p.ID(), target.p.proto)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+		newer, err := cbor.Marshal(map[int]any{1: frameRequest, 2: wireVersion + 1, 3: netName, 4: emptyCtx, 9: "new"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write(append(binary.AppendUvarint(nil, uint64(len(newer))), newer...)); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.CloseWrite()
+		if answer, _ := io.ReadAll(s); len(answer) != 0 {
+			t.Errorf("a newer request: the target answered %d bytes", len(answer))
+		}
+		s.Close()
+		waitFor(t, 10*time.Second, "the newer request counted as a sync failure", func() bool {
+			return target.p.Stats().SyncFailures > st.SyncFailures
+		})
+		waitRounds(t, 2, target, good)
+		if target.p.h.Network().Connectedness(h.ID()) != network.Connected || target.p.Stats().SyncRejected != st.SyncRejected {
+			t.Fatal("the target disconnected, or counted as garbage, a peer of a newer version")
+		}
+		before.check(t, target)
 		stillHealthy(t, target, good, "after-requests")
 	})
 
@@ -682,6 +714,24 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 				t.Fatalf("%s: counted as a full state received", c.what)
 			}
 		}
+		// Deltas in a later format: the pull fails, but the sender, a
+		// newer release, is neither counted as garbage nor disconnected.
+		newerDelta := bytes.Clone(goodDelta)
+		newerDelta[1]++ // the format version, the delta array's first element
+		newer := frame(&syncFrame{Kind: frameDeltas, Deltas: [][]byte{newerDelta}})
+		answer.Store(&newer)
+		st := target.p.Stats()
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := target.p.Pull(pctx, h.ID())
+		cancel()
+		if !errors.Is(err, crdt.ErrVersion) {
+			t.Fatalf("a pull answered with newer deltas: %v, want ErrVersion", err)
+		}
+		if now := target.p.Stats(); now.SyncRejected != st.SyncRejected || now.SyncFailures == st.SyncFailures ||
+			target.p.h.Network().Connectedness(h.ID()) != network.Connected {
+			t.Fatalf("newer deltas were treated as garbage: %+v", now)
+		}
+		before.check(t, target)
 		if has(target.n, "intruder") {
 			t.Fatal("the intruder's delta was applied")
 		}

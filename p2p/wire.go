@@ -138,6 +138,13 @@ func readFrame(r *bufio.Reader) (*syncFrame, int, error) {
 	}
 	var f syncFrame
 	if err := decMode.Unmarshal(b, &f); err != nil {
+		// A later wire version may add fields this one does not know.
+		var v struct {
+			Version uint `cbor:"2,keyasint"`
+		}
+		if cbor.Unmarshal(b, &v) == nil && v.Version > wireVersion {
+			return nil, 0, fmt.Errorf("sync frame: %w %d (this peer speaks %d)", crdt.ErrVersion, v.Version, wireVersion)
+		}
 		return nil, 0, fmt.Errorf("%w: %v", ErrBadMessage, err)
 	}
 	return &f, int(size) + binary.PutUvarint(make([]byte, binary.MaxVarintLen64), size), nil
