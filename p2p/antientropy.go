@@ -120,13 +120,14 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 		return err
 	}
 	br := bufio.NewReaderSize(s, 64<<10)
-	received := 0
+	received, bytes := 0, 0 // deltas and bytes received by this pull
 	for {
 		f, n, err := readFrame(br)
 		if err != nil {
 			return p.misbehaved(s, id, err)
 		}
 		p.stats.syncBytesReceived.Add(uint64(n))
+		bytes += n
 		switch f.Kind {
 		case frameDeltas:
 			ds := make([]*crdt.Delta, len(f.Deltas))
@@ -149,6 +150,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			}
 			p.remember(id, theirs)
 			p.stats.rounds.Add(1)
+			p.rounds.observe(received, bytes)
 			if received > 0 {
 				p.log.Debug("anti-entropy: joined deltas", "peer", id, "deltas", received)
 			}
@@ -172,6 +174,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			}
 			p.stats.fullReceived.Add(1)
 			p.stats.rounds.Add(1)
+			p.rounds.observe(res.Items, bytes+cr.n)
 			p.log.Info("anti-entropy: joined a full state", "peer", id, "items", res.Items, "changed", res.Changed)
 			return nil
 		default:

@@ -109,6 +109,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range p2pMetrics {
 		ch <- m.desc
 	}
+	c.p.rounds.deltas.Describe(ch)
+	c.p.rounds.bytes.Describe(ch)
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -116,4 +118,34 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range p2pMetrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(s))
 	}
+	c.p.rounds.deltas.Collect(ch)
+	c.p.rounds.bytes.Collect(ch)
+}
+
+// roundSizes are the distributions of what one completed anti-entropy pull
+// received: items (deltas, or the items of a full state) and bytes. A pull
+// after a partition should receive about what was missed; the catalog's
+// size shows only in full-state rounds.
+type roundSizes struct {
+	deltas, bytes prometheus.Histogram
+}
+
+func newRoundSizes() roundSizes {
+	return roundSizes{
+		deltas: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "catalog_p2p_antientropy_round_deltas",
+			Help:    "Deltas (or, for a full state, items) received by one completed anti-entropy pull.",
+			Buckets: []float64{0, 1, 10, 100, 1000, 10_000, 100_000, 1_000_000},
+		}),
+		bytes: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "catalog_p2p_antientropy_round_bytes",
+			Help:    "Bytes received by one completed anti-entropy pull.",
+			Buckets: prometheus.ExponentialBuckets(256, 8, 9), // 256 B to 4 GiB
+		}),
+	}
+}
+
+func (r roundSizes) observe(deltas, bytes int) {
+	r.deltas.Observe(float64(deltas))
+	r.bytes.Observe(float64(bytes))
 }

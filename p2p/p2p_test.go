@@ -3,6 +3,8 @@ package p2p
 import (
 	"context"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"sync"
 	"testing"
 	"time"
@@ -84,15 +86,12 @@ func TestPeer_LateNodeCatchesUpWithWhatItMissed(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "a and b converge", func() bool { return converged(t, a, b) })
 
-	// c starts from a's and b's full state... no: c is a fresh node. To
-	// measure catch-up cost, c first joins, syncs, then goes down.
+	// c joins and catches up, then goes down (its peer closes, its node
+	// stays) while 5000 operations happen on b.
 	ccfg := testConfig(t)
 	ccfg.Bootstrap = a.p.Addrs()[:1]
 	c := startPeer(t, ccfg, nil)
 	waitFor(t, 20*time.Second, "c catches up the first time", func() bool { return converged(t, a, b, c) })
-	received := c.p.Stats().SyncDeltasReceived + c.p.Stats().PublishedDeltas
-	_ = received
-	// Take c down: close its peer, keep its node.
 	c.p.Close()
 	c.p = nil
 	for i := range 5000 {
@@ -128,6 +127,32 @@ func TestPeer_LateNodeCatchesUpWithWhatItMissed(t *testing.T) {
 		t.Fatalf("c received %d deltas by anti-entropy for 5000 missed", st.SyncDeltasReceived)
 	}
 	t.Logf("catch-up: %d deltas joined, %d received by anti-entropy, %d sync bytes", got, st.SyncDeltasReceived, st.SyncBytesReceived)
+
+	// The per-round histogram tells the same: its rounds add up to what
+	// the counters say, and none received 10,000 deltas or more.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c.p.Collector())
+	var h *dto.Histogram
+	waitFor(t, 10*time.Second, "the round histogram to agree with the counters", func() bool {
+		before := c.p.Stats() // pulls keep running: read around the gathering
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "catalog_p2p_antientropy_round_deltas" {
+				h = mf.GetMetric()[0].GetHistogram()
+			}
+		}
+		after := c.p.Stats()
+		return before.Rounds == after.Rounds && h != nil &&
+			h.GetSampleCount() == after.Rounds && uint64(h.GetSampleSum()) == after.SyncDeltasReceived
+	})
+	for _, b := range h.GetBucket() {
+		if b.GetUpperBound() == 10_000 && b.GetCumulativeCount() != h.GetSampleCount() {
+			t.Fatalf("a round received 10,000 deltas or more: %v", h)
+		}
+	}
 }
 
 // TestPeer_FullStateWhenLogTrimmed: a node whose peers' logs no longer

@@ -68,6 +68,7 @@ type Peer struct {
 	pullSem chan struct{}
 
 	stats  counters
+	rounds roundSizes
 	tracer gossipTracer
 	// versionWarned is set once a message in a newer format was logged.
 	versionWarned atomic.Bool
@@ -101,6 +102,7 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 		again:     map[peer.ID]bool{},
 		known:     map[peer.ID]*crdt.Context{},
 		mdnsPeers: map[peer.ID]bool{},
+		rounds:    newRoundSizes(),
 	}
 	h, err := newHost(&p.cfg, p.bw)
 	if err != nil {
