@@ -41,6 +41,7 @@ type options struct {
 	tokenFile     string
 	tokenForReads bool
 	maxBody       int64
+	maxState      int64
 }
 
 func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*options, error) {
@@ -66,6 +67,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.StringVar(&o.tokenFile, "api-token-file", "", "file holding the bearer token that every non-GET request must carry")
 	fs.BoolVar(&o.tokenForReads, "api-token-reads", false, "require the bearer token on GET requests too")
 	fs.Int64Var(&o.maxBody, "max-body", 1<<20, "largest accepted request body, in bytes")
+	fs.Int64Var(&o.maxState, "max-state", 1<<30, "largest full state this node imports (from a peer or POST /crdt/state), in bytes; it is checked whole in a temporary file in -data first")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE\n\n"+
 			"Runs one catalog node. Every flag can also be set by the environment\n"+
@@ -141,6 +143,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	cfg := node.DefaultConfig()
 	cfg.Logger = log
 	cfg.Collections = strings.Split(o.collections, ",")
+	// A full state is checked whole in a temporary file before it is
+	// joined: keep it on the data directory's disk, not on a tmpfs.
+	cfg.TempDir = o.data
+	cfg.MaxStateBytes = o.maxState
 	n, err := node.Open(ctx, store, cfg)
 	if err != nil {
 		store.Close()
@@ -184,6 +190,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	acfg.Token = token
 	acfg.TokenForReads = o.tokenForReads
 	acfg.MaxBodyBytes = o.maxBody
+	acfg.MaxStateBytes = o.maxState
 	api, err := httpapi.New(n, acfg)
 	if err == nil {
 		err = api.Registry().Register(peer.Collector())
