@@ -561,7 +561,9 @@ func (r *cborReader) shortStr(major byte) (start, end int, ok bool) {
 // having read nothing, if the entry does not start that way.
 func (r *cborReader) storedEntry(e *rawEntry) bool {
 	b, j := r.b, r.i
-	if len(b)-j < 12 || b[j] != cborMap|3 || b[j+1] != cborUint|1 {
+	// The shortest such entry with a value, a3 01 41 xx 02 82 ii cc 03 tt,
+	// is 10 bytes long; the reads up to the value's length need 4.
+	if len(b)-j < 10 || b[j] != cborMap|3 || b[j+1] != cborUint|1 {
 		return false
 	}
 	j += 2

@@ -328,7 +328,9 @@ func DecodeContext(b []byte) (*Context, error) {
 			return nil, fmt.Errorf("decode context: %w", err)
 		}
 		for i, k := range ks {
-			if k <= c.vv[r]+1 || (i > 0 && k <= ks[i-1]) {
+			// A dot the vector covers or would absorb (k == vv+1, written
+			// so that it does not wrap at the top of the range).
+			if k <= c.vv[r] || k-c.vv[r] == 1 || (i > 0 && k <= ks[i-1]) {
 				return nil, fmt.Errorf("decode context: %w: cloud of %s not canonical at %d", ErrInvalid, r, k)
 			}
 			c.Add(Dot{r, k})

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -524,6 +526,8 @@ func TestContext_DecodeRejectsMalformed(t *testing.T) {
 		c("cloud-covered-by-vector", ErrInvalid, func(w *wireContext) { w.Cloud["a"] = []uint64{2, 5, 7} }),
 		c("cloud-next-to-vector", ErrInvalid, func(w *wireContext) { w.Cloud["a"] = []uint64{3, 5, 7} }),
 		c("cloud-starting-at-one", ErrInvalid, func(w *wireContext) { w.Cloud["b"] = []uint64{1, 3} }),
+		// vv+1 wraps to 0 at the top of the range: the check must not.
+		c("cloud-covered-by-max-vector", ErrInvalid, func(w *wireContext) { w.VV["a"] = math.MaxUint64; w.Cloud["a"] = []uint64{5} }),
 		c("unsorted-cloud", ErrInvalid, func(w *wireContext) { w.Cloud["a"] = []uint64{7, 5} }),
 		c("duplicate-cloud", ErrInvalid, func(w *wireContext) { w.Cloud["a"] = []uint64{5, 5, 7} }),
 	)
@@ -558,7 +562,7 @@ func TestDelta_UnmarshalJSONRejectsMalformed(t *testing.T) {
 		{"truncated", good[:len(good)-1], ErrInvalid},
 		{"trailing-object", append(slices.Clone(good), `{}`...), ErrInvalid},
 		{"trailing-garbage", append(slices.Clone(good), `x`...), ErrInvalid},
-		{"oversize", append(slices.Clone(good), bytes.Repeat([]byte(" "), 2*MaxDeltaBytes)...), ErrTooLarge},
+		{"oversize", append(slices.Clone(good), bytes.Repeat([]byte(" "), maxDeltaJSONBytes)...), ErrTooLarge},
 		{"unknown-key", edit(func(m map[string]any) { m["kind"] = "orset" }), ErrInvalid},
 		{"unknown-entry-key", edit(func(m map[string]any) { entry(m, "size")["extra"] = 1 }), ErrInvalid},
 		{"unknown-op", edit(func(m map[string]any) { m["op"] = "upsert" }), ErrInvalid},
@@ -591,6 +595,42 @@ func TestDelta_UnmarshalJSONRejectsMalformed(t *testing.T) {
 				t.Fatalf("a failed UnmarshalJSON changed its target to %+v", got)
 			}
 		})
+	}
+}
+
+// TestDelta_JSONCarriesLargestDeltas: a delta that DecodeDelta accepts
+// goes through its JSON form, however many dots and fields it names. Its
+// JSON form grows with them much faster than its binary one (a dot of a
+// 64-byte replica is 2-10 bytes of CBOR and over 100 of JSON): a cap on
+// the JSON of twice MaxDeltaBytes refused this one, a third of
+// MaxDeltaBytes in binary form.
+func TestDelta_JSONCarriesLargestDeltas(t *testing.T) {
+	r := ReplicaID(strings.Repeat("r", MaxReplicaIDLen))
+	own := Dot{r, math.MaxUint64}
+	d := &Delta{Dot: own, TS: MakeTimestamp(MaxWallMillis, math.MaxUint16), Op: OpAdd, Collection: "snapshots", ID: "s",
+		Item: Item{Presence: []Dot{own}, Fields: map[string][]Entry{}}}
+	for i := range MaxFields * 16 {
+		d.Item.Fields[fmt.Sprintf("\"\\%d\u2028", i)] = []Entry{{Dot: own, TS: d.TS, Value: json.RawMessage(`1`)}}
+	}
+	for i := range MaxDeltaDots - 1 - len(d.Item.Fields) - len(d.Item.Presence) {
+		d.Context = append(d.Context, Dot{r, math.MaxUint64 - 1 - uint64(i)})
+	}
+	slices.Reverse(d.Context)
+	d.Context = append(d.Context, own)
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b := mustEncodeDelta(t, d)
+	j, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var viaJSON Delta
+	if err := viaJSON.UnmarshalJSON(j); err != nil {
+		t.Fatalf("%d bytes of CBOR, %d of JSON: %v", len(b), len(j), err)
+	}
+	if !reflect.DeepEqual(&viaJSON, d) {
+		t.Fatal("the JSON form changed the delta")
 	}
 }
 

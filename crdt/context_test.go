@@ -87,7 +87,7 @@ func requireCanonical(t failer, c *Context) {
 			t.Fatalf("empty cloud kept for %s", r)
 		}
 		for k := range cl {
-			if k <= c.vv[r]+1 {
+			if k <= c.vv[r] || k-c.vv[r] == 1 {
 				t.Fatalf("cloud dot %s:%d not folded into vector entry %d", r, k, c.vv[r])
 			}
 		}

@@ -311,6 +311,7 @@ func FuzzRecordCodec(f *testing.F) {
 	seed := mustEncodeItem(f, rs[0].st.Items[snap1])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		requireSameDecoding(t, b)
+		requireStoredAgrees(t, b)
 		// A reader that has seen another record first, then this one twice.
 		var r MetadataReader
 		requireReaderAgrees(t, &r, seed)
@@ -350,6 +351,16 @@ func FuzzCanonicalJSON(f *testing.F) {
 		if !sameErrorText(gerr, werr) || !bytes.Equal(got, want) {
 			t.Fatalf("canonicalJSON(%q) = %q, %v; want %q, %v", v, got, gerr, want, werr)
 		}
+		// What canonicalJSON makes is canonical: a value stored once
+		// passes every later check unchanged.
+		if gerr == nil {
+			if !isCanonical(got) {
+				t.Fatalf("canonicalJSON(%q) = %q, which isCanonical rejects", v, got)
+			}
+			if again, err := canonicalJSON(got); err != nil || !bytes.Equal(again, got) {
+				t.Fatalf("canonicalJSON is not idempotent on %q: %q, %v", got, again, err)
+			}
+		}
 	})
 }
 
@@ -365,6 +376,42 @@ func TestCanonicalJSON_LinearCheckCoversCommonValues(t *testing.T) {
 }
 
 func sameErrorText(a, b error) bool { return fmt.Sprint(a) == fmt.Sprint(b) }
+
+// requireStoredAgrees fails unless DecodeStoredItem agrees with DecodeItem
+// on b: it accepts, with the same item, everything DecodeItem accepts; it
+// rejects, with a like error, everything DecodeItem rejects, except records
+// whose only fault is a value that is not canonical JSON.
+func requireStoredAgrees(t interface {
+	Helper()
+	Fatalf(string, ...any)
+}, b []byte) {
+	t.Helper()
+	full, ferr := DecodeItem(b)
+	stored, serr := DecodeStoredItem(b)
+	switch {
+	case ferr == nil:
+		if serr != nil || !reflect.DeepEqual(full, stored) {
+			t.Fatalf("record % x: DecodeItem gives %+v; DecodeStoredItem %+v, %v", b, full, stored, serr)
+		}
+	case serr != nil:
+		if !sameError(ferr, serr) {
+			t.Fatalf("record % x: DecodeItem error %v, DecodeStoredItem error %v", b, ferr, serr)
+		}
+	default:
+		canonical := true
+		for _, es := range stored.Fields {
+			for _, e := range es {
+				canonical = canonical && isCanonical(e.Value)
+			}
+		}
+		if canonical || !errors.Is(ferr, ErrInvalid) {
+			t.Fatalf("record % x: DecodeItem error %v, but DecodeStoredItem accepts %+v", b, ferr, stored)
+		}
+		if err := stored.validate(nil, false); err != nil {
+			t.Fatalf("record % x: DecodeStoredItem accepts an item that fails validate: %v", b, err)
+		}
+	}
+}
 
 // requireReaderAgrees fails unless MetadataReader.Read gives what
 // DecodeStoredItem and Item.Metadata give for b.
@@ -463,4 +510,18 @@ func sanitize(it *Item) *Item {
 		out.Fields[f] = list
 	}
 	return out
+}
+
+// TestMetadataReader_OnePassTakesShortEntries: the one-pass path takes a
+// record whose last entry is as short as an entry with a value can be (a
+// one-byte value, counter and timestamp), rather than leaving it to the
+// general path.
+func TestMetadataReader_OnePassTakesShortEntries(t *testing.T) {
+	it := &Item{Presence: []Dot{{"a", 1}}, Fields: map[string][]Entry{"f": {{Dot{"a", 1}, 1, json.RawMessage(`1`)}}}}
+	b := mustEncodeItem(t, it)
+	var r MetadataReader
+	if visible, ok := r.readStored(b); !ok || !visible {
+		t.Fatalf("the one-pass path declines % x", b)
+	}
+	requireReaderAgrees(t, &r, b)
 }

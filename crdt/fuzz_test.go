@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -38,6 +39,9 @@ func FuzzDecodeDelta(f *testing.F) {
 				t.Fatalf("DecodeDelta failed but returned %+v", d)
 			}
 			return
+		}
+		if err := d.Validate(); err != nil {
+			t.Fatalf("DecodeDelta returned a delta that fails Validate: %v", err)
 		}
 		e1, err := EncodeDelta(d)
 		if err != nil {
@@ -94,6 +98,9 @@ func FuzzDecodeItem(f *testing.F) {
 			}
 			return
 		}
+		if err := it.validate(nil, true); err != nil {
+			t.Fatalf("DecodeItem returned an item that fails validate: %v", err)
+		}
 		e1, err := EncodeItem(it)
 		if err != nil {
 			t.Fatalf("EncodeItem of a decoded item: %v", err)
@@ -141,6 +148,25 @@ func FuzzDecodeContext(f *testing.F) {
 			return
 		}
 		requireCanonical(t, c)
+		// It holds exactly the dots the input names: the vector as
+		// given, and each cloud dot apart from it.
+		var w wireContext
+		if err := decMode.Unmarshal(b, &w); err != nil {
+			t.Fatalf("DecodeContext accepts what the generic decoder rejects: %v", err)
+		}
+		vv := map[ReplicaID]uint64{}
+		for r, n := range w.VV {
+			vv[ReplicaID(r)] = n
+		}
+		var cloud []Dot
+		for r, ks := range w.Cloud {
+			for _, k := range ks {
+				cloud = append(cloud, Dot{ReplicaID(r), k})
+			}
+		}
+		if !reflect.DeepEqual(c.Version(), vv) || !slices.Equal(c.Cloud(), sortDots(cloud)) {
+			t.Fatalf("decoded context %v %v; the input names %v %v", c.Version(), c.Cloud(), vv, sortDots(cloud))
+		}
 		e1, err := EncodeContext(c)
 		if err != nil {
 			t.Fatalf("EncodeContext of a decoded context: %v", err)
