@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
+	ds "github.com/ipfs/go-datastore"
 	dsq "github.com/ipfs/go-datastore/query"
+	dssync "github.com/ipfs/go-datastore/sync"
 	leveldb "github.com/ipfs/go-ds-leveldb"
 )
 
@@ -183,6 +185,14 @@ func BenchmarkApplyDeltas(b *testing.B) {
 		open func(b *testing.B) *Node
 	}{
 		{"memory", func(b *testing.B) *Node { return benchOpenMem(b, testConfig(nil)) }},
+		// go-datastore's in-memory map: no LevelDB at all.
+		{"mapds", func(b *testing.B) *Node {
+			n, err := Open(context.Background(), dssync.MutexWrap(ds.NewMapDatastore()), testConfig(nil))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}},
 		{"leveldb", func(b *testing.B) *Node { return benchOpenDir(b, true) }},
 		// Diagnostic: the same without fsync, to separate the disk's
 		// share from the CPU's.
