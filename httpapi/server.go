@@ -55,7 +55,8 @@ type Config struct {
 	// MaxBodyBytes bounds a request body, in bytes; a larger one is
 	// refused with 413 before it is read in full. Default 1 MiB. Raising it
 	// lets a gossip transport post bigger batches of deltas (one delta may
-	// be up to crdt.MaxDeltaBytes in binary form, somewhat more as JSON),
+	// be up to crdt.MaxDeltaBytes in binary form, and many times that as JSON
+	// when it names many dots),
 	// at the cost of that much memory per concurrent request.
 	MaxBodyBytes int64
 	// MaxStateBytes bounds the body of POST /crdt/state, a full-state
