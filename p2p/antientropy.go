@@ -197,8 +197,8 @@ func (p *Peer) handleSync(s network.Stream) {
 		return
 	}
 	p.stats.syncBytesReceived.Add(uint64(n))
-	if f.Kind == frameRequest && f.Version > wireVersion {
-		p.misbehaved(s, id, fmt.Errorf("sync request: %w %d (this peer speaks %d)", crdt.ErrVersion, f.Version, wireVersion))
+	if err := laterVersion("sync request", f.Version); f.Kind == frameRequest && err != nil {
+		p.misbehaved(s, id, err)
 		return
 	}
 	if f.Kind != frameRequest || f.Version != wireVersion || f.Network != p.cfg.Network {

@@ -44,6 +44,26 @@ func encodeGossip(network string, deltas [][]byte) ([]byte, error) {
 	return cbor.Marshal(&gossipMsg{Version: wireVersion, Network: network, Deltas: deltas})
 }
 
+// laterVersion returns an error wrapping crdt.ErrVersion if v is a later
+// wire version than this peer speaks, and nil otherwise.
+func laterVersion(what string, v uint) error {
+	if v <= wireVersion {
+		return nil
+	}
+	return fmt.Errorf("%s: %w %d (this peer speaks %d)", what, crdt.ErrVersion, v, wireVersion)
+}
+
+// peekVersion returns the unsigned integer under key of the CBOR map b, or
+// 0: the version of a message that the strict decoder refused.
+func peekVersion(b []byte, key uint64) uint {
+	var m map[uint64]cbor.RawMessage
+	var v uint
+	if cbor.Unmarshal(b, &m) != nil || cbor.Unmarshal(m[key], &v) != nil {
+		return 0
+	}
+	return v
+}
+
 // decodeGossip decodes and validates a gossip message of network.
 func decodeGossip(b []byte, network string, maxBytes int) ([]*crdt.Delta, error) {
 	if len(b) > maxBytes {
@@ -52,16 +72,13 @@ func decodeGossip(b []byte, network string, maxBytes int) ([]*crdt.Delta, error)
 	var m gossipMsg
 	if err := decMode.Unmarshal(b, &m); err != nil {
 		// A later wire version may add fields this one does not know.
-		var v struct {
-			Version uint `cbor:"1,keyasint"`
-		}
-		if cbor.Unmarshal(b, &v) == nil && v.Version > wireVersion {
-			return nil, fmt.Errorf("gossip message: %w %d (this peer speaks %d)", crdt.ErrVersion, v.Version, wireVersion)
+		if err := laterVersion("gossip message", peekVersion(b, 1)); err != nil {
+			return nil, err
 		}
 		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
 	}
-	if m.Version > wireVersion {
-		return nil, fmt.Errorf("gossip message: %w %d (this peer speaks %d)", crdt.ErrVersion, m.Version, wireVersion)
+	if err := laterVersion("gossip message", m.Version); err != nil {
+		return nil, err
 	}
 	if m.Version != wireVersion {
 		return nil, fmt.Errorf("%w: version %d", ErrBadMessage, m.Version)
@@ -139,11 +156,8 @@ func readFrame(r *bufio.Reader) (*syncFrame, int, error) {
 	var f syncFrame
 	if err := decMode.Unmarshal(b, &f); err != nil {
 		// A later wire version may add fields this one does not know.
-		var v struct {
-			Version uint `cbor:"2,keyasint"`
-		}
-		if cbor.Unmarshal(b, &v) == nil && v.Version > wireVersion {
-			return nil, 0, fmt.Errorf("sync frame: %w %d (this peer speaks %d)", crdt.ErrVersion, v.Version, wireVersion)
+		if err := laterVersion("sync frame", peekVersion(b, 2)); err != nil {
+			return nil, 0, err
 		}
 		return nil, 0, fmt.Errorf("%w: %v", ErrBadMessage, err)
 	}
