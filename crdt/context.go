@@ -170,6 +170,18 @@ func (c *Context) Replicas() []ReplicaID {
 	return rs
 }
 
+// NumReplicas returns the number of replicas c knows of: len(c.Replicas())
+// without building the list.
+func (c *Context) NumReplicas() int {
+	n := len(c.vv)
+	for r := range c.cloud {
+		if _, ok := c.vv[r]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
 // Len returns the number of dots in c.
 func (c *Context) Len() uint64 {
 	var n uint64

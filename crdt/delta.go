@@ -104,8 +104,13 @@ func (d *Delta) Validate() error {
 		return err
 	}
 	cov := dotList(d.Context)
-	if !cov.Contains(d.Dot) {
+	i, found := slices.BinarySearchFunc(d.Context, d.Dot, compareDots)
+	if !found {
 		return fmt.Errorf("%w: delta context lacks the delta's own dot %s", ErrInvalid, d.Dot)
+	}
+	if i+1 < len(d.Context) && d.Context[i+1].Replica == d.Dot.Replica {
+		// A replica can only have observed its own earlier operations.
+		return fmt.Errorf("%w: delta %s: context names %s, a later dot of its own replica", ErrInvalid, d.Dot, d.Context[i+1])
 	}
 	if err := d.Item.validateWith(&rc, cov, true); err != nil {
 		return err

@@ -284,6 +284,12 @@ func (g *fuzzGen) delta(it *Item) *Delta {
 	} else {
 		d.Dot = Dot{ReplicaID(g.id(MaxReplicaIDLen)), g.counter()}
 	}
+	// A delta is its replica's latest operation among the dots it names.
+	for _, x := range it.Dots() {
+		if x.Replica == d.Dot.Replica && x.Counter > d.Dot.Counter {
+			d.Dot = x
+		}
+	}
 	d.Item = *it.Clone()
 	if d.Item.Fields == nil && g.byte()%2 == 0 {
 		d.Item.Fields = map[string][]Entry{"own": {{Dot: d.Dot, TS: d.TS, Value: json.RawMessage(`1`)}}}
@@ -314,7 +320,9 @@ func (g *fuzzGen) delta(it *Item) *Delta {
 	}
 	d.Context = append(d.Item.Dots(), d.Dot)
 	for range g.intn(3) {
-		d.Context = append(d.Context, Dot{ReplicaID(g.id(MaxReplicaIDLen)), g.counter()})
+		if x := (Dot{ReplicaID(g.id(MaxReplicaIDLen)), g.counter()}); x.Replica != d.Dot.Replica || x.Counter < d.Dot.Counter {
+			d.Context = append(d.Context, x)
+		}
 	}
 	d.Context = sortDots(d.Context)
 	return d

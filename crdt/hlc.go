@@ -85,20 +85,14 @@ func (t *Timestamp) UnmarshalText(b []byte) error {
 type Clock struct {
 	last Timestamp
 	// MaxOffset is how far, in milliseconds, an observed timestamp may run
-	// ahead of the physical clock before Observe reports it. Zero means
+	// ahead of the physical clock before Observe reports it, and how far
+	// past the physical clock Observe moves the clock at most. Zero means
 	// DefaultMaxOffset.
 	MaxOffset int64
 }
 
 // DefaultMaxOffset is the default Clock.MaxOffset: one minute.
 const DefaultMaxOffset = 60_000
-
-// MaxFollowMillis bounds how far ahead of the physical clock Observe moves
-// the clock: a day. A timestamp further ahead (a peer with a broken clock,
-// or a forged one) is still joined, but local writes do not inherit it, so
-// one bad peer cannot push this clock to the end of its range; writes that
-// follow such an entry lose to it until real time catches up.
-const MaxFollowMillis = 24 * 60 * 60 * 1000
 
 // Last returns the greatest timestamp issued or observed.
 func (c *Clock) Last() Timestamp { return c.last }
@@ -116,18 +110,25 @@ func (c *Clock) Now(physMillis int64) Timestamp {
 // Observe advances the clock past a timestamp received from another
 // replica (the HLC receive rule). A timestamp further ahead of physMillis
 // than MaxOffset is still accepted (convergence comes first) but Observe
-// returns how far ahead it is, in milliseconds; it returns 0 otherwise. The
-// clock follows t at most MaxFollowMillis past physMillis.
+// returns how far ahead it is, in milliseconds; it returns 0 otherwise.
+//
+// The clock follows t at most MaxOffset past physMillis. A timestamp
+// further ahead (a peer with a broken clock, or a forged one) is still
+// joined, but local writes do not inherit it, so no peer can make this
+// clock stamp writes more than MaxOffset ahead of real time. Causality does
+// not suffer: a local write that overwrites such an entry has observed its
+// dot and supersedes it whatever the timestamps say; only a write
+// concurrent with it loses to it, until real time catches up.
 func (c *Clock) Observe(t Timestamp, physMillis int64) (aheadMillis int64) {
-	follow := t
-	if limit := MakeTimestamp(min(physMillis+MaxFollowMillis, MaxWallMillis), 0); follow > limit {
-		follow = limit
-	}
-	c.last = max(c.last, follow)
 	limit := c.MaxOffset
 	if limit == 0 {
 		limit = DefaultMaxOffset
 	}
+	follow := t
+	if top := min(physMillis+limit, MaxWallMillis); t.Wall() > top {
+		follow = MakeTimestamp(top, 0)
+	}
+	c.last = max(c.last, follow)
 	if d := t.Wall() - physMillis; d > limit {
 		return d
 	}

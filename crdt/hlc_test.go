@@ -80,8 +80,8 @@ func TestClock_ObserveMakesNextNowGreater(t *testing.T) {
 		var c Clock
 		phys := rapid.Int64Range(1, MaxWallMillis-1).Draw(t, "phys")
 		c.Restore(Timestamp(rapid.Uint64Range(0, uint64(MakeTimestamp(MaxWallMillis-1, 0))).Draw(t, "start")))
-		// Within MaxFollowMillis of the physical clock, the clock follows.
-		seen := Timestamp(rapid.Uint64Range(1, uint64(MakeTimestamp(min(phys+MaxFollowMillis, MaxWallMillis-1), 0))).Draw(t, "observed"))
+		// Within DefaultMaxOffset of the physical clock, the clock follows.
+		seen := Timestamp(rapid.Uint64Range(1, uint64(MakeTimestamp(min(phys+DefaultMaxOffset, MaxWallMillis-1), 0))).Draw(t, "observed"))
 		before := c.Last()
 		c.Observe(seen, phys)
 		if c.Last() < seen || c.Last() < before {
@@ -93,19 +93,19 @@ func TestClock_ObserveMakesNextNowGreater(t *testing.T) {
 	})
 }
 
-// TestClock_ObserveFollowsAtMostADayAhead: a timestamp from a broken or
+// TestClock_ObserveFollowsAtMostMaxOffsetAhead: a timestamp from a broken or
 // forged clock far in the future cannot drag the local clock to the end of
 // its range, where every local write would fail.
-func TestClock_ObserveFollowsAtMostADayAhead(t *testing.T) {
+func TestClock_ObserveFollowsAtMostMaxOffsetAhead(t *testing.T) {
 	const phys = int64(1_700_000_000_000)
 	var c Clock
 	if ahead := c.Observe(MakeTimestamp(MaxWallMillis, math.MaxUint16), phys); ahead == 0 {
 		t.Fatal("a timestamp at the end of the range was not reported")
 	}
-	if got, limit := c.Last(), MakeTimestamp(phys+MaxFollowMillis, 0); got != limit {
+	if got, limit := c.Last(), MakeTimestamp(phys+DefaultMaxOffset, 0); got != limit {
 		t.Fatalf("Last = %s, want the follow limit %s", got, limit)
 	}
-	if ts := c.Now(phys); ts.Validate() != nil || ts <= MakeTimestamp(phys+MaxFollowMillis, 0) {
+	if ts := c.Now(phys); ts.Validate() != nil || ts <= MakeTimestamp(phys+DefaultMaxOffset, 0) {
 		t.Fatalf("Now after a far-future observation = %s", ts)
 	}
 }
@@ -132,9 +132,19 @@ func TestClock_ObserveReportsTimestampBeyondMaxOffset(t *testing.T) {
 			if got := c.Observe(seen, phys); got != tc.want {
 				t.Fatalf("Observe(%s) = %d, want %d", seen, got, tc.want)
 			}
-			// Reported or not, the clock moves past it: convergence first.
-			if next := c.Now(phys); next <= seen {
+			// Within the offset the clock moves past it; beyond, it moves
+			// only to the offset, so local writes stay within it of real
+			// time.
+			next := c.Now(phys)
+			if tc.want == 0 && next <= seen {
 				t.Fatalf("Now = %s, not after the observed %s", next, seen)
+			}
+			limit := tc.maxOffset
+			if limit == 0 {
+				limit = DefaultMaxOffset
+			}
+			if tc.want != 0 && (next.Wall() != phys+limit || next <= MakeTimestamp(phys+limit, 0)) {
+				t.Fatalf("Now = %s after a timestamp beyond the offset, want just past %s", next, MakeTimestamp(phys+limit, 0))
 			}
 		})
 	}

@@ -190,7 +190,7 @@ func TestAPI_Deltas(t *testing.T) {
 		}},
 		{name: "get limit 0", req: request{"GET", "/crdt/delta?limit=0", "", "", nil}, want: 400, substr: "limit"},
 		{name: "get limit too big", req: request{"GET", "/crdt/delta?limit=10001", "", "", nil}, want: 400},
-		{name: "apply empty array", req: request{"POST", "/crdt/delta", ctJSON, `[]`, nil}, want: 200, substr: `{"new":0,"duplicate":0}`},
+		{name: "apply empty array", req: request{"POST", "/crdt/delta", ctJSON, `[]`, nil}, want: 200, substr: `{"new":0,"duplicate":0,"waiting":0,"refused":0}`},
 		{name: "apply empty body", req: request{"POST", "/crdt/delta", ctJSON, ``, nil}, want: 400},
 		{name: "apply number", req: request{"POST", "/crdt/delta", ctJSON, `5`, nil}, want: 400},
 		{name: "apply empty object", req: request{"POST", "/crdt/delta", ctJSON, `{}`, nil}, want: 400},
@@ -273,7 +273,7 @@ func TestAPI_ApplyAllOrNothing(t *testing.T) {
 	mustDo(t, sb, 200, "POST", "/crdt/delta", ctJSON, good)
 	mustDo(t, sb, 200, "GET", "/snapshots/snap1", "", "")
 	res = mustDo(t, sb, 200, "POST", "/crdt/delta", ctJSON, string(deltas[0]))
-	if got := string(res.body); got != `{"new":0,"duplicate":1}`+"\n" {
+	if got := string(res.body); got != `{"new":0,"duplicate":1,"waiting":0,"refused":0}`+"\n" {
 		t.Errorf("reapplying: %s, want one duplicate", got)
 	}
 }

@@ -16,7 +16,7 @@
 //
 //	GET  /catalog/query?type=C&q=...&limit=...&cursor=...  -> 200 {"items": [...], "next_cursor": "..."}
 //	GET  /crdt/delta?limit=...     pending local deltas    -> 200 {"deltas": [...], "cursor": N, "more": bool}
-//	POST /crdt/delta               one delta or an array   -> 200 {"new": n, "duplicate": m}
+//	POST /crdt/delta               one delta or an array   -> 200 {"new", "duplicate", "waiting", "refused"}
 //	POST /crdt/delta/clear         {"cursor": N} or empty  -> 200 {"cleared": N}
 //	GET  /crdt/state               this node's full state  -> 200 stream, header Crdt-Delta-Cursor: N
 //	POST /crdt/state               join another's state    -> 200 {"items": n, "changed": m}

@@ -50,6 +50,8 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, node.ErrCursorExpired):
 		return http.StatusGone
+	case errors.Is(err, node.ErrForkSuspected):
+		return http.StatusConflict
 	case errors.Is(err, node.ErrNotFound), errors.Is(err, node.ErrUnknownCollection):
 		return http.StatusNotFound
 	case errors.As(err, &se), errors.Is(err, crdt.ErrInvalid), errors.Is(err, crdt.ErrVersion):

@@ -255,6 +255,8 @@ func (s *Server) handleGetDeltas(w http.ResponseWriter, r *http.Request) error {
 type applyResponse struct {
 	New       int `json:"new"`
 	Duplicate int `json:"duplicate"`
+	Waiting   int `json:"waiting"`
+	Refused   int `json:"refused"`
 }
 
 // handleApplyDeltas serves POST /crdt/delta: one delta object or an array
@@ -274,7 +276,7 @@ func (s *Server) handleApplyDeltas(w http.ResponseWriter, r *http.Request) error
 			return err
 		}
 	}
-	s.writeJSON(w, r, http.StatusOK, applyResponse{New: res.New, Duplicate: res.Duplicate})
+	s.writeJSON(w, r, http.StatusOK, applyResponse{New: res.New, Duplicate: res.Duplicate, Waiting: res.Waiting, Refused: res.Refused})
 	return nil
 }
 
@@ -375,8 +377,13 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	out["delta_log"] = map[string]any{"entries": st.LogEntries, "bytes": st.LogBytes}
 	out["pending"] = st.Pending
 	out["ops"] = st.Ops
-	out["deltas"] = map[string]uint64{"new": st.DeltasNew, "duplicate": st.DeltasDuplicate, "rejected": st.DeltasRejected}
+	out["deltas"] = map[string]uint64{"new": st.DeltasNew, "duplicate": st.DeltasDuplicate, "rejected": st.DeltasRejected,
+		"refused": st.DeltasRefused, "waited": st.DeltasWaited, "evicted": st.WaitingEvicted}
+	out["waiting"] = map[string]int64{"deltas": int64(st.Waiting), "bytes": st.WaitingBytes}
 	out["clock_ahead"] = st.ClockAhead
+	if st.Fork != "" {
+		out["fork_suspected"] = map[string]any{"evidence": st.ForkEvidence, "first": st.Fork}
+	}
 	s.writeJSON(w, r, http.StatusOK, out)
 	return nil
 }

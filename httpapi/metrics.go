@@ -52,6 +52,7 @@ type nodeCollector struct {
 
 	ops, deltas, clockAhead, commits, commitSeconds *prometheus.Desc
 	pending, logEntries, logBytes, items, counter   *prometheus.Desc
+	waiting, waitingBytes, waitingEvicted, forks    *prometheus.Desc
 }
 
 func newNodeCollector(c Catalog) *nodeCollector {
@@ -59,17 +60,21 @@ func newNodeCollector(c Catalog) *nodeCollector {
 		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
 	}
 	return &nodeCollector{
-		c:             c,
-		ops:           desc("ops_total", "Local operations acknowledged."),
-		deltas:        desc("remote_deltas_total", "Remote deltas received, by result: new (joined), duplicate (already applied) or rejected (failed validation).", "result"),
-		clockAhead:    desc("clock_ahead_total", "Remote timestamps further ahead of the local clock than the configured maximum offset."),
-		commits:       desc("commits_total", "Group commits to the store."),
-		commitSeconds: desc("commit_seconds_total", "Time spent writing group commits to the store."),
-		pending:       desc("pending_deltas", "Local deltas logged after the GetDeltas cursor (not yet cleared)."),
-		logEntries:    desc("delta_log_entries", "Deltas in the delta log."),
-		logBytes:      desc("delta_log_bytes", "Encoded size of the delta log."),
-		items:         desc("items", "Present items per collection.", "collection"),
-		counter:       desc("replica_counter", "Last dot counter this replica used.", "replica"),
+		c:              c,
+		ops:            desc("ops_total", "Local operations acknowledged."),
+		deltas:         desc("remote_deltas_total", "Remote deltas received, by result: new (joined), duplicate (already applied) rejected (failed validation), refused (of this replica but never written by it, or of a replica beyond the limit) or waited (held until a delta it depends on arrived).", "result"),
+		clockAhead:     desc("clock_ahead_total", "Remote timestamps further ahead of the local clock than the configured maximum offset."),
+		commits:        desc("commits_total", "Group commits to the store."),
+		commitSeconds:  desc("commit_seconds_total", "Time spent writing group commits to the store."),
+		pending:        desc("pending_deltas", "Local deltas logged after the GetDeltas cursor (not yet cleared)."),
+		logEntries:     desc("delta_log_entries", "Deltas in the delta log."),
+		logBytes:       desc("delta_log_bytes", "Encoded size of the delta log."),
+		items:          desc("items", "Present items per collection.", "collection"),
+		counter:        desc("replica_counter", "Last dot counter this replica used.", "replica"),
+		waiting:        desc("waiting_deltas", "Remote deltas held in memory until a delta they depend on arrives."),
+		waitingBytes:   desc("waiting_delta_bytes", "Encoded size of the waiting deltas."),
+		waitingEvicted: desc("waiting_deltas_evicted_total", "Waiting deltas dropped because the buffer was full (anti-entropy fetches them again)."),
+		forks:          desc("fork_evidence_total", "Deltas and states holding operations of this node's own replica that it never wrote."),
 	}
 }
 
@@ -78,6 +83,7 @@ func (nc *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		nc.ops, nc.deltas, nc.clockAhead, nc.commits, nc.commitSeconds,
 		nc.pending, nc.logEntries, nc.logBytes, nc.items, nc.counter,
+		nc.waiting, nc.waitingBytes, nc.waitingEvicted, nc.forks,
 	} {
 		ch <- d
 	}
@@ -96,6 +102,12 @@ func (nc *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(nc.deltas, float64(st.DeltasNew), "new")
 	counter(nc.deltas, float64(st.DeltasDuplicate), "duplicate")
 	counter(nc.deltas, float64(st.DeltasRejected), "rejected")
+	counter(nc.deltas, float64(st.DeltasRefused), "refused")
+	counter(nc.deltas, float64(st.DeltasWaited), "waited")
+	counter(nc.waitingEvicted, float64(st.WaitingEvicted))
+	counter(nc.forks, float64(st.ForkEvidence))
+	gauge(nc.waiting, float64(st.Waiting))
+	gauge(nc.waitingBytes, float64(st.WaitingBytes))
 	counter(nc.clockAhead, float64(st.ClockAhead))
 	counter(nc.commits, float64(st.Commits))
 	counter(nc.commitSeconds, st.CommitTime.Seconds())

@@ -35,9 +35,28 @@ type Config struct {
 	// (and whether it is a RAM-backed tmpfs). Default 1 GiB.
 	MaxStateBytes int64
 
+	// MaxWaitingDeltas and MaxWaitingBytes bound the remote deltas held
+	// in memory while they wait for a delta they depend on (see
+	// ApplyDeltas). When either is reached the oldest waiting delta is
+	// dropped; anti-entropy fetches it again later. Defaults 10,000 and
+	// 64 MiB.
+	MaxWaitingDeltas int
+	MaxWaitingBytes  int64
+
+	// MaxReplicas bounds the replicas the causal contexts may name. A
+	// delta of one more replica is refused (ApplyResult.Refused), so that
+	// peers minting replica IDs cannot grow the contexts, which every
+	// commit rewrites, without bound. Each replica costs about 20 bytes
+	// in each context. Default 10,000; at most 500,000.
+	MaxReplicas int
+
 	// MaxClockOffset is how far ahead of the local clock a remote timestamp
-	// may be before it is logged and counted (it is joined regardless).
-	// Default 1 minute.
+	// may be before it is logged and counted. Such a timestamp is joined
+	// regardless (convergence comes first), but the local clock follows it
+	// only up to MaxClockOffset past the wall clock, so no peer can make
+	// this node stamp its own writes further ahead than that. Default 1
+	// minute: clocks kept by NTP agree within a second, and a laptop that
+	// missed NTP for a while drifts by seconds, not minutes.
 	MaxClockOffset time.Duration
 
 	// Now reads the physical clock. Default time.Now.
@@ -50,16 +69,24 @@ type Config struct {
 	OnCommit func(ops int, took time.Duration)
 }
 
+// maxReplicasLimit is the largest Config.MaxReplicas: contexts naming that
+// many replicas, each with the longest replica ID, still encode within
+// crdt.MaxContextBytes.
+const maxReplicasLimit = 500_000
+
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Collections:    []string{"snapshots", "images"},
-		MaxLogEntries:  100_000,
-		MaxLogBytes:    64 << 20,
-		MaxStateBytes:  1 << 30,
-		MaxClockOffset: time.Minute,
-		Now:            time.Now,
-		Logger:         slog.Default(),
+		Collections:      []string{"snapshots", "images"},
+		MaxLogEntries:    100_000,
+		MaxLogBytes:      64 << 20,
+		MaxStateBytes:    1 << 30,
+		MaxClockOffset:   time.Minute,
+		MaxWaitingDeltas: 10_000,
+		MaxWaitingBytes:  64 << 20,
+		MaxReplicas:      10_000,
+		Now:              time.Now,
+		Logger:           slog.Default(),
 	}
 }
 
@@ -96,6 +123,24 @@ func (c *Config) validate() error {
 	}
 	if c.MaxStateBytes < 0 {
 		return fmt.Errorf("config: MaxStateBytes must not be negative, got %d", c.MaxStateBytes)
+	}
+	if c.MaxWaitingDeltas == 0 {
+		c.MaxWaitingDeltas = d.MaxWaitingDeltas
+	}
+	if c.MaxWaitingDeltas < 1 {
+		return fmt.Errorf("config: MaxWaitingDeltas must be positive, got %d", c.MaxWaitingDeltas)
+	}
+	if c.MaxWaitingBytes == 0 {
+		c.MaxWaitingBytes = d.MaxWaitingBytes
+	}
+	if c.MaxWaitingBytes < crdt.MaxDeltaBytes {
+		return fmt.Errorf("config: MaxWaitingBytes must be at least %d, got %d", crdt.MaxDeltaBytes, c.MaxWaitingBytes)
+	}
+	if c.MaxReplicas == 0 {
+		c.MaxReplicas = d.MaxReplicas
+	}
+	if c.MaxReplicas < 1 || c.MaxReplicas > maxReplicasLimit {
+		return fmt.Errorf("config: MaxReplicas must be 1-%d, got %d", maxReplicasLimit, c.MaxReplicas)
 	}
 	if c.MaxClockOffset == 0 {
 		c.MaxClockOffset = d.MaxClockOffset

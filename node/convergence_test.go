@@ -204,10 +204,13 @@ func TestNode_ApplyDeltasInBatchesMatchesOneByOne(t *testing.T) {
 			c := <-subs[i].C
 			all = append(all, c.Delta)
 			if rapid.IntRange(0, 4).Draw(rt, "sync") == 0 { // sources see each other's writes now and then
-				if _, err := srcs[1-i].ApplyDelta(ctx, c.Delta); err != nil {
+				res, err := srcs[1-i].ApplyDelta(ctx, c.Delta)
+				if err != nil {
 					rt.Fatal(err)
 				}
-				<-subs[1-i].C
+				for range res.New { // this delta, and those it released
+					<-subs[1-i].C
+				}
 			}
 		}
 		batched, single := openMem(t, testConfig(nil)), openMem(t, testConfig(nil))

@@ -27,6 +27,11 @@ var (
 	// ErrLogGap: the delta log cannot cover what a peer lacks; a full-state
 	// transfer is needed.
 	ErrLogGap = errors.New("delta log does not cover the gap")
+	// ErrForkSuspected: a peer sent operations of this node's own replica
+	// that this node never wrote: another process uses the same replica
+	// (a copied data directory, a restored backup), or a peer forged
+	// them. They are refused, logged at error and shown in Stats.Fork.
+	ErrForkSuspected = errors.New("fork suspected")
 	// ErrCorrupt: the store holds a record that does not decode.
 	ErrCorrupt = errors.New("store corrupt")
 	// ErrStateTooLarge: a full-state stream that ImportState had to copy

@@ -186,12 +186,12 @@ func (n *Node) Contexts() (seen, applied *crdt.Context) {
 }
 
 // Gap reports whether this node lacks some delta of dot's replica older
-// than dot: a sign that gossip missed something, which anti-entropy should
-// repair.
+// than dot, or holds the delta of dot waiting for a delta it depends on: a
+// sign that gossip missed something, which anti-entropy should repair.
 func (n *Node) Gap(dot crdt.Dot) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.applied.Base(dot.Replica)+1 < dot.Counter
+	return n.applied.Base(dot.Replica)+1 < dot.Counter || n.parked.byDot[dot] != nil
 }
 
 // DeltasFor calls fn, in (replica, counter) order, with every logged delta

@@ -43,7 +43,9 @@ type Node struct {
 	overlay map[string]staged // staged writes not yet durable, by key
 	ahead   map[string][]byte // item records read ahead for the write being staged (nil: absent); see readAhead
 	subs    map[*Subscription]struct{}
-	durable uint64 // last log sequence number that is durable
+	parked  waiting // remote deltas waiting for their dependencies; see causal.go
+	fork    string  // first evidence that another process uses this replica; "" if none
+	durable uint64  // last log sequence number that is durable
 	closed  bool
 	failed  error
 
@@ -72,6 +74,7 @@ type group struct {
 // counters are the node's running totals; see Stats.
 type counters struct {
 	ops, deltasNew, deltasDuplicate, deltasRejected, clockAhead atomic.Uint64
+	deltasRefused, deltasWaited, waitingEvicted, forkEvidence   atomic.Uint64
 	commits, commitNanos                                        atomic.Uint64
 }
 
@@ -96,6 +99,7 @@ func Open(ctx context.Context, store ds.Batching, cfg Config) (*Node, error) {
 	for _, c := range cfg.Collections {
 		n.colls[c] = true
 	}
+	n.parked.init()
 	n.clock.MaxOffset = cfg.MaxClockOffset.Milliseconds()
 	if err := n.load(ctx); err != nil {
 		return nil, err
@@ -121,7 +125,11 @@ func (n *Node) load(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("open: %w", err)
 		}
-		for k, v := range n.bookkeeping() {
+		bk, err := n.bookkeeping()
+		if err != nil {
+			return fmt.Errorf("open: %w", err)
+		}
+		for k, v := range bk {
 			if err := batch.Put(ctx, ds.RawKey(k), v); err != nil {
 				return fmt.Errorf("open: %w", err)
 			}
@@ -157,18 +165,21 @@ func (n *Node) load(ctx context.Context) error {
 	return nil
 }
 
-// bookkeeping encodes the records every commit rewrites. Caller holds mu.
-func (n *Node) bookkeeping() map[string][]byte {
+// bookkeeping encodes the records every commit rewrites. It fails only if
+// a causal context is over crdt.MaxContextBytes, which the limits on what
+// is joined (Config.MaxReplicas, the checks of imported contexts) prevent.
+// Caller holds mu.
+func (n *Node) bookkeeping() (map[string][]byte, error) {
 	n.meta.HLC = uint64(n.clock.Last())
 	seen, err := crdt.EncodeContext(n.seen)
 	if err != nil {
-		panic(fmt.Sprintf("causal context over its limit: %v", err))
+		return nil, fmt.Errorf("seen context: %w", err)
 	}
 	applied, err := crdt.EncodeContext(n.applied)
 	if err != nil {
-		panic(fmt.Sprintf("causal context over its limit: %v", err))
+		return nil, fmt.Errorf("applied context: %w", err)
 	}
-	return map[string][]byte{keyMeta.String(): encodeMeta(n.meta), keySeen.String(): seen, keyApplied.String(): applied}
+	return map[string][]byte{keyMeta.String(): encodeMeta(n.meta), keySeen.String(): seen, keyApplied.String(): applied}, nil
 }
 
 // ReplicaID returns this node's replica ID.
@@ -277,13 +288,16 @@ func (n *Node) commitOnce() {
 		return
 	}
 	n.trimLog(g)
-	for k, v := range n.bookkeeping() {
+	bk, err := n.bookkeeping()
+	for k, v := range bk {
 		g.writes[k] = v
 	}
 	n.mu.Unlock()
 
 	start := time.Now()
-	err := n.write(g)
+	if err == nil {
+		err = n.write(g)
+	}
 	took := time.Since(start)
 
 	n.mu.Lock()

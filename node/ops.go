@@ -186,8 +186,20 @@ func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, local b
 
 // ApplyResult says what ApplyDeltas did.
 type ApplyResult struct {
-	New       int // deltas joined for the first time
+	// New counts the deltas joined: those of the call whose dependencies
+	// were all applied, and waiting ones (of this call or earlier) that
+	// they unblocked.
+	New       int
 	Duplicate int // deltas already applied: nothing changed
+	// Waiting counts the deltas of the call that wait for a delta they
+	// depend on (an earlier dot of their replica, or a dot of their
+	// context) that this node has not applied; see causal.go. They are
+	// joined once it arrives; meanwhile they are not durable here.
+	Waiting int
+	// Refused counts valid deltas this node will not join: deltas of its
+	// own replica that it never wrote (evidence of a fork), or of a new
+	// replica beyond Config.MaxReplicas.
+	Refused int
 }
 
 // ApplyDelta joins one remote delta; see ApplyDeltas.
@@ -195,13 +207,17 @@ func (n *Node) ApplyDelta(ctx context.Context, d *crdt.Delta) (ApplyResult, erro
 	return n.ApplyDeltas(ctx, []*crdt.Delta{d})
 }
 
-// ApplyDeltas joins remote deltas, in any order, and returns once they are
-// durable. Every delta is validated first: if any fails, none is applied
-// and the error names its index. A delta that passes validation but cannot
-// be joined (its item would exceed crdt.MaxItemBytes, or the store fails
-// to read) stops the call there: the deltas before it stay applied. A delta already applied changes nothing
-// and counts as a duplicate. New deltas are logged under their own dots, so
-// this node can serve them to others, and are passed to subscribers.
+// ApplyDeltas joins remote deltas, in any order, and returns once the ones
+// it joined are durable. Every delta is validated first: if any fails,
+// none is applied and the error names its index. A delta is joined only
+// once every delta it depends on is applied (causal delivery, see
+// causal.go); until then it waits in memory, and it is joined by whichever
+// later call applies its last dependency. A delta that passes validation
+// but cannot be joined (its item would exceed crdt.MaxItemBytes, or the
+// store fails to read) stops the call there: the deltas before it stay
+// applied. A delta already applied changes nothing and counts as a
+// duplicate. New deltas are logged under their own dots, so this node can
+// serve them to others, and are passed to subscribers.
 func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResult, error) {
 	var res ApplyResult
 	encs := make([][]byte, len(deltas))
@@ -226,27 +242,12 @@ func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResu
 	n.ahead = n.readAhead(deltas)
 	now := n.now()
 	for i, d := range deltas {
-		if n.applied.Contains(d.Dot) {
-			res.Duplicate++
-			continue
-		}
-		cur, err := n.readItem(ctx, d.Key())
-		if err != nil {
+		if err := n.offer(ctx, g, d, encs[i], now, &res); err != nil {
 			// Deltas joined so far in this call stay staged; they are valid
 			// and commit with the group.
 			n.ahead = nil
-			return res, n.endWith(ctx, g, res.New > 0, err)
-		}
-		if ahead := n.clock.Observe(d.TS, now); ahead > 0 {
-			n.stats.clockAhead.Add(1)
-			n.log.Warn("remote timestamp ahead of local clock", "dot", d.Dot, "ahead_ms", ahead)
-		}
-		if _, err := n.join(g, cur, d, encs[i], false); err != nil {
-			n.stats.deltasRejected.Add(1)
-			n.ahead = nil
 			return res, n.endWith(ctx, g, res.New > 0, fmt.Errorf("delta %d: %w", i, err))
 		}
-		res.New++
 	}
 	n.ahead = nil
 	n.stats.deltasNew.Add(uint64(res.New))

@@ -465,6 +465,13 @@ func (n *Node) applyState(ctx context.Context, r *bufio.Reader) (ImportResult, e
 		return res, err
 	}
 
+	n.mu.Lock()
+	err = n.admitContexts(sr.seen, sr.applied)
+	n.mu.Unlock()
+	if err != nil {
+		return res, err
+	}
+
 	in := &importer{n: n, sr: sr}
 	if err := in.next(); err != nil {
 		return res, err
@@ -501,8 +508,45 @@ func (n *Node) applyState(ctx context.Context, r *bufio.Reader) (ImportResult, e
 		return res, err
 	}
 	in.stageContexts(sr.applied)
+	// Deltas that waited for dots the state brought can join now.
+	rel, err := n.releaseAll(ctx, in.g)
 	n.mu.Unlock()
+	n.stats.deltasNew.Add(uint64(rel.New))
+	if err != nil {
+		_ = in.commit(ctx)
+		return res, err
+	}
 	return res, in.commit(ctx)
+}
+
+// admitContexts checks the causal contexts of a full state before any of
+// it is joined: they may not claim dots of this node's own replica beyond
+// the ones it wrote (only a fork or a forger can have those), and joined
+// with this node's they must stay within Config.MaxReplicas and
+// crdt.MaxContextBytes. Caller holds mu.
+func (n *Node) admitContexts(seen, applied *crdt.Context) error {
+	for _, c := range []struct {
+		name string
+		ours *crdt.Context
+		them *crdt.Context
+	}{{"seen", n.seen, seen}, {"applied", n.applied, applied}} {
+		if top := c.them.Max(n.replica); top > n.meta.Counter {
+			dot := crdt.Dot{Replica: n.replica, Counter: top}
+			n.suspectFork(dot, "a full state claims operations of this node's own replica that it never wrote")
+			return fmt.Errorf("%w: the state's %s context names %s, but this replica has written up to %d",
+				ErrForkSuspected, c.name, dot, n.meta.Counter)
+		}
+		joined := c.ours.Clone()
+		joined.Merge(c.them)
+		if k := joined.NumReplicas(); k > n.cfg.MaxReplicas {
+			return fmt.Errorf("%w: the state's %s context would make this node know of %d replicas, limit %d (MaxReplicas)",
+				crdt.ErrTooLarge, c.name, k, n.cfg.MaxReplicas)
+		}
+		if _, err := crdt.EncodeContext(joined); err != nil {
+			return fmt.Errorf("the state's %s context joined with this node's: %w", c.name, err)
+		}
+	}
+	return nil
 }
 
 // importer walks a checked state stream in step with the local items.

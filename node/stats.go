@@ -25,9 +25,18 @@ type Stats struct {
 	DeltasNew       uint64 // remote deltas joined
 	DeltasDuplicate uint64 // remote deltas already applied
 	DeltasRejected  uint64 // remote deltas that failed validation
-	ClockAhead      uint64 // remote timestamps beyond MaxClockOffset
-	Commits         uint64 // group commits
-	CommitTime      time.Duration
+	DeltasRefused   uint64 // valid remote deltas not joined: of this replica but not written by it, or of a replica beyond MaxReplicas
+	DeltasWaited    uint64 // remote deltas that had to wait for a delta they depend on
+	Waiting         int    // remote deltas waiting now
+	WaitingBytes    int64  // their encoded size
+	WaitingEvicted  uint64 // waiting deltas dropped because the buffer was full
+	// Fork describes the first evidence that another process uses this
+	// node's replica (see ErrForkSuspected); "" if there is none.
+	Fork         string
+	ForkEvidence uint64 // deltas and states that showed it
+	ClockAhead   uint64 // remote timestamps beyond MaxClockOffset
+	Commits      uint64 // group commits
+	CommitTime   time.Duration
 }
 
 // Stats returns the current figures.
@@ -41,7 +50,10 @@ func (n *Node) Stats() Stats {
 		LogEntries: n.meta.Seq + 1 - n.meta.First,
 		LogBytes:   n.meta.Bytes,
 		Pending:    n.durable - min(n.meta.Cleared, n.durable),
+		Waiting:    n.parked.fifo.Len(),
+		Fork:       n.fork,
 	}
+	s.WaitingBytes = n.parked.bytes
 	n.mu.Unlock()
 	for _, c := range n.cfg.Collections {
 		if _, ok := s.Items[c]; !ok {
@@ -52,6 +64,10 @@ func (n *Node) Stats() Stats {
 	s.DeltasNew = n.stats.deltasNew.Load()
 	s.DeltasDuplicate = n.stats.deltasDuplicate.Load()
 	s.DeltasRejected = n.stats.deltasRejected.Load()
+	s.DeltasRefused = n.stats.deltasRefused.Load()
+	s.DeltasWaited = n.stats.deltasWaited.Load()
+	s.WaitingEvicted = n.stats.waitingEvicted.Load()
+	s.ForkEvidence = n.stats.forkEvidence.Load()
 	s.ClockAhead = n.stats.clockAhead.Load()
 	s.Commits = n.stats.commits.Load()
 	s.CommitTime = time.Duration(n.stats.commitNanos.Load())

@@ -42,6 +42,8 @@ type options struct {
 	tokenForReads bool
 	maxBody       int64
 	maxState      int64
+	maxOffset     time.Duration
+	maxReplicas   int
 }
 
 func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*options, error) {
@@ -68,6 +70,8 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.BoolVar(&o.tokenForReads, "api-token-reads", false, "require the bearer token on GET requests too")
 	fs.Int64Var(&o.maxBody, "max-body", 1<<20, "largest accepted request body, in bytes")
 	fs.Int64Var(&o.maxState, "max-state", 1<<30, "largest full state this node imports (from a peer or POST /crdt/state), in bytes; it is checked whole in a temporary file in -data first")
+	fs.DurationVar(&o.maxOffset, "max-clock-offset", time.Minute, "how far ahead of this node's wall clock a peer's timestamp may pull the clock that stamps local writes")
+	fs.IntVar(&o.maxReplicas, "max-replicas", 10_000, "most replicas the causal contexts may name; deltas of further new replicas are refused (at most 500000)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE\n\n"+
 			"Runs one catalog node. Every flag can also be set by the environment\n"+
@@ -147,6 +151,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	// joined: keep it on the data directory's disk, not on a tmpfs.
 	cfg.TempDir = o.data
 	cfg.MaxStateBytes = o.maxState
+	cfg.MaxClockOffset = o.maxOffset
+	cfg.MaxReplicas = o.maxReplicas
 	n, err := node.Open(ctx, store, cfg)
 	if err != nil {
 		store.Close()

@@ -1,0 +1,254 @@
+package node
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+)
+
+// Causal delivery of remote deltas.
+//
+// A remote delta is joined only once this node has applied everything it
+// depends on: the previous dot of its own replica (counters of a replica
+// advance one by one from its origin) and every dot of its context (the
+// writes it observed and overwrote or removed). Until then it waits in a
+// bounded in-memory buffer, and joins as soon as the last delta it waits
+// for is applied, by gossip, anti-entropy or a full-state import.
+//
+// This is what keeps a delta from claiming more than exists:
+//   - a dot far ahead of its replica (2^64−1, 2^63) waits for
+//     predecessors that never come, so it can neither block the replica's
+//     later counters nor leave a dot cloud in the context;
+//   - a remove or overwrite whose context names writes that do not exist
+//     yet waits for them instead of erasing them when they arrive.
+//
+// The buffer holds nothing this node acknowledged: a waiting delta is still
+// in its origin's log and comes back by anti-entropy if it is evicted or
+// the node restarts. A delta of this node's own replica that it never
+// wrote is refused, never joined: it can only come from another process
+// using this replica (a copied data directory) or from a forger.
+
+// waiter is one delta that waits for a dot this node has not applied.
+type waiter struct {
+	d     *crdt.Delta
+	enc   []byte
+	on    crdt.Dot // the dot it waits for
+	elem  *list.Element
+	bytes int64
+}
+
+// waiting is the buffer of deltas waiting for their dependencies. Guarded
+// by Node.mu.
+type waiting struct {
+	byDot map[crdt.Dot]*waiter
+	on    map[crdt.Dot][]*waiter // by the dot each waits for
+	fifo  list.List              // oldest first, for eviction
+	bytes int64
+}
+
+func (w *waiting) init() {
+	w.byDot = map[crdt.Dot]*waiter{}
+	w.on = map[crdt.Dot][]*waiter{}
+}
+
+// park adds x, waiting for dot on.
+func (w *waiting) park(x *waiter, on crdt.Dot) {
+	x.on = on
+	w.on[on] = append(w.on[on], x)
+}
+
+// unpark removes x from the index of what it waits for.
+func (w *waiting) unpark(x *waiter) {
+	ws := w.on[x.on]
+	for i, y := range ws {
+		if y == x {
+			ws[i] = ws[len(ws)-1]
+			ws = ws[:len(ws)-1]
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(w.on, x.on)
+	} else {
+		w.on[x.on] = ws
+	}
+}
+
+// remove takes x out of the buffer.
+func (w *waiting) remove(x *waiter) {
+	w.unpark(x)
+	w.drop(x)
+}
+
+// drop takes x, already out of the index of what it waits for, out of the
+// buffer.
+func (w *waiting) drop(x *waiter) {
+	w.fifo.Remove(x.elem)
+	delete(w.byDot, x.d.Dot)
+	w.bytes -= x.bytes
+}
+
+// unmet returns the first dot d depends on that this node has not
+// applied, and whether there is one. Caller holds mu.
+func (n *Node) unmet(d *crdt.Delta) (crdt.Dot, bool) {
+	if d.Dot.Counter > 1 {
+		if prev := (crdt.Dot{Replica: d.Dot.Replica, Counter: d.Dot.Counter - 1}); !n.applied.Contains(prev) {
+			return prev, true
+		}
+	}
+	for _, c := range d.Context {
+		if c != d.Dot && !n.applied.Contains(c) {
+			return c, true
+		}
+	}
+	return crdt.Dot{}, false
+}
+
+// offer takes one validated remote delta: it joins it if everything it
+// depends on is applied (and then every waiting delta that this unblocks),
+// parks it otherwise, and counts the outcome in res. Caller holds mu.
+func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, now int64, res *ApplyResult) error {
+	switch {
+	case n.applied.Contains(d.Dot):
+		res.Duplicate++
+		return nil
+	case d.Dot.Replica == n.replica:
+		// Not applied, so never written by this process.
+		res.Refused++
+		n.stats.deltasRefused.Add(1)
+		n.suspectFork(d.Dot, "a peer sent a delta of this node's own replica that this node never wrote")
+		return nil
+	case n.parked.byDot[d.Dot] != nil:
+		res.Waiting++
+		return nil
+	}
+	if on, ok := n.unmet(d); ok {
+		n.enqueue(d, enc, on)
+		res.Waiting++
+		return nil
+	}
+	joined, err := n.joinRemote(ctx, g, d, enc, now)
+	if err != nil || !joined {
+		if err == nil {
+			res.Refused++
+		}
+		return err
+	}
+	res.New++
+	return n.release(ctx, g, d.Dot, now, res)
+}
+
+// release joins the waiting deltas that the newly applied dot unblocks,
+// and those that they unblock in turn. Caller holds mu.
+func (n *Node) release(ctx context.Context, g *group, dot crdt.Dot, now int64, res *ApplyResult) error {
+	work := []crdt.Dot{dot}
+	for len(work) > 0 {
+		dot, work = work[len(work)-1], work[:len(work)-1]
+		ws := n.parked.on[dot]
+		delete(n.parked.on, dot)
+		for _, x := range ws {
+			if on, ok := n.unmet(x.d); ok {
+				n.parked.park(x, on)
+				continue
+			}
+			n.parked.drop(x)
+			joined, err := n.joinRemote(ctx, g, x.d, x.enc, now)
+			if err != nil {
+				return err
+			}
+			if joined {
+				res.New++
+				work = append(work, x.d.Dot)
+			}
+		}
+	}
+	return nil
+}
+
+// releaseAll joins every waiting delta that has become ready, after a
+// full-state import that may have applied many dots at once. Caller holds
+// mu.
+func (n *Node) releaseAll(ctx context.Context, g *group) (ApplyResult, error) {
+	var res ApplyResult
+	now := n.now()
+	var ready []crdt.Dot
+	for _, x := range n.parked.byDot {
+		if n.applied.Contains(x.on) {
+			ready = append(ready, x.on)
+		}
+	}
+	for _, dot := range ready {
+		if err := n.release(ctx, g, dot, now, &res); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// enqueue parks d until dot on is applied, evicting the oldest waiting
+// deltas if the buffer is full. Caller holds mu.
+func (n *Node) enqueue(d *crdt.Delta, enc []byte, on crdt.Dot) {
+	w := &n.parked
+	x := &waiter{d: d, enc: enc, bytes: int64(len(enc))}
+	for w.fifo.Len() > 0 && (w.fifo.Len() >= n.cfg.MaxWaitingDeltas || w.bytes+x.bytes > n.cfg.MaxWaitingBytes) {
+		old := w.fifo.Front().Value.(*waiter)
+		w.remove(old)
+		n.stats.waitingEvicted.Add(1)
+	}
+	x.elem = w.fifo.PushBack(x)
+	w.byDot[d.Dot] = x
+	w.bytes += x.bytes
+	w.park(x, on)
+	n.stats.deltasWaited.Add(1)
+}
+
+// joinRemote joins a remote delta whose dependencies are all applied. It
+// reports false, joining nothing, if the delta names a replica this node
+// has no room for (Config.MaxReplicas). Caller holds mu.
+func (n *Node) joinRemote(ctx context.Context, g *group, d *crdt.Delta, enc []byte, now int64) (bool, error) {
+	if !n.roomFor(d) {
+		n.stats.deltasRefused.Add(1)
+		n.log.Warn("refusing a delta of a new replica: the node knows of MaxReplicas replicas",
+			"dot", d.Dot, "max_replicas", n.cfg.MaxReplicas)
+		return false, nil
+	}
+	cur, err := n.readItem(ctx, d.Key())
+	if err != nil {
+		return false, err
+	}
+	if ahead := n.clock.Observe(d.TS, now); ahead > 0 {
+		n.stats.clockAhead.Add(1)
+		n.log.Warn("remote timestamp ahead of local clock; local writes do not follow it past the max clock offset",
+			"dot", d.Dot, "ahead_ms", ahead)
+	}
+	if _, err := n.join(g, cur, d, enc, false); err != nil {
+		n.stats.deltasRejected.Add(1)
+		return false, fmt.Errorf("delta %s: %w", d.Dot, err)
+	}
+	return true, nil
+}
+
+// roomFor reports whether joining d keeps the number of replicas the
+// causal contexts name within Config.MaxReplicas. Every dot d names is
+// already applied (its dependencies are met), so only its own replica can
+// be new. Caller holds mu.
+func (n *Node) roomFor(d *crdt.Delta) bool {
+	if d.Dot.Counter > 1 || n.applied.Base(d.Dot.Replica) > 0 {
+		return true
+	}
+	return n.applied.NumReplicas() < n.cfg.MaxReplicas
+}
+
+// suspectFork records evidence that another process uses this node's
+// replica ID: it is logged at error, counted, and shown in Stats. Caller
+// holds mu.
+func (n *Node) suspectFork(dot crdt.Dot, why string) {
+	n.stats.forkEvidence.Add(1)
+	if n.fork == "" {
+		n.fork = fmt.Sprintf("%s (dot %s, this replica's counter is %d)", why, dot, n.meta.Counter)
+	}
+	n.log.Error("possible fork of this replica: another process may use the same data directory or a copy of it; "+
+		"run `crdt-catalog reincarnate` on one of them", "dot", dot, "counter", n.meta.Counter, "why", why)
+}
