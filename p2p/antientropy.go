@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -38,10 +37,16 @@ func (p *Peer) antiEntropyLoop() {
 	}
 }
 
-// requestPull schedules a pull from id. Requests for a peer already being
-// pulled from are coalesced into one more pull after the current one.
+// requestPull schedules a pull from id, unless id is backed off as a bad
+// peer. Requests for a peer already being pulled from are coalesced into
+// one more pull after the current one. Pulls from different peers run in
+// parallel, at most Config.MaxPulls at once.
 func (p *Peer) requestPull(id peer.ID) {
 	if id == p.h.ID() || p.ctx.Err() != nil {
+		return
+	}
+	if p.backedOff(id) {
+		p.log.Debug("anti-entropy: not pulling from a backed-off peer", "peer", id)
 		return
 	}
 	p.mu.Lock()
@@ -66,8 +71,12 @@ func (p *Peer) requestPull(id peer.ID) {
 				p.mu.Unlock()
 				return
 			}
-			if err := p.Pull(ctx, id); err != nil && p.ctx.Err() == nil {
-				p.log.Debug("anti-entropy pull", "peer", id, "err", err)
+			// The peer may have been backed off meanwhile, by the pull
+			// before this one or by a stream it opened.
+			if !p.backedOff(id) {
+				if err := p.Pull(ctx, id); err != nil && p.ctx.Err() == nil {
+					p.log.Debug("anti-entropy pull", "peer", id, "err", err)
+				}
 			}
 			<-p.pullSem
 			p.mu.Lock()
@@ -87,39 +96,51 @@ func (p *Peer) requestPull(id peer.ID) {
 var errNotCatalog = errors.New("peer does not speak the sync protocol")
 
 // Pull runs one anti-entropy exchange with id: it sends this node's applied
-// context and joins what the peer answers, deltas or a full state. A peer
-// that answers with garbage is disconnected, and nothing undecodable it
-// sent is applied: each chunk of deltas is checked whole before it is
-// joined, and a full state is checked whole before any of it is. An
-// answer cut short (the peer closed or died, the deadline passed) is a
-// sync failure, not garbage: the peer stays connected.
+// context and joins what the peer answers, deltas or a full state. It
+// blocks until the exchange ends, ctx is done, or the peer stalls.
+//
+// Time limits: Config.SyncTimeout bounds the exchange until the peer's
+// done frame or its full-state frame; a full state then has
+// Config.FullStateTimeout. Within either, a stream on which no byte
+// arrives for Config.SyncIdleTimeout is dropped, so a peer that accepts a
+// pull and never answers costs at most that long.
+//
+// A peer that answers with garbage, stalls, or sends a full state over
+// the node's MaxStateBytes or past FullStateTimeout is a bad peer: it is
+// disconnected and backed off (no scheduled pull from it for a while; a
+// direct call of Pull is not refused). Nothing undecodable it sent is
+// applied: each chunk of deltas is checked whole before it is joined, and
+// a full state is checked whole before any of it is. An answer cut short
+// (the peer closed or died, or a phase deadline passed while deltas kept
+// coming) is a sync failure, not misbehaviour: the peer stays connected.
 func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
 	defer cancel()
-	s, err := p.h.NewStream(network.WithAllowLimitedConn(ctx, "sync"), id, p.proto)
+	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNotCatalog, err)
 	}
 	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(p.cfg.SyncTimeout))
+	// The stream's deadlines bound each read and write; ctx ending resets
+	// it, which ends whichever is blocked.
+	defer context.AfterFunc(ctx, func() { _ = s.Reset() })()
+	timed := newIdleStream(s, p.cfg.SyncIdleTimeout, p.cfg.SyncTimeout)
 	_, applied := p.cat.Contexts()
 	enc, err := crdt.EncodeContext(applied)
 	if err != nil {
 		s.Reset()
 		return err
 	}
-	n, err := writeFrame(s, &syncFrame{Kind: frameRequest, Version: wireVersion, Network: p.cfg.Network, Context: enc})
+	n, err := writeFrame(timed, &syncFrame{Kind: frameRequest, Version: wireVersion, Network: p.cfg.Network, Context: enc})
 	if err != nil {
-		s.Reset()
-		p.stats.syncFailures.Add(1)
-		return err
+		return p.misbehaved(s, id, err)
 	}
 	p.stats.syncBytesSent.Add(uint64(n))
 	if err := s.CloseWrite(); err != nil {
 		s.Reset()
 		return err
 	}
-	br := bufio.NewReaderSize(s, 64<<10)
+	br := bufio.NewReaderSize(timed, 64<<10)
 	received, bytes := 0, 0 // deltas and bytes received by this pull
 	for {
 		f, n, err := readFrame(br)
@@ -138,7 +159,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 					return p.misbehaved(s, id, fmt.Errorf("%w: delta: %v", ErrBadMessage, err))
 				}
 			}
-			if _, err := p.cat.ApplyDeltas(ctx, ds); err != nil {
+			if _, err := p.cat.ApplyDeltas(sctx, ds); err != nil {
 				return p.misbehaved(s, id, err)
 			}
 			received += len(ds)
@@ -158,17 +179,21 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 		case frameFull:
 			// The node checks the whole stream before it applies any of
 			// it (spooling it to a temporary file), so neither garbage
-			// nor a stream cut short changes anything.
+			// nor a stream cut short changes anything. A state that keeps
+			// arriving has FullStateTimeout, not what is left of
+			// SyncTimeout.
+			timed.setEnd(p.cfg.FullStateTimeout)
+			fctx, fcancel := context.WithTimeout(ctx, p.cfg.FullStateTimeout)
 			cr := &countingReader{r: br}
-			res, err := p.cat.ImportState(ctx, cr)
+			res, err := p.cat.ImportState(fctx, cr)
+			fcancel()
 			p.stats.syncBytesReceived.Add(uint64(cr.n))
 			if err != nil {
-				if !isGarbage(err) && p.ctx.Err() == nil {
-					level := slog.LevelInfo
-					if errors.Is(err, node.ErrStateTooLarge) {
-						level = slog.LevelWarn // needs the operator: raise the node's MaxStateBytes
-					}
-					p.log.Log(ctx, level, "anti-entropy: full state not imported; the peer stays connected", "peer", id, "bytes", cr.n, "err", err)
+				if errors.Is(err, errPastDeadline) || (errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil) {
+					err = fmt.Errorf("%w within %v: %w", errSlowState, p.cfg.FullStateTimeout, err)
+				}
+				if !isGarbage(err) && !isBad(err) && p.ctx.Err() == nil {
+					p.log.Info("anti-entropy: full state not imported; the peer stays connected", "peer", id, "bytes", cr.n, "err", err)
 				}
 				return p.misbehaved(s, id, err)
 			}
@@ -185,13 +210,25 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 
 // handleSync answers a pull: the logged deltas the requester lacks, in
 // chunks, then done; or, when the log does not cover the gap, a full state.
+// A peer gets at most Config.MaxSyncStreamsPerPeer answered at once, all
+// peers together Config.MaxSyncStreams; a stream over either is reset at
+// once. The answer has the time limits Pull describes; a requester that
+// sends no request within SyncIdleTimeout is a bad peer, one that stops
+// reading the answer only fails the exchange.
 func (p *Peer) handleSync(s network.Stream) {
 	id := s.Conn().RemotePeer()
+	if !p.admitSync(id) {
+		s.Reset()
+		p.stats.syncRefused.Add(1)
+		p.log.Debug("sync stream refused: too many at once", "peer", id)
+		return
+	}
+	defer p.releaseSync(id)
 	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(p.cfg.SyncTimeout))
+	timed := newIdleStream(s, p.cfg.SyncIdleTimeout, p.cfg.SyncTimeout)
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.SyncTimeout)
 	defer cancel()
-	f, n, err := readFrame(bufio.NewReader(s))
+	f, n, err := readFrame(bufio.NewReader(timed))
 	if err != nil {
 		p.misbehaved(s, id, err)
 		return
@@ -211,7 +248,7 @@ func (p *Peer) handleSync(s network.Stream) {
 		return
 	}
 	p.remember(id, have)
-	bw := bufio.NewWriterSize(s, 64<<10)
+	bw := bufio.NewWriterSize(timed, 64<<10)
 	cw := &countingWriter{w: bw}
 	var chunk [][]byte
 	size := 0
@@ -236,8 +273,16 @@ func (p *Peer) handleSync(s network.Stream) {
 	}
 	switch {
 	case errors.Is(err, node.ErrLogGap):
+		timed.setEnd(p.cfg.FullStateTimeout)
+		fctx, fcancel := context.WithTimeout(p.ctx, p.cfg.FullStateTimeout)
+		defer fcancel()
+		// The announcement goes out at once: the puller's idle timeout
+		// runs while the export starts.
 		if _, err = writeFrame(cw, &syncFrame{Kind: frameFull}); err == nil {
-			err = p.cat.ExportState(ctx, cw)
+			err = bw.Flush()
+		}
+		if err == nil {
+			err = p.cat.ExportState(fctx, cw)
 		}
 		if err == nil {
 			p.stats.fullSent.Add(1)
@@ -255,6 +300,9 @@ func (p *Peer) handleSync(s network.Stream) {
 	}
 	p.stats.syncBytesSent.Add(uint64(cw.n))
 	if err != nil {
+		if errors.Is(err, ErrStalled) {
+			p.stats.syncStalled.Add(1)
+		}
 		p.stats.syncFailures.Add(1)
 		p.log.Debug("answering a pull", "peer", id, "err", err)
 		s.Reset()
@@ -262,26 +310,34 @@ func (p *Peer) handleSync(s network.Stream) {
 }
 
 // misbehaved ends a pull or an answer that failed: the stream is reset.
-// If the peer sent something that does not decode (isGarbage), it is
-// disconnected, and the event counted as rejected and logged; a stream
-// that broke or was cut short only counts as a sync failure.
+// A peer that sent something that does not decode (isGarbage) is counted
+// as rejected; one that stalled or sent a full state over the limits
+// (isBad) is counted as a failure, and stalls as stalled. Either kind is a
+// bad peer: logged, disconnected and backed off. A stream that broke or
+// was cut short, or a newer format, only counts as a sync failure.
 func (p *Peer) misbehaved(s network.Stream, id peer.ID, err error) error {
 	s.Reset()
 	if p.ctx.Err() != nil {
 		return err
 	}
-	if errors.Is(err, crdt.ErrVersion) {
+	switch {
+	case errors.Is(err, crdt.ErrVersion):
 		p.stats.syncFailures.Add(1) // a newer peer, not a bad one
 		p.warnVersion(id, err)
-		return err
-	}
-	if !isGarbage(err) {
+	case isGarbage(err):
+		p.stats.syncRejected.Add(1)
+		p.badPeer(id, "peer sent garbage on the sync stream", err)
+	case isBad(err):
+		p.stats.syncFailures.Add(1)
+		msg := "peer sent a full state over this node's limits"
+		if errors.Is(err, ErrStalled) {
+			p.stats.syncStalled.Add(1)
+			msg = "peer stalled a sync stream"
+		}
+		p.badPeer(id, msg, err)
+	default:
 		p.stats.syncFailures.Add(1) // a broken stream, not a bad peer
-		return err
 	}
-	p.stats.syncRejected.Add(1)
-	p.log.Warn("peer sent garbage on the sync stream; disconnecting", "peer", id, "err", err)
-	_ = p.h.Network().ClosePeer(id)
 	return err
 }
 

@@ -50,9 +50,43 @@ type Config struct {
 	MeshDegree int
 	// MaxMessageBytes bounds one gossip message. Default 4 MiB.
 	MaxMessageBytes int
-	// SyncTimeout bounds one anti-entropy exchange, full-state transfers
-	// included. Default 2m.
+	// SyncTimeout bounds the delta phase of one anti-entropy exchange:
+	// from opening the stream to its done frame, or to the frame that
+	// announces a full state. A full-state transfer that keeps making
+	// progress is not cut by it; FullStateTimeout bounds that. Default 2m.
 	SyncTimeout time.Duration
+	// FullStateTimeout bounds a full-state transfer, from the frame that
+	// announces it to its last byte, on both sides. A puller whose
+	// transfer runs past it treats the sender as a bad peer. It must let
+	// MaxStateBytes (the node's) cross the slowest link worth serving: the
+	// default 30m fits the node's default 1 GiB at 600 KB/s. Lower bounds
+	// how long a peer trickling a state can hold a pull slot. Default 30m.
+	FullStateTimeout time.Duration
+	// SyncIdleTimeout drops a sync stream on which no byte arrives (or on
+	// which the other side takes no byte of an answer) for this long, in
+	// either phase; when pulling or reading a request, the peer is then
+	// treated as a bad peer. Lower drops stalling peers sooner; too low
+	// drops honest peers on a congested link or a busy disk. Default 10s.
+	SyncIdleTimeout time.Duration
+	// MaxPulls bounds the pulls running at once, each from a different
+	// peer (one pull per peer at a time). Higher keeps stalling peers from
+	// delaying others; each concurrent pull may bring the same missed
+	// deltas again, and may spool a full state to the data directory.
+	// Default 4.
+	MaxPulls int
+	// MaxSyncStreamsPerPeer bounds the sync streams one peer may have this
+	// peer answer at once; MaxSyncStreams bounds them for all peers. A
+	// stream over either is reset at once. Each answered stream may hold
+	// one frame of up to 64 MiB (a request's causal context) in memory
+	// while it is received. Defaults 2 and 64.
+	MaxSyncStreamsPerPeer, MaxSyncStreams int
+	// BadPeerBackoff is how long this peer stops pulling from a bad peer:
+	// one that sent garbage, stalled a sync stream, or sent a full state
+	// over the node's MaxStateBytes or past FullStateTimeout. It doubles
+	// with each offence up to MaxBadPeerBackoff, and starts again from
+	// BadPeerBackoff once a peer has behaved for MaxBadPeerBackoff.
+	// Defaults 1m and 30m.
+	BadPeerBackoff, MaxBadPeerBackoff time.Duration
 	// ConnLow and ConnHigh are the connection manager's water marks.
 	// Defaults 64 and 192.
 	ConnLow, ConnHigh int
@@ -64,17 +98,24 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Listen:              []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
-		DHT:                 true,
-		Network:             "default",
-		AntiEntropyInterval: 5 * time.Second,
-		HeartbeatInterval:   200 * time.Millisecond,
-		MeshDegree:          2,
-		MaxMessageBytes:     4 << 20,
-		SyncTimeout:         2 * time.Minute,
-		ConnLow:             64,
-		ConnHigh:            192,
-		Logger:              slog.Default(),
+		Listen:                []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+		DHT:                   true,
+		Network:               "default",
+		AntiEntropyInterval:   5 * time.Second,
+		HeartbeatInterval:     200 * time.Millisecond,
+		MeshDegree:            2,
+		MaxMessageBytes:       4 << 20,
+		SyncTimeout:           2 * time.Minute,
+		FullStateTimeout:      30 * time.Minute,
+		SyncIdleTimeout:       10 * time.Second,
+		MaxPulls:              4,
+		MaxSyncStreamsPerPeer: 2,
+		MaxSyncStreams:        64,
+		BadPeerBackoff:        time.Minute,
+		MaxBadPeerBackoff:     30 * time.Minute,
+		ConnLow:               64,
+		ConnHigh:              192,
+		Logger:                slog.Default(),
 	}
 }
 
@@ -115,6 +156,27 @@ func (c *Config) validate() error {
 	if c.SyncTimeout == 0 {
 		c.SyncTimeout = d.SyncTimeout
 	}
+	if c.FullStateTimeout == 0 {
+		c.FullStateTimeout = d.FullStateTimeout
+	}
+	if c.SyncIdleTimeout == 0 {
+		c.SyncIdleTimeout = d.SyncIdleTimeout
+	}
+	if c.MaxPulls == 0 {
+		c.MaxPulls = d.MaxPulls
+	}
+	if c.MaxSyncStreamsPerPeer == 0 {
+		c.MaxSyncStreamsPerPeer = d.MaxSyncStreamsPerPeer
+	}
+	if c.MaxSyncStreams == 0 {
+		c.MaxSyncStreams = d.MaxSyncStreams
+	}
+	if c.BadPeerBackoff == 0 {
+		c.BadPeerBackoff = d.BadPeerBackoff
+	}
+	if c.MaxBadPeerBackoff == 0 {
+		c.MaxBadPeerBackoff = max(d.MaxBadPeerBackoff, c.BadPeerBackoff)
+	}
 	if c.ConnLow == 0 {
 		c.ConnLow = d.ConnLow
 	}
@@ -125,8 +187,14 @@ func (c *Config) validate() error {
 		c.Logger = d.Logger
 	}
 	switch {
-	case c.AntiEntropyInterval < 0, c.HeartbeatInterval < 0, c.SyncTimeout < 0:
+	case c.AntiEntropyInterval < 0, c.HeartbeatInterval < 0, c.SyncTimeout < 0,
+		c.FullStateTimeout < 0, c.SyncIdleTimeout < 0, c.BadPeerBackoff < 0:
 		return fmt.Errorf("p2p config: intervals and timeouts must be positive")
+	case c.MaxBadPeerBackoff < c.BadPeerBackoff:
+		return fmt.Errorf("p2p config: MaxBadPeerBackoff (%v) must be at least BadPeerBackoff (%v)", c.MaxBadPeerBackoff, c.BadPeerBackoff)
+	case c.MaxPulls < 1, c.MaxSyncStreamsPerPeer < 1, c.MaxSyncStreams < c.MaxSyncStreamsPerPeer:
+		return fmt.Errorf("p2p config: need MaxPulls >= 1 and 1 <= MaxSyncStreamsPerPeer <= MaxSyncStreams, got %d, %d and %d",
+			c.MaxPulls, c.MaxSyncStreamsPerPeer, c.MaxSyncStreams)
 	case c.MeshDegree < 2 || c.MeshDegree > 64:
 		return fmt.Errorf("p2p config: MeshDegree must be between 2 and 64, got %d", c.MeshDegree)
 	case c.MaxMessageBytes < minMessageBytes:

@@ -15,6 +15,14 @@
 // reaches back that far, a streamed full state. The cost of catching up is
 // proportional to what was missed.
 //
+// Limits: a peer that holds the swarm key may still be hostile. Sync
+// streams answered at once are bounded per peer and in all (others are
+// reset at once), a sync frame is buffered as its bytes arrive, every sync
+// read and write has an idle timeout, pulls from different peers run in
+// parallel, and a peer that sends garbage, stalls a stream or sends a full
+// state over the node's limits is disconnected and not pulled from for a
+// backoff period that doubles with each offence. See Config.
+//
 // Discovery: static bootstrap multiaddrs (redialled with backoff), mDNS on
 // the local network, and the Kademlia DHT in server mode with a rendezvous
 // derived from the network name. A libp2p private network (pre-shared swarm

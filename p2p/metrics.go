@@ -17,6 +17,11 @@ type Stats struct {
 	Rounds             uint64 // completed anti-entropy pulls
 	SyncFailures       uint64 // pulls or answers cut short
 	SyncRejected       uint64 // sync streams that carried garbage
+	SyncRefused        uint64 // inbound sync streams reset at once: over MaxSyncStreamsPerPeer or MaxSyncStreams
+	SyncStalled        uint64 // sync streams dropped after SyncIdleTimeout without a byte moving
+	SyncStreams        int    // inbound sync streams being answered now
+	BadPeers           uint64 // times a peer was disconnected as bad (garbage, a stall, a full state over the limits)
+	BackedOffPeers     int    // peers not pulled from now, for having been bad
 	SyncDeltasSent     uint64
 	SyncDeltasReceived uint64
 	SyncBytesSent      uint64
@@ -49,6 +54,11 @@ func (p *Peer) Stats() Stats {
 		Rounds:             c.rounds.Load(),
 		SyncFailures:       c.syncFailures.Load(),
 		SyncRejected:       c.syncRejected.Load(),
+		SyncRefused:        c.syncRefused.Load(),
+		SyncStalled:        c.syncStalled.Load(),
+		SyncStreams:        p.syncStreams(),
+		BadPeers:           c.badPeers.Load(),
+		BackedOffPeers:     p.backedOffPeers(),
 		SyncDeltasSent:     c.syncDeltasSent.Load(),
 		SyncDeltasReceived: c.syncDeltasReceived.Load(),
 		SyncBytesSent:      c.syncBytesSent.Load(),
@@ -89,6 +99,11 @@ var p2pMetrics = []metric{
 	newMetric("antientropy_rounds_total", "Completed anti-entropy pulls.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Rounds) }),
 	newMetric("sync_failures_total", "Anti-entropy exchanges cut short.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncFailures) }),
 	newMetric("sync_rejected_total", "Sync streams that carried garbage (the peer was disconnected).", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncRejected) }),
+	newMetric("sync_refused_total", "Inbound sync streams reset at once: the peer's or the global limit of concurrent streams was reached.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncRefused) }),
+	newMetric("sync_stalled_total", "Sync streams dropped because no byte moved for the idle timeout.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncStalled) }),
+	newMetric("sync_streams", "Inbound sync streams being answered.", prometheus.GaugeValue, func(s Stats) float64 { return float64(s.SyncStreams) }),
+	newMetric("bad_peers_total", "Peers disconnected as bad on a sync stream: garbage, a stall, a full state over the limits.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.BadPeers) }),
+	newMetric("backed_off_peers", "Peers not pulled from, for having been bad, until their backoff ends.", prometheus.GaugeValue, func(s Stats) float64 { return float64(s.BackedOffPeers) }),
 	newMetric("sync_deltas_sent_total", "Deltas sent in answer to pulls.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncDeltasSent) }),
 	newMetric("sync_deltas_received_total", "Deltas received by pulls.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncDeltasReceived) }),
 	newMetric("sync_bytes_sent_total", "Bytes sent on sync streams.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncBytesSent) }),

@@ -59,12 +59,18 @@ type Peer struct {
 	inflight map[peer.ID]bool          // a pull from this peer is running
 	again    map[peer.ID]bool          // pull once more when it ends
 	known    map[peer.ID]*crdt.Context // each peer's applied context, as last exchanged
+	backoffs map[peer.ID]*backoff      // bad peers: no scheduled pull until their backoff ends
+	syncIn   map[peer.ID]int           // inbound sync streams being answered, per peer
+	// syncInTotal is the sum of syncIn.
+	syncInTotal int
 	// mdnsPeers are the peers found by mDNS that a goroutine keeps connected.
 	mdnsPeers map[peer.ID]bool
 
-	// pullSem lets one scheduled pull run at a time: a node that comes
-	// back after missing K operations connects to every peer at once, and
-	// concurrent pulls would each send it the same K deltas.
+	// pullSem lets Config.MaxPulls scheduled pulls run at once, each from
+	// another peer, so that a peer that stalls delays no pull but its own.
+	// The bound is small: a node that comes back after missing K
+	// operations connects to every peer at once, and each concurrent pull
+	// may send it the same K deltas.
 	pullSem chan struct{}
 
 	stats  counters
@@ -82,6 +88,7 @@ type counters struct {
 	syncDeltasSent, syncDeltasReceived             atomic.Uint64
 	syncBytesSent, syncBytesReceived               atomic.Uint64
 	fullSent, fullReceived, gaps                   atomic.Uint64
+	syncRefused, syncStalled, badPeers             atomic.Uint64
 }
 
 // New starts a peer for cat: the host, GossipSub, the sync protocol and the
@@ -98,9 +105,11 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 		proto:     protocol.ID(cfg.syncProto()),
 		inflight:  map[peer.ID]bool{},
 		gapWait:   map[peer.ID]bool{},
-		pullSem:   make(chan struct{}, 1),
+		pullSem:   make(chan struct{}, cfg.MaxPulls),
 		again:     map[peer.ID]bool{},
 		known:     map[peer.ID]*crdt.Context{},
+		backoffs:  map[peer.ID]*backoff{},
+		syncIn:    map[peer.ID]int{},
 		mdnsPeers: map[peer.ID]bool{},
 		rounds:    newRoundSizes(),
 	}
