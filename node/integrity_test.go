@@ -464,3 +464,50 @@ func TestIntegrity_ByzantineReplicasCannotHarmHonestOnes(t *testing.T) {
 		}
 	})
 }
+
+// Item 4: a copied data directory, once a peer shows the fork, is given a
+// new replica by Reincarnate; it keeps everything, writes under the new
+// replica, and takes the twin's writes under the old one like any peer's.
+func TestIntegrity_ReincarnateAfterFork(t *testing.T) {
+	dir := t.TempDir()
+	n := openDir(t, dir, testConfig(nil))
+	mustAdd(t, n, "before", `{}`)
+	old := n.ReplicaID()
+	// The twin (a copy of dir) writes dot 2 of the same replica.
+	twin := forgedAdd(t, key("snapshots", "twin"), crdt.Dot{Replica: old, Counter: 2})
+	twin.Context = []crdt.Dot{{Replica: old, Counter: 2}}
+	if res := mustApply(t, n, twin); res.Refused != 1 || n.Stats().Fork == "" {
+		t.Fatalf("the twin's write was not reported: %+v", res)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	store, err := OpenLevelDB(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotOld, replica, err := Reincarnate(context.Background(), store)
+	if err != nil || gotOld != old || replica == old {
+		t.Fatalf("Reincarnate = %s, %s, %v", gotOld, replica, err)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = openDir(t, dir, testConfig(nil))
+	defer n.Close()
+	if n.ReplicaID() != replica {
+		t.Fatalf("reopened as %s, want %s", n.ReplicaID(), replica)
+	}
+	if _, err := n.Get(context.Background(), key("snapshots", "before")); err != nil {
+		t.Fatalf("reincarnation lost an item: %v", err)
+	}
+	sub := n.Subscribe(2)
+	defer sub.Close()
+	mustAdd(t, n, "after", `{}`)
+	if d := (<-sub.C).Delta.Dot; d != (crdt.Dot{Replica: replica, Counter: 1}) {
+		t.Fatalf("first write after reincarnation took dot %s", d)
+	}
+	if res := mustApply(t, n, twin); res.New != 1 {
+		t.Fatalf("the twin's write under the old replica: %+v, want it joined", res)
+	}
+}

@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -115,11 +113,11 @@ func (n *Node) load(ctx context.Context) error {
 		return fmt.Errorf("open: %w", err)
 	}
 	if b == nil {
-		var raw [8]byte
-		if _, err := rand.Read(raw[:]); err != nil {
-			return fmt.Errorf("open: new replica id: %w", err)
+		replica, err := newReplicaID()
+		if err != nil {
+			return fmt.Errorf("open: %w", err)
 		}
-		n.meta = &meta{Version: crdt.FormatVersion, Replica: hex.EncodeToString(raw[:]), First: 1, Visible: map[string]int64{}}
+		n.meta = &meta{Version: crdt.FormatVersion, Replica: string(replica), First: 1, Visible: map[string]int64{}}
 		n.seen, n.applied = crdt.NewContext(), crdt.NewContext()
 		batch, err := n.store.Batch(ctx)
 		if err != nil {

@@ -4,6 +4,7 @@
 //	crdt-catalog example      the two-node demonstration of the seed
 //	crdt-catalog version      print the version
 //	crdt-catalog keygen -swarm-key FILE   write a new libp2p swarm key
+//	crdt-catalog reincarnate -data DIR    give a copied data directory a new replica ID
 package main
 
 import (
@@ -41,6 +42,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			return runExample(ctx, stdout)
 		case "keygen":
 			return keygen(args[1:], stdout, stderr)
+		case "reincarnate":
+			return reincarnate(ctx, args[1:], stdout, stderr)
 		case "version":
 			_, err := fmt.Fprintln(stdout, "crdt-catalog", version)
 			return err

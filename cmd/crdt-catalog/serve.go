@@ -73,7 +73,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.DurationVar(&o.maxOffset, "max-clock-offset", time.Minute, "how far ahead of this node's wall clock a peer's timestamp may pull the clock that stamps local writes")
 	fs.IntVar(&o.maxReplicas, "max-replicas", 10_000, "most replicas the causal contexts may name; deltas of further new replicas are refused (at most 500000)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR\n\n"+
 			"Runs one catalog node. Every flag can also be set by the environment\n"+
 			"variable CRDT_CATALOG_<FLAG> (e.g. CRDT_CATALOG_HTTP); the command line wins.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -97,7 +97,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (subcommands: example, version, keygen)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: example, version, keygen, reincarnate)", fs.Arg(0))
 	}
 	return o, nil
 }
