@@ -511,3 +511,32 @@ func TestIntegrity_ReincarnateAfterFork(t *testing.T) {
 		t.Fatalf("the twin's write under the old replica: %+v, want it joined", res)
 	}
 }
+
+// A remove that named writes before they existed joins once they all
+// exist, as it does on every node that receives them after it: the node
+// that made them stays in step with the others.
+func TestIntegrity_WaitingRemoveJoinsWhenLocalWritesExist(t *testing.T) {
+	a, b := openMem(t, testConfig(nil)), openMem(t, testConfig(nil))
+	k := key("snapshots", "s1")
+	early := forgedRemove(k, crdt.Dot{Replica: "remover", Counter: 1},
+		crdt.Dot{Replica: a.ReplicaID(), Counter: 1}, crdt.Dot{Replica: a.ReplicaID(), Counter: 2})
+	for _, n := range []*Node{a, b} {
+		if res := mustApply(t, n, early); res.Waiting != 1 {
+			t.Fatalf("early remove: %+v", res)
+		}
+	}
+	mustAdd(t, a, "s1", `{"v":1}`)
+	if _, err := a.Get(context.Background(), k); err != nil {
+		t.Fatalf("after the first named write: %v", err)
+	}
+	if _, err := a.Patch(context.Background(), k, mustDoc(t, `{"w":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Get(context.Background(), k); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("once every named write exists the remove joins: %v", err)
+	}
+	exchange(t, a, b)
+	if dump(t, a, "snapshots") != dump(t, b, "snapshots") || a.Stats().Waiting != 0 || b.Stats().Waiting != 0 {
+		t.Fatalf("a and b differ: %s vs %s", dump(t, a, "snapshots"), dump(t, b, "snapshots"))
+	}
+}

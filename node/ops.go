@@ -114,6 +114,16 @@ func (n *Node) local(ctx context.Context, k crdt.Key, mut mutator) (Item, error)
 		return Item{}, n.abort(g, err)
 	}
 	n.stats.ops.Add(1)
+	if len(n.parked.on[dot]) > 0 {
+		// Remote deltas that named this write before it existed join now,
+		// as they would on every other node once it arrives there. An
+		// error here leaves them waiting; the write itself stands.
+		var res ApplyResult
+		if err := n.release(ctx, g, dot, n.now(), &res); err != nil {
+			n.log.Warn("joining deltas that waited for a local write", "dot", dot, "err", err)
+		}
+		n.stats.deltasNew.Add(uint64(res.New))
+	}
 	if err := n.end(ctx, g, true); err != nil {
 		return Item{}, err
 	}
