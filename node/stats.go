@@ -26,7 +26,8 @@ type Stats struct {
 	DeltasDuplicate uint64 // remote deltas already applied
 	DeltasRejected  uint64 // remote deltas that failed validation
 	ClockAhead      uint64 // remote timestamps beyond MaxClockOffset
-	Commits         uint64 // group commits
+	Commits         uint64 // group commits, failed ones included
+	CommitFailures  uint64 // group commits the store failed to write
 	CommitTime      time.Duration
 }
 
@@ -54,6 +55,7 @@ func (n *Node) Stats() Stats {
 	s.DeltasRejected = n.stats.deltasRejected.Load()
 	s.ClockAhead = n.stats.clockAhead.Load()
 	s.Commits = n.stats.commits.Load()
+	s.CommitFailures = n.stats.commitFailures.Load()
 	s.CommitTime = time.Duration(n.stats.commitNanos.Load())
 	return s
 }
