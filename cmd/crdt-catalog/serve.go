@@ -42,6 +42,7 @@ type options struct {
 	tokenForReads bool
 	maxBody       int64
 	maxState      int64
+	maxConns      int
 }
 
 func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*options, error) {
@@ -67,6 +68,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.StringVar(&o.tokenFile, "api-token-file", "", "file holding the bearer token that every non-GET request must carry")
 	fs.BoolVar(&o.tokenForReads, "api-token-reads", false, "require the bearer token on GET requests too")
 	fs.Int64Var(&o.maxBody, "max-body", 1<<20, "largest accepted request body, in bytes")
+	fs.IntVar(&o.maxConns, "max-conns", 1024, "most HTTP connections open at once; further clients wait to be accepted (keep it well below the file descriptor limit)")
 	fs.Int64Var(&o.maxState, "max-state", 1<<30, "largest full state this node imports (from a peer or POST /crdt/state), in bytes; it is checked whole in a temporary file in -data first")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE\n\n"+
@@ -191,6 +193,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	acfg.TokenForReads = o.tokenForReads
 	acfg.MaxBodyBytes = o.maxBody
 	acfg.MaxStateBytes = o.maxState
+	acfg.MaxConns = o.maxConns
 	api, err := httpapi.New(n, acfg)
 	if err == nil {
 		err = api.Registry().Register(peer.Collector())
@@ -204,7 +207,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		closeAll()
 		return fmt.Errorf("http listen: %w", err)
 	}
-	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv := api.HTTPServer(slog.NewLogLogger(log.Handler(), slog.LevelWarn))
+	ln = api.LimitListener(ln)
 	log.Info("replica", "replica", n.ReplicaID(), "data", o.data)
 	log.Info("peer", "peer_id", peer.ID().String(), "network", o.network)
 	log.Info("http api listening", "http", "http://"+ln.Addr().String())
