@@ -1,10 +1,14 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"os"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/crdt-catalog/crdt-catalog/node"
@@ -432,6 +436,10 @@ func TestStatusOf(t *testing.T) {
 		{fmt.Errorf("x: %w", node.ErrUnknownCollection), http.StatusNotFound},
 		{fmt.Errorf("x: %w", node.ErrClosed), http.StatusServiceUnavailable},
 		{fmt.Errorf("x: %w", node.ErrFailed), http.StatusServiceUnavailable},
+		{fmt.Errorf("x: %w: %w", node.ErrFailed, &fs.PathError{Op: "write", Path: "f", Err: syscall.ENOSPC}), http.StatusInsufficientStorage},
+		{fmt.Errorf("x: %w: %w", node.ErrFailed, &fs.PathError{Op: "write", Path: "f", Err: syscall.EIO}), http.StatusServiceUnavailable},
+		{bodyError(os.ErrDeadlineExceeded), http.StatusRequestTimeout},
+		{bodyError(errors.New("broken")), http.StatusBadRequest},
 		{fmt.Errorf("x: %w", node.ErrCursorExpired), http.StatusGone},
 		{fmt.Errorf("x: %w", node.ErrCorrupt), http.StatusInternalServerError},
 		{&http.MaxBytesError{Limit: 1}, http.StatusRequestEntityTooLarge},

@@ -22,7 +22,7 @@
 //	POST /crdt/state               join another's state    -> 200 {"items": n, "changed": m}
 //	GET  /status                   replica, version vector, counts, StatusFunc fields
 //	GET  /healthz                  liveness: 200 {"status": "ok"}
-//	GET  /readyz                   200 {"status": "ready"}, 503 while closing
+//	GET  /readyz                   200 {"status": "ready"}, 503 while closing or while the store refuses writes
 //	GET  /metrics                  Prometheus text exposition
 //
 // An item is {"id": ..., "collection": ..., "metadata": {...}}, with
@@ -52,14 +52,33 @@
 // Every error, including an unknown route (404) and a wrong method on a
 // known path (405, with an Allow header), is a JSON body {"error": "..."}:
 // 400 malformed input, 401 missing or wrong bearer token, 404 unknown item
-// or collection, 410 pending deltas dropped from the log (take a full
-// state), 413 body too large, 415 wrong Content-Type, 503 node closed, failed or shutting down,
-// 500 anything else (logged).
+// or collection, 408 body not received within Config.BodyTimeout, 410
+// pending deltas dropped from the log (take a full state), 413 body too
+// large, 415 wrong Content-Type, 503 node closed or shutting down, or its
+// store failing writes (node.ErrFailed), 507 the disk is full (an error
+// wrapping syscall.ENOSPC), 500 anything else (logged). An error answered
+// before the request's body was read to its end closes the connection.
+//
+// # Store failures
+//
+// While the node's store refuses writes (node.Node.Writable), every write
+// is answered 507 or 503 at once, GET /readyz answers 503 with the
+// reason, /status shows "writable": false and /metrics
+// catalog_store_writable 0. The node resumes writes by itself.
+//
+// # Slow clients
+//
+// HTTPServer and LimitListener bound what slow or hostile clients hold:
+// Config.ReadHeaderTimeout for headers, Config.BodyTimeout for bodies
+// (POST /crdt/state: per MiB received), Config.WriteTimeout for responses
+// (GET /crdt/state: per write of its stream), Config.IdleTimeout between
+// requests, and Config.MaxConns connections at once.
 //
 // # Authentication
 //
 // With Config.Token set, every request except GET and HEAD must carry
 // "Authorization: Bearer <token>"; with Config.TokenForReads, GET and HEAD
 // must too. /healthz and /readyz never need the token, so probes work
-// without it.
+// without it. The token is checked before any of the body is read: a
+// request without it is answered 401 at once and its connection closed.
 package httpapi

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/crdt-catalog/crdt-catalog/node"
@@ -48,6 +49,10 @@ func statusOf(err error) int {
 		return he.code
 	case errors.As(err, &mbe), errors.Is(err, crdt.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, syscall.ENOSPC):
+		// The disk is full: the write was not applied; retry once space
+		// is freed (GET /readyz answers 200 again).
+		return http.StatusInsufficientStorage
 	case errors.Is(err, node.ErrCursorExpired):
 		return http.StatusGone
 	case errors.Is(err, node.ErrForkSuspected):
@@ -94,6 +99,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	case errors.As(err, &mbe):
 		msg = fmt.Sprintf("request body is larger than %d bytes", mbe.Limit)
+	}
+	if unread(r) {
+		// The body was not read (or not all of it): do not wait for the
+		// rest to keep the connection; close it after answering.
+		w.Header().Set("Connection", "close")
 	}
 	s.writeJSON(w, r, code, errorBody{msg})
 }
@@ -165,11 +175,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, emptyOK bool, 
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, err
-		}
-		return nil, badRequest("read request body: %v", err)
+		return nil, bodyError(err)
 	}
 	body = trimJSONSpace(body)
 	if ct == "" && len(body) > 0 {

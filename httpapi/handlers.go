@@ -384,6 +384,12 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	if st.Fork != "" {
 		out["fork_suspected"] = map[string]any{"evidence": st.ForkEvidence, "first": st.Fork}
 	}
+	out["commit_failures"] = st.CommitFailures
+	out["writable"] = true
+	if err := s.c.Writable(); err != nil {
+		out["writable"] = false
+		out["write_error"] = err.Error()
+	}
 	s.writeJSON(w, r, http.StatusOK, out)
 	return nil
 }
@@ -394,10 +400,15 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// handleReadyz serves GET /readyz: 503 while closing.
+// handleReadyz serves GET /readyz: 503 while closing, and 503 with the
+// reason while the node cannot write (its store failed a write and has
+// not taken one since, or it is closed).
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	if s.closing.Load() {
 		return errClosing
+	}
+	if err := s.c.Writable(); err != nil {
+		return &httpError{http.StatusServiceUnavailable, "not ready: " + err.Error()}
 	}
 	s.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ready"})
 	return nil

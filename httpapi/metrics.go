@@ -3,6 +3,7 @@ package httpapi
 import (
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,9 +20,9 @@ type httpMetrics struct {
 	latency  *prometheus.HistogramVec
 }
 
-// newHTTPMetrics registers the request metrics and the node collector on
-// reg.
-func newHTTPMetrics(reg *prometheus.Registry, c Catalog) (*httpMetrics, error) {
+// newHTTPMetrics registers the request and connection metrics and the
+// node collector on reg; conns counts the open connections.
+func newHTTPMetrics(reg *prometheus.Registry, c Catalog, conns *atomic.Int64, maxConns int) (*httpMetrics, error) {
 	m := &httpMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "http", Name: "requests_total",
@@ -33,7 +34,16 @@ func newHTTPMetrics(reg *prometheus.Registry, c Catalog) (*httpMetrics, error) {
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route"}),
 	}
-	for _, col := range []prometheus.Collector{m.requests, m.latency, newNodeCollector(c)} {
+	open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: "http", Name: "open_connections",
+		Help: "HTTP connections open through the limiting listener.",
+	}, func() float64 { return float64(conns.Load()) })
+	limit := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: "http", Name: "max_connections",
+		Help: "Most HTTP connections open at once (MaxConns); more clients wait to be accepted.",
+	})
+	limit.Set(float64(maxConns))
+	for _, col := range []prometheus.Collector{m.requests, m.latency, open, limit, newNodeCollector(c)} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("httpapi: register metrics: %w", err)
 		}
@@ -53,6 +63,7 @@ type nodeCollector struct {
 	ops, deltas, clockAhead, commits, commitSeconds *prometheus.Desc
 	pending, logEntries, logBytes, items, counter   *prometheus.Desc
 	waiting, waitingBytes, waitingEvicted, forks    *prometheus.Desc
+	commitFailures, writable                        *prometheus.Desc
 }
 
 func newNodeCollector(c Catalog) *nodeCollector {
@@ -75,6 +86,8 @@ func newNodeCollector(c Catalog) *nodeCollector {
 		waitingBytes:   desc("waiting_delta_bytes", "Encoded size of the waiting deltas."),
 		waitingEvicted: desc("waiting_deltas_evicted_total", "Waiting deltas dropped because the buffer was full (anti-entropy fetches them again)."),
 		forks:          desc("fork_evidence_total", "Deltas and states holding operations of this node's own replica that it never wrote."),
+		commitFailures: desc("commit_failures_total", "Group commits the store failed to write (a full disk, say); their writes were refused."),
+		writable:       desc("store_writable", "1 while the node accepts writes, 0 while its store refuses them (GET /readyz answers 503)."),
 	}
 }
 
@@ -84,6 +97,7 @@ func (nc *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		nc.ops, nc.deltas, nc.clockAhead, nc.commits, nc.commitSeconds,
 		nc.pending, nc.logEntries, nc.logBytes, nc.items, nc.counter,
 		nc.waiting, nc.waitingBytes, nc.waitingEvicted, nc.forks,
+		nc.commitFailures, nc.writable,
 	} {
 		ch <- d
 	}
@@ -118,6 +132,12 @@ func (nc *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(nc.items, float64(n), coll)
 	}
 	gauge(nc.counter, float64(st.Counter), string(st.Replica))
+	counter(nc.commitFailures, float64(st.CommitFailures))
+	writable := 1.0
+	if nc.c.Writable() != nil {
+		writable = 0
+	}
+	gauge(nc.writable, writable)
 }
 
 var _ prometheus.Collector = (*nodeCollector)(nil)

@@ -39,6 +39,7 @@ type Catalog interface {
 	BeginExport(ctx context.Context) (*node.StateExport, error)
 	ImportState(ctx context.Context, r io.Reader) (node.ImportResult, error)
 	Stats() node.Stats
+	Writable() error
 }
 
 var _ Catalog = (*node.Node)(nil)
@@ -80,11 +81,50 @@ type Config struct {
 	// /metrics. Default nil: a new registry that also holds the Go runtime
 	// and process collectors. Registering twice on one registry fails.
 	Registry *prometheus.Registry
+
+	// ReadHeaderTimeout bounds reading a request's headers, in the
+	// http.Server from HTTPServer. Default 10s.
+	ReadHeaderTimeout time.Duration
+	// BodyTimeout bounds reading a request body: ServeHTTP sets it as the
+	// connection's read deadline when the request reaches the handler, and
+	// a body not received by then is answered 408 and its connection
+	// closed. POST /crdt/state moves it BodyTimeout ahead each time
+	// another MiB arrives, so a large full state that keeps coming at a
+	// MiB per BodyTimeout or faster takes as long as it needs. Default
+	// 30s. Shorter frees the connections of stalled senders sooner;
+	// longer admits slower links.
+	BodyTimeout time.Duration
+	// WriteTimeout bounds writing a response: ServeHTTP sets it as the
+	// connection's write deadline when the handler starts its response
+	// (and the http.Server from HTTPServer for what net/http writes
+	// itself). GET /crdt/state moves it WriteTimeout ahead before each
+	// write of its stream, so the stream lasts as long as the client keeps
+	// reading it. Default 30s. A client reading slower than that is cut
+	// off.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds how long a kept-alive connection waits for its
+	// next request, in the http.Server from HTTPServer. Default 60s.
+	IdleTimeout time.Duration
+	// MaxConns bounds the connections open at once through LimitListener;
+	// further clients wait to be accepted. Default 1024. Keep it well below
+	// the process's file descriptor limit, which the store and the peer's
+	// connections share; each connection costs a file descriptor and a
+	// goroutine with its buffers.
+	MaxConns int
 }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
-	return Config{MaxBodyBytes: 1 << 20, MaxStateBytes: 1 << 30, Logger: slog.Default()}
+	return Config{
+		MaxBodyBytes:      1 << 20,
+		MaxStateBytes:     1 << 30,
+		Logger:            slog.Default(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BodyTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxConns:          1024,
+	}
 }
 
 func (c *Config) validate() error {
@@ -103,6 +143,29 @@ func (c *Config) validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
+	}
+	for _, t := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"ReadHeaderTimeout", &c.ReadHeaderTimeout, d.ReadHeaderTimeout},
+		{"BodyTimeout", &c.BodyTimeout, d.BodyTimeout},
+		{"WriteTimeout", &c.WriteTimeout, d.WriteTimeout},
+		{"IdleTimeout", &c.IdleTimeout, d.IdleTimeout},
+	} {
+		if *t.v == 0 {
+			*t.v = t.def
+		}
+		if *t.v < 0 {
+			return fmt.Errorf("httpapi config: %s must be positive, got %v", t.name, *t.v)
+		}
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = d.MaxConns
+	}
+	if c.MaxConns < 0 {
+		return fmt.Errorf("httpapi config: MaxConns must be positive, got %d", c.MaxConns)
 	}
 	if c.TokenForReads && c.Token == "" {
 		return errors.New("httpapi config: TokenForReads is set but Token is empty")
@@ -137,6 +200,7 @@ type Server struct {
 	tokenSum [sha256.Size]byte
 	closing  atomic.Bool
 	metrics  *httpMetrics
+	conns    atomic.Int64 // connections open through LimitListener
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -171,7 +235,7 @@ func New(c Catalog, cfg Config) (*Server, error) {
 		}
 		s.colls[name] = true
 	}
-	m, err := newHTTPMetrics(cfg.Registry, c)
+	m, err := newHTTPMetrics(cfg.Registry, c, &s.conns, cfg.MaxConns)
 	if err != nil {
 		return nil, err
 	}
@@ -247,14 +311,30 @@ func (s *Server) SetClosing(closing bool) { s.closing.Store(closing) }
 func (s *Server) Registry() *prometheus.Registry { return s.cfg.Registry }
 
 // ServeHTTP serves one request: metrics and panic recovery around the
-// closing check, authentication and the routes.
+// closing check, authentication and the routes. A request body is read
+// under Config.BodyTimeout, and only once the request is admitted: a
+// request refused before its body is read (a missing token, say) is
+// answered at once and its connection closed, without waiting for the
+// body.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	_, pattern := s.mux.Handler(r)
 	if !s.patterns[pattern] {
 		pattern = "other" // a redirect of an unclean path, or similar
 	}
-	rec := &recorder{ResponseWriter: w}
+	if hasBody(r) {
+		var step int64
+		if pattern == "POST /crdt/state" {
+			step = stateProgressBytes
+		}
+		body := newTrackedBody(w, r, s.cfg.BodyTimeout, step)
+		defer body.abandon()
+		r2 := new(http.Request)
+		*r2 = *r
+		r2.Body = body
+		r = r2
+	}
+	rec := &recorder{ResponseWriter: w, writeTimeout: s.cfg.WriteTimeout}
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -307,25 +387,37 @@ func (s *Server) admit(r *http.Request, pattern string) error {
 	return nil
 }
 
-// recorder remembers the status written through it.
+// recorder remembers the status written through it. When the handler
+// starts its response, it moves the write deadline writeTimeout ahead, so
+// that WriteTimeout bounds writing the response, not the time the handler
+// took to read the body and compute it (a full-state upload, say).
 type recorder struct {
 	http.ResponseWriter
-	code  int
-	wrote bool
+	code         int
+	wrote        bool
+	writeTimeout time.Duration
 }
 
 func (w *recorder) WriteHeader(code int) {
 	if !w.wrote {
-		w.code, w.wrote = code, true
+		w.start(code)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *recorder) Write(b []byte) (int, error) {
 	if !w.wrote {
-		w.code, w.wrote = http.StatusOK, true
+		w.start(http.StatusOK)
 	}
 	return w.ResponseWriter.Write(b)
+}
+
+func (w *recorder) start(code int) {
+	w.code, w.wrote = code, true
+	if w.writeTimeout > 0 {
+		// A writer without deadlines (a test recorder) writes without.
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.writeTimeout))
+	}
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.

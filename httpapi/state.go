@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -32,7 +31,9 @@ func (s *Server) handleExportState(w http.ResponseWriter, r *http.Request) error
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	if err := e.Stream(r.Context(), w); err != nil {
+	// The stream lasts as long as the client keeps reading it.
+	dw := deadlineWriter{w: w, ctl: http.NewResponseController(w), timeout: s.cfg.WriteTimeout}
+	if err := e.Stream(r.Context(), dw); err != nil {
 		if r.Context().Err() == nil {
 			s.log.Warn("GET /crdt/state: export failed midway (or the client went away); response cut short", "err", err)
 		}
@@ -69,17 +70,13 @@ func (s *Server) handleImportState(w http.ResponseWriter, r *http.Request) error
 }
 
 // bodyReader reads a request body for a streaming decoder: a failure to
-// read it (the client's connection broke, say) becomes a 400 as in
-// readBody, and the body limit stays a MaxBytesError (413).
+// read it becomes the error bodyError gives, as in readBody.
 type bodyReader struct{ r io.Reader }
 
 func (b bodyReader) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if err != nil && err != io.EOF {
-		var mbe *http.MaxBytesError
-		if !errors.As(err, &mbe) {
-			err = badRequest("read request body: %v", err)
-		}
+		err = bodyError(err)
 	}
 	return n, err
 }

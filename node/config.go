@@ -59,6 +59,13 @@ type Config struct {
 	// missed NTP for a while drifts by seconds, not minutes.
 	MaxClockOffset time.Duration
 
+	// RetryInterval is how often a node whose store failed a write probes
+	// it with a small write, to resume accepting writes once it succeeds
+	// (see Node.Writable). Shorter resumes sooner after space comes back;
+	// each probe of a LevelDB store asks it for a compaction, which fails
+	// at once while the disk is still full. Default 2s.
+	RetryInterval time.Duration
+
 	// Now reads the physical clock. Default time.Now.
 	Now func() time.Time
 	// Logger receives events. Default slog.Default().
@@ -85,6 +92,7 @@ func DefaultConfig() Config {
 		MaxWaitingDeltas: 10_000,
 		MaxWaitingBytes:  64 << 20,
 		MaxReplicas:      10_000,
+		RetryInterval:    2 * time.Second,
 		Now:              time.Now,
 		Logger:           slog.Default(),
 	}
@@ -147,6 +155,12 @@ func (c *Config) validate() error {
 	}
 	if c.MaxClockOffset < 0 {
 		return fmt.Errorf("config: MaxClockOffset must not be negative, got %v", c.MaxClockOffset)
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = d.RetryInterval
+	}
+	if c.RetryInterval < 0 {
+		return fmt.Errorf("config: RetryInterval must be positive, got %v", c.RetryInterval)
 	}
 	if c.Now == nil {
 		c.Now = d.Now

@@ -17,9 +17,14 @@ var (
 	ErrUnknownCollection = errors.New("unknown collection")
 	// ErrClosed: the node is closed or closing.
 	ErrClosed = errors.New("node closed")
-	// ErrFailed: an earlier write to the store failed; the node refuses
-	// further writes because its memory may be ahead of its disk. Reopen it.
-	ErrFailed = errors.New("node failed")
+	// ErrFailed: the store failed to write a group commit (the disk is
+	// full, say). The writes of that group, and of any staged on top of
+	// it, were not applied and were never acknowledged; their callers get
+	// an error wrapping ErrFailed and the store's error, so that
+	// errors.Is(err, syscall.ENOSPC) tells a full disk. Until a background
+	// probe finds the store taking writes again (see Node.Writable),
+	// every write fails at once with such an error; reads keep working.
+	ErrFailed = errors.New("store write failed")
 	// ErrCursorExpired: the delta log no longer holds deltas right after
 	// the given cursor; the consumer has missed deltas and must take a
 	// full-state export instead.

@@ -45,7 +45,15 @@ type Node struct {
 	fork    string  // first evidence that another process uses this replica; "" if none
 	durable uint64  // last log sequence number that is durable
 	closed  bool
-	failed  error
+	// failed is the store error that stops writes: set when a group commit
+	// fails, cleared when a probe write succeeds (see failure.go). While
+	// it is set nothing is staged, so meta, seen and applied hold exactly
+	// what the store holds.
+	failed error
+	// stale reports that, after a failed commit, meta, seen and applied
+	// could not be reloaded from the store (its reads failed too): they
+	// may be ahead of it until a probe reloads them. Only set with failed.
+	stale bool
 
 	kick     chan struct{} // wakes the commit goroutine
 	stop     chan struct{}
@@ -73,7 +81,7 @@ type group struct {
 type counters struct {
 	ops, deltasNew, deltasDuplicate, deltasRejected, clockAhead atomic.Uint64
 	deltasRefused, deltasWaited, waitingEvicted, forkEvidence   atomic.Uint64
-	commits, commitNanos                                        atomic.Uint64
+	commits, commitNanos, commitFailures                        atomic.Uint64
 }
 
 // Open opens the catalog held in store, creating a new replica if the store
@@ -139,28 +147,44 @@ func (n *Node) load(ctx context.Context) error {
 		n.log.Info("created new replica", "replica", n.replica)
 		return nil
 	}
-	if n.meta, err = decodeMeta(b); err != nil {
+	m, seen, applied, err := n.readBookkeeping(ctx)
+	if err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
+	n.meta, n.seen, n.applied = m, seen, applied
 	n.replica = crdt.ReplicaID(n.meta.Replica)
 	n.durable = n.meta.Seq
 	n.clock.Restore(crdt.Timestamp(n.meta.HLC))
-	for _, c := range []struct {
-		key ds.Key
-		dst **crdt.Context
-	}{{keySeen, &n.seen}, {keyApplied, &n.applied}} {
-		b, err := get(ctx, n.store, c.key)
+	return nil
+}
+
+// readBookkeeping reads the durable meta record and causal contexts.
+func (n *Node) readBookkeeping(ctx context.Context) (*meta, *crdt.Context, *crdt.Context, error) {
+	b, err := get(ctx, n.store, keyMeta)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if b == nil {
+		return nil, nil, nil, fmt.Errorf("%w: %s missing", ErrCorrupt, keyMeta)
+	}
+	m, err := decodeMeta(b)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctxs := [2]*crdt.Context{}
+	for i, key := range []ds.Key{keySeen, keyApplied} {
+		b, err := get(ctx, n.store, key)
 		if err != nil {
-			return fmt.Errorf("open: %w", err)
+			return nil, nil, nil, err
 		}
 		if b == nil {
-			return fmt.Errorf("open: %w: %s missing", ErrCorrupt, c.key)
+			return nil, nil, nil, fmt.Errorf("%w: %s missing", ErrCorrupt, key)
 		}
-		if *c.dst, err = crdt.DecodeContext(b); err != nil {
-			return fmt.Errorf("open: %w: %s: %v", ErrCorrupt, c.key, err)
+		if ctxs[i], err = crdt.DecodeContext(b); err != nil {
+			return nil, nil, nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, key, err)
 		}
 	}
-	return nil
+	return m, ctxs[0], ctxs[1], nil
 }
 
 // bookkeeping encodes the records every commit rewrites. It fails only if
@@ -198,7 +222,8 @@ func (n *Node) begin() (*group, error) {
 }
 
 // stage takes mu and returns the group to stage into; on error mu is not
-// held.
+// held. While the store refuses writes it fails at once with the error
+// that stopped them (wrapping ErrFailed and the store's cause).
 func (n *Node) stage() (*group, error) {
 	n.mu.Lock()
 	switch {
@@ -208,7 +233,7 @@ func (n *Node) stage() (*group, error) {
 	case n.failed != nil:
 		err := n.failed
 		n.mu.Unlock()
-		return nil, fmt.Errorf("%w: %v", ErrFailed, err)
+		return nil, err
 	}
 	if n.filling == nil {
 		n.filling = &group{writes: map[string][]byte{}, done: make(chan struct{})}
@@ -262,18 +287,26 @@ func (n *Node) read(ctx context.Context, k ds.Key) ([]byte, error) {
 
 // commitLoop is the commit goroutine: it takes the filling group, adds the
 // bookkeeping records, writes it as one batch, then releases its callers and
-// notifies subscribers.
+// notifies subscribers. While a failed commit stops writes, it probes the
+// store every Config.RetryInterval until it takes writes again.
 func (n *Node) commitLoop() {
 	defer close(n.finished)
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-n.kick:
+			n.commitOnce()
+		case <-retry:
+			retry = nil
+			n.probe()
 		case <-n.stop:
 			// Close waits for writers to leave; commit what they staged.
 			n.commitOnce()
 			return
 		}
-		n.commitOnce()
+		if retry == nil && n.failing() {
+			retry = time.After(n.cfg.RetryInterval)
+		}
 	}
 }
 
@@ -299,20 +332,25 @@ func (n *Node) commitOnce() {
 	took := time.Since(start)
 
 	n.mu.Lock()
-	for k := range g.writes {
-		if s, ok := n.overlay[k]; ok && s.g == g {
-			delete(n.overlay, k)
+	if err != nil {
+		// Nothing of g reached the store (a batch is atomic), and nothing
+		// of it was acknowledged or published: fail it, and whatever was
+		// staged on top of it, and fall back to what the store holds.
+		err = n.fail(g, err)
+	} else {
+		for k := range g.writes {
+			if s, ok := n.overlay[k]; ok && s.g == g {
+				delete(n.overlay, k)
+			}
+		}
+		if len(g.changes) > 0 {
+			// Publish only now that g is durable: no peer ever sees a dot
+			// that a failed commit could hand out again (see fail).
+			n.durable = g.changes[len(g.changes)-1].Seq
+			n.publish(g.changes)
 		}
 	}
-	if err != nil {
-		n.failed = err
-		n.log.Error("store write failed; refusing further writes", "err", err)
-	}
 	g.err = err
-	if err == nil && len(g.changes) > 0 {
-		n.durable = g.changes[len(g.changes)-1].Seq
-		n.publish(g.changes)
-	}
 	n.mu.Unlock()
 	close(g.done)
 	n.stats.commits.Add(1)

@@ -32,11 +32,12 @@ type Stats struct {
 	WaitingEvicted  uint64 // waiting deltas dropped because the buffer was full
 	// Fork describes the first evidence that another process uses this
 	// node's replica (see ErrForkSuspected); "" if there is none.
-	Fork         string
-	ForkEvidence uint64 // deltas and states that showed it
-	ClockAhead   uint64 // remote timestamps beyond MaxClockOffset
-	Commits      uint64 // group commits
-	CommitTime   time.Duration
+	Fork           string
+	ForkEvidence   uint64 // deltas and states that showed it
+	ClockAhead     uint64 // remote timestamps beyond MaxClockOffset
+	Commits        uint64 // group commits, failed ones included
+	CommitFailures uint64 // group commits the store failed to write
+	CommitTime     time.Duration
 }
 
 // Stats returns the current figures.
@@ -70,6 +71,7 @@ func (n *Node) Stats() Stats {
 	s.ForkEvidence = n.stats.forkEvidence.Load()
 	s.ClockAhead = n.stats.clockAhead.Load()
 	s.Commits = n.stats.commits.Load()
+	s.CommitFailures = n.stats.commitFailures.Load()
 	s.CommitTime = time.Duration(n.stats.commitNanos.Load())
 	return s
 }

@@ -44,6 +44,7 @@ type options struct {
 	maxState      int64
 	maxOffset     time.Duration
 	maxReplicas   int
+	maxConns      int
 }
 
 func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*options, error) {
@@ -69,6 +70,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.StringVar(&o.tokenFile, "api-token-file", "", "file holding the bearer token that every non-GET request must carry")
 	fs.BoolVar(&o.tokenForReads, "api-token-reads", false, "require the bearer token on GET requests too")
 	fs.Int64Var(&o.maxBody, "max-body", 1<<20, "largest accepted request body, in bytes")
+	fs.IntVar(&o.maxConns, "max-conns", 1024, "most HTTP connections open at once; further clients wait to be accepted (keep it well below the file descriptor limit)")
 	fs.Int64Var(&o.maxState, "max-state", 1<<30, "largest full state this node imports (from a peer or POST /crdt/state), in bytes; it is checked whole in a temporary file in -data first")
 	fs.DurationVar(&o.maxOffset, "max-clock-offset", time.Minute, "how far ahead of this node's wall clock a peer's timestamp may pull the clock that stamps local writes")
 	fs.IntVar(&o.maxReplicas, "max-replicas", 10_000, "most replicas the causal contexts may name; deltas of further new replicas are refused (at most 500000)")
@@ -197,6 +199,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	acfg.TokenForReads = o.tokenForReads
 	acfg.MaxBodyBytes = o.maxBody
 	acfg.MaxStateBytes = o.maxState
+	acfg.MaxConns = o.maxConns
 	api, err := httpapi.New(n, acfg)
 	if err == nil {
 		err = api.Registry().Register(peer.Collector())
@@ -210,7 +213,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		closeAll()
 		return fmt.Errorf("http listen: %w", err)
 	}
-	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv := api.HTTPServer(slog.NewLogLogger(log.Handler(), slog.LevelWarn))
+	ln = api.LimitListener(ln)
 	log.Info("replica", "replica", n.ReplicaID(), "data", o.data)
 	log.Info("peer", "peer_id", peer.ID().String(), "network", o.network)
 	log.Info("http api listening", "http", "http://"+ln.Addr().String())
