@@ -56,10 +56,15 @@ func testDHTDiscovery(t *testing.T, rendezvousOnly bool) {
 		hideFromRouting(t, a, c)
 		// C may have reached B through a lookup while it still served the
 		// DHT; from now on only the rendezvous can bring them together.
-		for c.p.h.Network().Connectedness(b.p.ID()) == network.Connected {
+		// Either may have dialled, and the dialler holds a connection
+		// before the other end does: close from both ends until neither
+		// holds one.
+		waitFor(t, 10*time.Second, "B and C disconnected", func() bool {
 			_ = c.p.h.Network().ClosePeer(b.p.ID())
 			_ = b.p.h.Network().ClosePeer(c.p.ID())
-		}
+			return c.p.h.Network().Connectedness(b.p.ID()) != network.Connected &&
+				b.p.h.Network().Connectedness(c.p.ID()) != network.Connected
+		})
 	}
 	all := []*testPeer{a, b, c}
 
