@@ -56,10 +56,15 @@ func testDHTDiscovery(t *testing.T, rendezvousOnly bool) {
 		hideFromRouting(t, a, c)
 		// C may have reached B through a lookup while it still served the
 		// DHT; from now on only the rendezvous can bring them together.
-		for c.p.h.Network().Connectedness(b.p.ID()) == network.Connected {
+		// Either may have dialled, and the dialler holds a connection
+		// before the other end does: close from both ends until neither
+		// holds one.
+		waitFor(t, 10*time.Second, "B and C disconnected", func() bool {
 			_ = c.p.h.Network().ClosePeer(b.p.ID())
 			_ = b.p.h.Network().ClosePeer(c.p.ID())
-		}
+			return c.p.h.Network().Connectedness(b.p.ID()) != network.Connected &&
+				b.p.h.Network().Connectedness(c.p.ID()) != network.Connected
+		})
 	}
 	all := []*testPeer{a, b, c}
 
@@ -233,26 +238,34 @@ func TestPeer_MDNSPeerIsRedialled(t *testing.T) {
 	found := peer.AddrInfo{ID: b.p.ID(), Addrs: b.p.h.Addrs()}
 	mdnsNotifee{a.p}.HandlePeerFound(found)
 	mdnsNotifee{a.p}.HandlePeerFound(found) // reported again: still one dialer
-	connected := func() bool { return a.p.h.Network().Connectedness(b.p.ID()) == network.Connected }
-	waitFor(t, 10*time.Second, "a dials the peer mDNS found", connected)
+	// a's Connect returns, and a counts as connected, as soon as a's swarm
+	// holds the new connection; b adds its end of it a little later.
+	// Closing from b before then closes nothing, and a, still connected,
+	// never redials: so every wait for a connection waits until both ends
+	// hold it.
+	var conns []network.Conn
+	bothHold := func() bool {
+		conns = heldByBoth(a.p.h, b.p.h)
+		return len(conns) > 0
+	}
+	waitFor(t, 10*time.Second, "a dials the peer mDNS found (both ends hold the connection)", bothHold)
 	for range 2 {
-		old := map[string]bool{}
-		for _, c := range a.p.h.Network().ConnsToPeer(b.p.ID()) {
-			old[c.ID()] = true
-		}
+		// b, the end that did not dial, drops the connection.
 		if err := b.p.h.Network().ClosePeer(a.p.ID()); err != nil {
 			t.Fatal(err)
 		}
-		// The redial may come before a poll would see the gap: wait for a
-		// connection that is not one of those closed.
-		waitFor(t, 10*time.Second, "a redials", func() bool {
-			for _, c := range a.p.h.Network().ConnsToPeer(b.p.ID()) {
-				if !old[c.ID()] && !c.IsClosed() {
-					return true
+		// The redial may come before a poll would see a gap in a's
+		// connectedness: wait instead for a's end of every closed
+		// connection to close; bothHold then finds only new ones.
+		waitFor(t, 10*time.Second, "a sees the connection closed", func() bool {
+			for _, c := range conns {
+				if !c.IsClosed() {
+					return false
 				}
 			}
-			return false
+			return true
 		})
+		waitFor(t, 10*time.Second, "a redials (both ends hold the new connection)", bothHold)
 	}
 	// The larger ID never dials: b's notifee ignores a.
 	mdnsNotifee{b.p}.HandlePeerFound(peer.AddrInfo{ID: a.p.ID(), Addrs: a.p.h.Addrs()})
@@ -265,6 +278,27 @@ func TestPeer_MDNSPeerIsRedialled(t *testing.T) {
 	if na != 1 || nb != 0 {
 		t.Fatalf("peers kept connected: a %d, b %d; want 1 and 0", na, nb)
 	}
+}
+
+// heldByBoth returns x's end of each open connection between x and y that
+// y has registered too (the two ends match by address). The dialling end
+// registers a connection before the other end does, so one end's view
+// alone does not tell that closing from the other end will close it.
+func heldByBoth(x, y host.Host) []network.Conn {
+	var out []network.Conn
+	for _, cx := range x.Network().ConnsToPeer(y.ID()) {
+		if cx.IsClosed() {
+			continue
+		}
+		for _, cy := range y.Network().ConnsToPeer(x.ID()) {
+			if !cy.IsClosed() && cx.LocalMultiaddr().Equal(cy.RemoteMultiaddr()) &&
+				cx.RemoteMultiaddr().Equal(cy.LocalMultiaddr()) {
+				out = append(out, cx)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // TestPeer_KeepConnectedGivesUp: a peer kept connected with a give-up
