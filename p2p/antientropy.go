@@ -15,7 +15,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// antiEntropyLoop pulls from one random catalog peer every interval.
+// antiEntropyLoop pulls from one random catalog peer every interval; with
+// a writers list, from one random writer.
 func (p *Peer) antiEntropyLoop() {
 	t := time.NewTicker(p.cfg.AntiEntropyInterval)
 	defer t.Stop()
@@ -27,7 +28,7 @@ func (p *Peer) antiEntropyLoop() {
 		}
 		var catalogPeers []peer.ID
 		for _, id := range p.h.Network().Peers() {
-			if ok, _ := p.h.Peerstore().SupportsProtocols(id, p.proto); len(ok) > 0 {
+			if ok, _ := p.h.Peerstore().SupportsProtocols(id, p.proto); len(ok) > 0 && p.isWriter(id) {
 				catalogPeers = append(catalogPeers, id)
 			}
 		}
@@ -38,7 +39,7 @@ func (p *Peer) antiEntropyLoop() {
 }
 
 // requestPull schedules a pull from id, unless id is backed off as a bad
-// peer. Requests for a peer already being pulled from are coalesced into
+// peer or is not a writer (then the pull is counted as skipped). Requests for a peer already being pulled from are coalesced into
 // one more pull after the current one. Pulls from different peers run in
 // parallel, at most Config.MaxPulls at once.
 func (p *Peer) requestPull(id peer.ID) {
@@ -47,6 +48,10 @@ func (p *Peer) requestPull(id peer.ID) {
 	}
 	if p.backedOff(id) {
 		p.log.Debug("anti-entropy: not pulling from a backed-off peer", "peer", id)
+		return
+	}
+	if !p.isWriter(id) {
+		p.skipPull(id)
 		return
 	}
 	p.mu.Lock()
@@ -72,8 +77,11 @@ func (p *Peer) requestPull(id peer.ID) {
 				return
 			}
 			// The peer may have been backed off meanwhile, by the pull
-			// before this one or by a stream it opened.
-			if !p.backedOff(id) {
+			// before this one or by a stream it opened, or dropped from
+			// the writers list.
+			if !p.isWriter(id) {
+				p.skipPull(id)
+			} else if !p.backedOff(id) {
 				if err := p.Pull(ctx, id); err != nil && p.ctx.Err() == nil {
 					p.log.Debug("anti-entropy pull", "peer", id, "err", err)
 				}
@@ -90,6 +98,12 @@ func (p *Peer) requestPull(id peer.ID) {
 			return
 		}
 	})
+}
+
+// skipPull counts a pull from id not made because id is not a writer.
+func (p *Peer) skipPull(id peer.ID) {
+	p.stats.pullsSkipped.Add(1)
+	p.log.Debug("anti-entropy: not pulling from a peer that is not on the writers list", "peer", id)
 }
 
 // errNotCatalog means the peer does not speak this catalog's sync protocol.
@@ -113,7 +127,14 @@ var errNotCatalog = errors.New("peer does not speak the sync protocol")
 // a full state is checked whole before any of it is. An answer cut short
 // (the peer closed or died, or a phase deadline passed while deltas kept
 // coming) is a sync failure, not misbehaviour: the peer stays connected.
+//
+// With a writers list, Pull refuses a peer that is not a writer
+// (ErrNotWriter): its answer, deltas or a full state, is content that
+// only it vouches for.
 func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
+	if !p.isWriter(id) {
+		return fmt.Errorf("pull from %s: %w", id, ErrNotWriter)
+	}
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
 	defer cancel()
 	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto)
@@ -210,6 +231,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 
 // handleSync answers a pull: the logged deltas the requester lacks, in
 // chunks, then done; or, when the log does not cover the gap, a full state.
+// It answers every peer, writer or not: an answer sends, never accepts.
 // A peer gets at most Config.MaxSyncStreamsPerPeer answered at once, all
 // peers together Config.MaxSyncStreams; a stream over either is reset at
 // once. The answer has the time limits Pull describes; a requester that

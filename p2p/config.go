@@ -2,10 +2,12 @@ package p2p
 
 import (
 	"fmt"
-	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"log/slog"
 	"regexp"
 	"time"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Config configures a Peer. Start from DefaultConfig.
@@ -34,6 +36,15 @@ type Config struct {
 	// /key/swarm/psk/1.0.0/ file): only peers with the same key connect.
 	// Private networks run over TCP only.
 	SwarmKey []byte
+	// Writers, if not empty, are the only peers whose deltas this peer
+	// accepts from the network: gossip messages authored by others are
+	// rejected, and only writers are pulled from. This peer always counts
+	// as a writer. Peer.SetWriters replaces the list while running.
+	// Default empty: every peer that can connect (with SwarmKey, every
+	// peer holding it) may write. A list must name the same writers on
+	// every peer, or a writer that accepted a non-writer's deltas passes
+	// them on by anti-entropy.
+	Writers []peer.ID
 
 	// AntiEntropyInterval is how often the peer pulls from one random
 	// connected peer. Lower repairs missed gossip sooner at the cost of a
@@ -185,6 +196,11 @@ func (c *Config) validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
+	}
+	for i, id := range c.Writers {
+		if err := id.Validate(); err != nil {
+			return fmt.Errorf("p2p config: Writers[%d]: %w", i, err)
+		}
 	}
 	switch {
 	case c.AntiEntropyInterval < 0, c.HeartbeatInterval < 0, c.SyncTimeout < 0,

@@ -23,6 +23,16 @@
 // state over the node's limits is disconnected and not pulled from for a
 // backoff period that doubles with each offence. See Config.
 //
+// Writers: by default every peer that can connect (with a swarm key,
+// every peer holding it) may write, and its deltas are accepted like this
+// peer's own. Config.Writers, replaceable with Peer.SetWriters, narrows
+// that: a gossip message whose origin (authenticated by GossipSub's strict
+// signing, not the peer that forwarded it) is not a writer is rejected,
+// and only writers are pulled from, since a pull answer is content the
+// answering peer vouches for. Every peer may still pull. A writer can
+// still forge deltas of other replicas: the list says whose word is taken,
+// not who wrote each delta.
+//
 // Discovery: static bootstrap multiaddrs (redialled with backoff), mDNS on
 // the local network, and the Kademlia DHT in server mode with a rendezvous
 // derived from the network name. A libp2p private network (pre-shared swarm

@@ -97,15 +97,26 @@ func (p *Peer) startGossip() error {
 	return nil
 }
 
-// validate runs before a message is delivered or forwarded. A message in
-// a later wire or delta version is ignored (not forwarded, not held against
-// the peer: it may simply run a newer release). Anything else that does not
-// decode, is too large or belongs to another network is rejected, and the
-// peer that sent it is disconnected: an honest peer validates every message
-// before forwarding it, so it never sends one that fails here.
+// validate runs before a message is delivered or forwarded; from is the
+// peer that forwarded it. With a writers list, a message whose origin is
+// not a writer is rejected, and its forwarder stays connected. The origin
+// is m.GetFrom(), which strict signing authenticates: GossipSub drops an
+// unsigned message, or one whose signature does not match its From
+// field, before any validator runs. A message in a later wire or delta
+// version is ignored (not forwarded, not held against the peer: it may
+// simply run a newer release). Anything else that does not decode, is too
+// large or belongs to another network is rejected, and the peer that sent
+// it is disconnected: an honest peer validates every message before
+// forwarding it, so it never sends one that fails here.
 func (p *Peer) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 	if from == p.h.ID() {
 		return pubsub.ValidationAccept // our own message: receiveLoop drops it
+	}
+	if p.writers.Load() != nil && (m.Signature == nil || !p.isWriter(m.GetFrom())) {
+		// The signature test restates StrictSign's guarantee, in case
+		// the policy is ever loosened: an unsigned origin proves nothing.
+		p.rejectNotWriter(m.GetFrom(), from)
+		return pubsub.ValidationReject
 	}
 	ds, err := decodeGossip(m.Data, p.cfg.Network, p.cfg.MaxMessageBytes)
 	switch {

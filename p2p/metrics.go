@@ -13,6 +13,16 @@ type Stats struct {
 	Rejected        uint64 // gossip messages rejected by the validator (the sender is disconnected)
 	Ignored         uint64 // gossip messages in a newer format, dropped without penalty
 	Gaps            uint64 // received deltas that showed a missed one
+	// NotWriter counts gossip messages rejected because their origin is
+	// not on the writers list (their forwarder stays connected).
+	NotWriter uint64
+	// PullsSkipped counts pulls not made because the peer is not on the
+	// writers list.
+	PullsSkipped uint64
+	// Writers is the length of the writers list; 0 means no list: every
+	// peer may write. Left out of JSON: GET /status shows it as
+	// "writers", a count or "any".
+	Writers int `json:"-"`
 
 	Rounds             uint64 // completed anti-entropy pulls
 	SyncFailures       uint64 // pulls or answers cut short
@@ -51,6 +61,9 @@ func (p *Peer) Stats() Stats {
 		Rejected:           c.rejected.Load(),
 		Ignored:            c.ignored.Load(),
 		Gaps:               c.gaps.Load(),
+		NotWriter:          c.notWriter.Load(),
+		PullsSkipped:       c.pullsSkipped.Load(),
+		Writers:            p.writerCount(),
 		Rounds:             c.rounds.Load(),
 		SyncFailures:       c.syncFailures.Load(),
 		SyncRejected:       c.syncRejected.Load(),
@@ -95,6 +108,9 @@ var p2pMetrics = []metric{
 	newMetric("messages_received_total", "Gossip messages received from other peers.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Received) }),
 	newMetric("messages_rejected_total", "Gossip messages rejected by the topic validator.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Rejected) }),
 	newMetric("messages_ignored_total", "Gossip messages in a newer wire or delta format, dropped without penalty.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Ignored) }),
+	newMetric("messages_rejected_not_writer_total", "Gossip messages rejected because their origin is not on the writers list.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.NotWriter) }),
+	newMetric("pulls_skipped_not_writer_total", "Anti-entropy pulls not made because the peer is not on the writers list.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.PullsSkipped) }),
+	newMetric("writers", "Peers on the writers list; 0 when there is none and every peer may write.", prometheus.GaugeValue, func(s Stats) float64 { return float64(s.Writers) }),
 	newMetric("gaps_total", "Received deltas that showed a missed earlier delta.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Gaps) }),
 	newMetric("antientropy_rounds_total", "Completed anti-entropy pulls.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Rounds) }),
 	newMetric("sync_failures_total", "Anti-entropy exchanges cut short.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SyncFailures) }),

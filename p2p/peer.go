@@ -78,6 +78,10 @@ type Peer struct {
 	tracer gossipTracer
 	// versionWarned is set once a message in a newer format was logged.
 	versionWarned atomic.Bool
+	// writers is the writers list (nil: every peer may write); replaced
+	// whole by SetWriters, read without locks.
+	writers      atomic.Pointer[writerSet]
+	notWriterLog notWriterLog
 }
 
 // counters are the peer's running totals; see Stats.
@@ -89,6 +93,7 @@ type counters struct {
 	syncBytesSent, syncBytesReceived               atomic.Uint64
 	fullSent, fullReceived, gaps                   atomic.Uint64
 	syncRefused, syncStalled, badPeers             atomic.Uint64
+	notWriter, pullsSkipped                        atomic.Uint64
 }
 
 // New starts a peer for cat: the host, GossipSub, the sync protocol and the
@@ -113,6 +118,7 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 		mdnsPeers: map[peer.ID]bool{},
 		rounds:    newRoundSizes(),
 	}
+	p.writers.Store(newWriterSet(cfg.Writers))
 	h, err := newHost(&p.cfg, p.bw)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -260,6 +261,83 @@ func TestBinary_TwoPeersConverge(t *testing.T) {
 		t.Fatalf("a peer with another swarm key connected: %s", status)
 	}
 	c.stop(t)
+	b.stop(t)
+	a.stop(t)
+}
+
+// TestBinary_WritersFileReloadedOnSIGHUP: a's writers file names some
+// other peer, so a answers b's pulls but neither pulls from b nor takes
+// its gossip; once the file also names b and a gets SIGHUP, b's write
+// arrives. GET /status shows the size of the list, or "any".
+func TestBinary_WritersFileReloadedOnSIGHUP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	file := filepath.Join(t.TempDir(), "writers")
+	const someone = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+	if err := os.WriteFile(file, []byte("# writers\n"+someone+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, bin, t.TempDir(), "-dht=false", "-writers-file", file)
+	b := start(t, bin, t.TempDir(), "-dht=false", "-bootstrap", a.addrs[0])
+	type status struct {
+		Writers any                `json:"writers"`
+		P2P     map[string]float64 `json:"p2p"`
+	}
+	statusOf := func(p *process) status {
+		t.Helper()
+		_, body := p.do(t, "GET", "/status", "", "")
+		var s status
+		if err := json.Unmarshal([]byte(body), &s); err != nil {
+			t.Fatalf("status: %v %s", err, body)
+		}
+		return s
+	}
+	if w := statusOf(a).Writers; w != float64(1) {
+		t.Fatalf("a's status: writers %v, want 1", w)
+	}
+	if w := statusOf(b).Writers; w != "any" {
+		t.Fatalf("b's status: writers %v, want any", w)
+	}
+	const js = "application/json"
+	for _, w := range []struct {
+		p    *process
+		path string
+	}{{a, "/snapshots/add/from-a"}, {b, "/snapshots/add/from-b"}} {
+		if code, body := w.p.do(t, "POST", w.path, js, `{}`); code != 201 {
+			t.Fatalf("add: %d %s", code, body)
+		}
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitUntil("b pulls from-a, a skips its pulls from b", func() bool {
+		code, _ := b.do(t, "GET", "/snapshots/from-a", "", "")
+		return code == 200 && statusOf(a).P2P["PullsSkipped"] > 0
+	})
+	if code, _ := a.do(t, "GET", "/snapshots/from-b", "", ""); code != 404 {
+		t.Fatalf("b's write reached a: %d", code)
+	}
+
+	bID := b.addrs[0][strings.LastIndex(b.addrs[0], "/")+1:]
+	if err := os.WriteFile(file, []byte(someone+"\n"+bID+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("b's write on a after the reload", func() bool {
+		code, _ := a.do(t, "GET", "/snapshots/from-b", "", "")
+		return code == 200 && statusOf(a).Writers == float64(2)
+	})
 	b.stop(t)
 	a.stop(t)
 }

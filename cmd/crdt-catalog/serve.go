@@ -10,8 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/crdt-catalog/crdt-catalog/httpapi"
@@ -45,6 +48,8 @@ type options struct {
 	maxOffset     time.Duration
 	maxReplicas   int
 	maxConns      int
+	writers       stringList
+	writersFile   string
 }
 
 func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*options, error) {
@@ -73,6 +78,8 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.IntVar(&o.maxConns, "max-conns", 1024, "most HTTP connections open at once; further clients wait to be accepted (keep it well below the file descriptor limit)")
 	fs.Int64Var(&o.maxState, "max-state", 1<<30, "largest full state this node imports (from a peer or POST /crdt/state), in bytes; it is checked whole in a temporary file in -data first")
 	fs.DurationVar(&o.maxOffset, "max-clock-offset", time.Minute, "how far ahead of this node's wall clock a peer's timestamp may pull the clock that stamps local writes")
+	fs.Var(&o.writers, "writers", "comma-separated peer IDs whose deltas this node accepts from the network (this node always counts); repeatable; none and no -writers-file: every peer may write")
+	fs.StringVar(&o.writersFile, "writers-file", "", "file of writer peer IDs, one per line, # comments; joined to -writers; reloaded on SIGHUP and when it changes")
 	fs.IntVar(&o.maxReplicas, "max-replicas", 10_000, "most replicas the causal contexts may name; deltas of further new replicas are refused (at most 500000)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR\n\n"+
@@ -94,7 +101,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 		return nil, envErr
 	}
 	// A repeatable flag on the command line replaces the environment's list.
-	o.listen.set, o.bootstrap.set = false, false
+	o.listen.set, o.bootstrap.set, o.writers.set = false, false, false
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -138,6 +145,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if token == "" && !isLoopback(o.httpAddr) {
 		return fmt.Errorf("-http %s is not a loopback address: set -api-token-file so that the API is not open to the network", o.httpAddr)
 	}
+	fixed, err := parseWriterList(o.writers.vals)
+	if err != nil {
+		return err
+	}
+	writers := &writersList{fixed: fixed, file: o.writersFile, log: log}
+	initial, err := writers.read()
+	if err != nil {
+		return err
+	}
 
 	if err := os.MkdirAll(o.data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
@@ -170,6 +186,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	pcfg.AntiEntropyInterval = o.antiEntropy
 	pcfg.MeshDegree = o.meshDegree
 	pcfg.Logger = log
+	pcfg.Writers = initial
 	if o.swarmKey != "" {
 		if pcfg.SwarmKey, err = os.ReadFile(o.swarmKey); err != nil {
 			n.Close()
@@ -182,7 +199,23 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		n.Close()
 		return err
 	}
+	// The writers list: logged now, reloaded from its file on SIGHUP
+	// and when the file changes, until shutdown.
+	writers.set = peer.SetWriters
+	writers.logList(initial)
+	wctx, stopWatch := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	if o.writersFile != "" {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		watching.Go(func() {
+			defer signal.Stop(hup)
+			writers.watch(wctx, hup, writersPoll)
+		})
+	}
 	closeAll := func() error {
+		stopWatch()
+		watching.Wait()
 		perr := peer.Close()
 		if err := n.Close(); err != nil {
 			return err
@@ -193,7 +226,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	acfg := httpapi.DefaultConfig()
 	acfg.Logger = log
 	acfg.Status = func() map[string]any {
-		return map[string]any{"peer_id": peer.ID().String(), "listen": peer.Addrs(), "peers": peer.Peers(), "p2p": peer.Stats()}
+		var w any = "any"
+		if ids := peer.Writers(); ids != nil {
+			w = len(ids)
+		}
+		return map[string]any{"peer_id": peer.ID().String(), "listen": peer.Addrs(), "peers": peer.Peers(), "p2p": peer.Stats(), "writers": w}
 	}
 	acfg.Token = token
 	acfg.TokenForReads = o.tokenForReads
