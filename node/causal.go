@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 )
@@ -210,7 +211,11 @@ func (n *Node) enqueue(d *crdt.Delta, enc []byte, on crdt.Dot) {
 func (n *Node) joinRemote(ctx context.Context, g *group, d *crdt.Delta, enc []byte, now int64) (bool, error) {
 	if !n.roomFor(d) {
 		n.stats.deltasRefused.Add(1)
-		n.log.Warn("refusing a delta of a new replica: the node knows of MaxReplicas replicas",
+		level := slog.LevelDebug
+		if !n.replicasFull {
+			n.replicasFull, level = true, slog.LevelWarn // once; the metric counts the rest
+		}
+		n.log.Log(ctx, level, "refusing a delta of a new replica: the node knows of MaxReplicas replicas",
 			"dot", d.Dot, "max_replicas", n.cfg.MaxReplicas)
 		return false, nil
 	}
@@ -242,13 +247,16 @@ func (n *Node) roomFor(d *crdt.Delta) bool {
 }
 
 // suspectFork records evidence that another process uses this node's
-// replica ID: it is logged at error, counted, and shown in Stats. Caller
-// holds mu.
+// replica ID: it is counted and shown in Stats; the first evidence is
+// logged at error, later evidence (anti-entropy offers the same delta
+// every round) at debug. Caller holds mu.
 func (n *Node) suspectFork(dot crdt.Dot, why string) {
 	n.stats.forkEvidence.Add(1)
-	if n.fork == "" {
-		n.fork = fmt.Sprintf("%s (dot %s, this replica's counter is %d)", why, dot, n.meta.Counter)
+	if n.fork != "" {
+		n.log.Debug("more evidence of a fork of this replica", "dot", dot, "why", why)
+		return
 	}
+	n.fork = fmt.Sprintf("%s (dot %s, this replica's counter is %d)", why, dot, n.meta.Counter)
 	n.log.Error("possible fork of this replica: another process may use the same data directory or a copy of it; "+
 		"run `crdt-catalog reincarnate` on one of them", "dot", dot, "counter", n.meta.Counter, "why", why)
 }

@@ -32,16 +32,13 @@ func forgedAdd(tb testing.TB, k crdt.Key, dot crdt.Dot) *crdt.Delta {
 // forgedRemove is a remove of k by dot whose context also names covers.
 func forgedRemove(k crdt.Key, dot crdt.Dot, covers ...crdt.Dot) *crdt.Delta {
 	ctx := append([]crdt.Dot{dot}, covers...)
-	slicesSortDots(ctx)
-	return &crdt.Delta{Dot: dot, TS: testTS, Op: crdt.OpRemove, Collection: k.Collection, ID: k.ID, Context: ctx}
-}
-
-func slicesSortDots(ds []crdt.Dot) {
-	for i := 1; i < len(ds); i++ {
-		for j := i; j > 0 && ds[j].Less(ds[j-1]); j-- {
-			ds[j], ds[j-1] = ds[j-1], ds[j]
+	slices.SortFunc(ctx, func(a, b crdt.Dot) int {
+		if a.Less(b) {
+			return -1
 		}
-	}
+		return 1
+	})
+	return &crdt.Delta{Dot: dot, TS: testTS, Op: crdt.OpRemove, Collection: k.Collection, ID: k.ID, Context: ctx}
 }
 
 func mustApply(tb testing.TB, n *Node, ds ...*crdt.Delta) ApplyResult {

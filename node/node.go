@@ -43,8 +43,10 @@ type Node struct {
 	subs    map[*Subscription]struct{}
 	parked  waiting // remote deltas waiting for their dependencies; see causal.go
 	fork    string  // first evidence that another process uses this replica; "" if none
-	durable uint64  // last log sequence number that is durable
-	closed  bool
+	// replicasFull is set once a delta was refused for MaxReplicas.
+	replicasFull bool
+	durable      uint64 // last log sequence number that is durable
+	closed       bool
 	// failed is the store error that stops writes: set when a group commit
 	// fails, cleared when a probe write succeeds (see failure.go). While
 	// it is set nothing is staged, so meta, seen and applied hold exactly
