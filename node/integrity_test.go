@@ -537,3 +537,36 @@ func TestIntegrity_WaitingRemoveJoinsWhenLocalWritesExist(t *testing.T) {
 		t.Fatalf("a and b differ: %s vs %s", dump(t, a, "snapshots"), dump(t, b, "snapshots"))
 	}
 }
+
+// A full state whose item holds a dot outside the state's own seen
+// context (an operation it does not account for; here the receiver's own
+// next dot) is refused whole.
+func TestIntegrity_StateItemBeyondItsContextIsRefused(t *testing.T) {
+	victim := openMem(t, testConfig(nil))
+	mustAdd(t, victim, "a", `{}`)
+	before := fingerprint(t, victim)
+	forged := forgedAdd(t, key("snapshots", "planted"), crdt.Dot{Replica: victim.ReplicaID(), Counter: 2})
+	item, err := crdt.EncodeItem(&forged.Item)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, err := crdt.EncodeContext(crdt.NewContext())
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := concat(
+		encodeFrame(t, &stateFrame{Kind: frameHeader, Version: crdt.FormatVersion, Replica: "forger", Seen: empty, Applied: empty}),
+		encodeFrame(t, &stateFrame{Kind: frameItem, Collection: "snapshots", ID: "planted", Item: item}),
+		encodeFrame(t, &stateFrame{Kind: frameEnd, Count: 1}),
+	)
+	if _, err := victim.ImportState(context.Background(), bytes.NewReader(state)); !errors.Is(err, crdt.ErrInvalid) {
+		t.Fatalf("import of an item beyond the state's context: %v, want ErrInvalid", err)
+	}
+	if got := fingerprint(t, victim); got != before {
+		t.Fatal("a refused state changed the node")
+	}
+	mustAdd(t, victim, "b", `{}`)
+	if _, err := victim.Get(context.Background(), key("snapshots", "planted")); !errors.Is(err, ErrNotFound) {
+		t.Fatal("the planted item is visible")
+	}
+}

@@ -202,6 +202,22 @@ func (sr *stateReader) next() (*stateItem, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state stream: item %s: %w", k, err)
 	}
+	// Every entry a state holds came from a delta it joined, so its dot is
+	// in the state's seen context; an entry beyond it would claim an
+	// operation the state does not account for (admitContexts bounds
+	// what the contexts themselves may claim).
+	for _, d := range it.Presence {
+		if !sr.seen.Contains(d) {
+			return nil, fmt.Errorf("%w: state stream: item %s holds dot %s outside the state's seen context", crdt.ErrInvalid, k, d)
+		}
+	}
+	for f, es := range it.Fields {
+		for _, e := range es {
+			if !sr.seen.Contains(e.Dot) {
+				return nil, fmt.Errorf("%w: state stream: item %s field %q holds dot %s outside the state's seen context", crdt.ErrInvalid, k, f, e.Dot)
+			}
+		}
+	}
 	sr.lastKey = key
 	sr.items++
 	return &stateItem{key: key, k: k, item: it}, nil
