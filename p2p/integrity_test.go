@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
 )
 
 // Issue 9, rows 1 and 2, through gossip: a swarm peer publishes a delta
@@ -25,25 +24,7 @@ func TestPeer_ForgedGossipBlocksNoWrites(t *testing.T) {
 	add(t, target, "before")
 	waitFor(t, 10*time.Second, "target and good converge", func() bool { return converged(t, target, good) })
 
-	h := rawHost(t)
-	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topic, err := ps.Join(target.p.cfg.topic())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer topic.Close()
-	sub, err := topic.Subscribe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Cancel()
-	connectRaw(t, h, target)
-	waitFor(t, 10*time.Second, "the raw host sees the target on the topic", func() bool {
-		return slices.Contains(topic.ListPeers(), target.p.ID())
-	})
+	topic := rawTopic(t, rawHost(t), target)
 
 	victim := target.n.ReplicaID()
 	ts := crdt.MakeTimestamp(time.Now().UnixMilli(), 0)

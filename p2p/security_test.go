@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -278,6 +279,32 @@ func connectRaw(t testing.TB, h host.Host, p *testPeer) {
 	}
 }
 
+// rawTopic joins h, a host outside the catalog, to target's gossip topic
+// (flood publishing, so a message goes straight to target), connects it
+// to target, and waits until each sees the other on the topic.
+func rawTopic(t testing.TB, h host.Host, target *testPeer, opts ...pubsub.Option) *pubsub.Topic {
+	t.Helper()
+	ps, err := pubsub.NewGossipSub(context.Background(), h, append([]pubsub.Option{pubsub.WithFloodPublish(true)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(target.p.cfg.topic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { topic.Close() })
+	sub, err := topic.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sub.Cancel)
+	connectRaw(t, h, target)
+	waitFor(t, 10*time.Second, "the raw host sees the target on the topic", func() bool {
+		return slices.Contains(topic.ListPeers(), target.p.ID())
+	})
+	return topic
+}
+
 // validDelta returns a well-formed encoded delta from a replica that
 // exists nowhere else, and an undecodable corruption of it.
 func validDelta(t testing.TB, id string) (good, bad []byte) {
@@ -362,33 +389,10 @@ func TestPeer_GarbageOnTopicIsRejected(t *testing.T) {
 
 	h := rawHost(t)
 	tracer := &sendTracer{}
-	ps, err := pubsub.NewGossipSub(ctx, h,
+	topic := rawTopic(t, h, target,
 		pubsub.WithRawTracer(tracer),
-		pubsub.WithFloodPublish(true),
 		pubsub.WithMaxMessageSize(2*minMessageBytes), // lets this side send an oversized message
 	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	topic, err := ps.Join(target.p.cfg.topic())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer topic.Close()
-	sub, err := topic.Subscribe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Cancel()
-	connectRaw(t, h, target)
-	waitFor(t, 10*time.Second, "the raw host sees the target on the topic", func() bool {
-		for _, id := range topic.ListPeers() {
-			if id == target.p.ID() {
-				return true
-			}
-		}
-		return false
-	})
 
 	before := takeSnapshot(t, target)
 	rejected, ignored := target.p.Stats().Rejected, target.p.Stats().Ignored

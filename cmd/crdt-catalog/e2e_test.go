@@ -309,17 +309,7 @@ func TestBinary_WritersFileReloadedOnSIGHUP(t *testing.T) {
 			t.Fatalf("add: %d %s", code, body)
 		}
 	}
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	waitUntil("b pulls from-a, a skips its pulls from b", func() bool {
+	waitUntil(t, "b pulls from-a, a skips its pulls from b", func() bool {
 		code, _ := b.do(t, "GET", "/snapshots/from-a", "", "")
 		return code == 200 && statusOf(a).P2P["PullsSkipped"] > 0
 	})
@@ -334,7 +324,7 @@ func TestBinary_WritersFileReloadedOnSIGHUP(t *testing.T) {
 	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil("b's write on a after the reload", func() bool {
+	waitUntil(t, "b's write on a after the reload", func() bool {
 		code, _ := a.do(t, "GET", "/snapshots/from-b", "", "")
 		return code == 200 && statusOf(a).Writers == float64(2)
 	})

@@ -144,9 +144,10 @@ func (r *recorder) count() int { // the number of lists set
 	return len(r.sets)
 }
 
+// waitUntil polls cond until it holds, failing t after 30 s.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
