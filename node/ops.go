@@ -116,8 +116,10 @@ func (n *Node) local(ctx context.Context, k crdt.Key, mut mutator) (Item, error)
 	n.stats.ops.Add(1)
 	if len(n.parked.on[dot]) > 0 {
 		// Remote deltas that named this write before it existed join now,
-		// as they would on every other node once it arrives there. An
-		// error here leaves them waiting; the write itself stands.
+		// as they would on every other node once it arrives there. One
+		// that fails to join (an item over its limit, a store read) is
+		// dropped from the buffer, as an evicted one is, and comes back
+		// by anti-entropy; the write itself stands.
 		var res ApplyResult
 		if err := n.release(ctx, g, dot, n.now(), &res); err != nil {
 			n.log.Warn("joining deltas that waited for a local write", "dot", dot, "err", err)

@@ -44,17 +44,17 @@ type Stats struct {
 func (n *Node) Stats() Stats {
 	n.mu.Lock()
 	s := Stats{
-		Replica:    n.replica,
-		Counter:    n.meta.Counter,
-		Version:    n.applied.Version(),
-		Items:      maps.Clone(n.meta.Visible),
-		LogEntries: n.meta.Seq + 1 - n.meta.First,
-		LogBytes:   n.meta.Bytes,
-		Pending:    n.durable - min(n.meta.Cleared, n.durable),
-		Waiting:    n.parked.fifo.Len(),
-		Fork:       n.fork,
+		Replica:      n.replica,
+		Counter:      n.meta.Counter,
+		Version:      n.applied.Version(),
+		Items:        maps.Clone(n.meta.Visible),
+		LogEntries:   n.meta.Seq + 1 - n.meta.First,
+		LogBytes:     n.meta.Bytes,
+		Pending:      n.durable - min(n.meta.Cleared, n.durable),
+		Waiting:      n.parked.fifo.Len(),
+		WaitingBytes: n.parked.bytes,
+		Fork:         n.fork,
 	}
-	s.WaitingBytes = n.parked.bytes
 	n.mu.Unlock()
 	for _, c := range n.cfg.Collections {
 		if _, ok := s.Items[c]; !ok {
