@@ -547,6 +547,19 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A context cut short: garbage of a known format version. (Random
+	// bytes may start like a later version, which is no offence.)
+	full := crdt.NewContext()
+	full.Add(crdt.Dot{Replica: "intruder", Counter: 1})
+	full.Add(crdt.Dot{Replica: "intruder", Counter: 5})
+	garbageCtx, err := crdt.EncodeContext(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbageCtx = garbageCtx[:len(garbageCtx)-2]
+	if _, err := crdt.DecodeContext(garbageCtx); !errors.Is(err, crdt.ErrInvalid) || errors.Is(err, crdt.ErrVersion) {
+		t.Fatalf("the cut context decodes as %v, want garbage", err)
+	}
 	frame := func(f *syncFrame) []byte {
 		var buf bytes.Buffer
 		if _, err := writeFrame(&buf, f); err != nil {
@@ -586,7 +599,7 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 		}{
 			{"random bytes", randomFrame()},
 			{"a frame longer than allowed", []byte{0xff, 0xff, 0xff, 0xff, 0x0f}},
-			{"a request with a garbage context", frame(&syncFrame{Kind: frameRequest, Version: wireVersion, Network: netName, Context: randomBytes(t, 64)})},
+			{"a request with a garbage context", frame(&syncFrame{Kind: frameRequest, Version: wireVersion, Network: netName, Context: garbageCtx})},
 			{"a request of another network", frame(&syncFrame{Kind: frameRequest, Version: wireVersion, Network: "beta", Context: emptyCtx})},
 			{"a request of version 0", frame(&syncFrame{Kind: frameRequest, Version: 0, Network: netName, Context: emptyCtx})},
 			{"deltas instead of a request", frame(&syncFrame{Kind: frameDeltas, Deltas: [][]byte{goodDelta}})},
@@ -611,7 +624,7 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 			if len(answer) != 0 {
 				t.Errorf("%s: the target answered %d bytes", c.what, len(answer))
 			}
-			waitFor(t, 10*time.Second, c.what+": counted as garbage", func() bool {
+			waitFor(t, 10*time.Second, fmt.Sprintf("%s: counted as garbage (the pull said: %v)", c.what, err), func() bool {
 				return target.p.Stats().SyncRejected > rejected
 			})
 			disconnected(t, target, good, h.ID())
@@ -692,9 +705,9 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 			{"random bytes", randomFrame()},
 			{"a deltas frame with a corrupted delta", frame(&syncFrame{Kind: frameDeltas, Deltas: [][]byte{goodDelta, badDelta}})},
 			{"a request instead of an answer", frame(&syncFrame{Kind: frameRequest, Version: wireVersion, Network: target.p.cfg.Network, Context: emptyCtx})},
-			{"done with a garbage context", frame(&syncFrame{Kind: frameDone, Context: randomBytes(t, 64)})},
+			{"done with a garbage context", frame(&syncFrame{Kind: frameDone, Context: garbageCtx})},
 			{"a full state of random bytes", append(frame(&syncFrame{Kind: frameFull}), randomFrame()...)},
-			{"a full state with a garbage context", append(frame(&syncFrame{Kind: frameFull}), emptyState(randomBytes(t, 64))...)},
+			{"a full state with a garbage context", append(frame(&syncFrame{Kind: frameFull}), emptyState(garbageCtx)...)},
 		}
 		before := takeSnapshot(t, target)
 		target.p.h.Peerstore().AddAddrs(h.ID(), h.Addrs(), peerstore.PermanentAddrTTL)
@@ -709,7 +722,7 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 			if err == nil {
 				t.Fatalf("%s: the pull succeeded", c.what)
 			}
-			waitFor(t, 10*time.Second, c.what+": counted as garbage", func() bool {
+			waitFor(t, 10*time.Second, fmt.Sprintf("%s: counted as garbage (the pull said: %v)", c.what, err), func() bool {
 				return target.p.Stats().SyncRejected > st.SyncRejected
 			})
 			disconnected(t, target, good, h.ID())
