@@ -2,7 +2,6 @@ package p2p
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -142,14 +141,11 @@ func writeFrame(w io.Writer, f *syncFrame) (int, error) {
 	return n + len(b), err
 }
 
-// frameStart bounds the buffer readFrame reserves before a frame's bytes
-// arrive; past it the buffer grows with what is received.
-const frameStart = 4 << 10
-
 // readFrame reads one length-prefixed sync frame of at most maxSyncFrame
 // bytes. The announced length is checked first; the frame's buffer then
-// grows with the bytes actually received, so a peer that announces a large
-// frame and sends little of it costs little memory.
+// grows with the bytes actually received (as node's state frames do), so a
+// peer that announces a large frame and sends little of it costs little
+// memory.
 func readFrame(r *bufio.Reader) (*syncFrame, int, error) {
 	size, err := binary.ReadUvarint(r)
 	if err != nil {
@@ -158,15 +154,13 @@ func readFrame(r *bufio.Reader) (*syncFrame, int, error) {
 	if size > maxSyncFrame {
 		return nil, 0, fmt.Errorf("%w: frame of %d bytes", ErrBadMessage, size)
 	}
-	var buf bytes.Buffer
-	buf.Grow(int(min(size, frameStart)))
-	if _, err := io.CopyN(&buf, r, int64(size)); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
+	b, err := io.ReadAll(io.LimitReader(r, int64(size)))
+	if err == nil && uint64(len(b)) < size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return nil, 0, fmt.Errorf("sync frame cut short: %w", err)
 	}
-	b := buf.Bytes()
 	var f syncFrame
 	if err := decMode.Unmarshal(b, &f); err != nil {
 		// A later wire version may add fields this one does not know.

@@ -43,14 +43,14 @@ func TestReadFrame_MemoryFollowsBytesReceived(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &syncFrame{Kind: frameRequest, Version: wireVersion, Network: "n", Context: enc, Deltas: [][]byte{make([]byte, 3*frameStart)}}
+	want := &syncFrame{Kind: frameRequest, Version: wireVersion, Network: "n", Context: enc, Deltas: [][]byte{make([]byte, 12<<10)}}
 	var buf bytes.Buffer
 	n, err := writeFrame(&buf, want)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, m, err := readFrame(bufio.NewReader(&buf))
-	if err != nil || m != n || got.Network != "n" || len(got.Deltas) != 1 || len(got.Deltas[0]) != 3*frameStart {
+	if err != nil || m != n || got.Network != "n" || len(got.Deltas) != 1 || len(got.Deltas[0]) != 12<<10 {
 		t.Fatalf("round trip: %+v, %d bytes (wrote %d), %v", got, m, n, err)
 	}
 }
