@@ -158,8 +158,9 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 	}
 	p.stats.syncBytesSent.Add(uint64(n))
 	if err := s.CloseWrite(); err != nil {
-		s.Reset()
-		return err
+		// The peer may have answered and reset the stream already: a
+		// broken stream, counted like any other.
+		return p.misbehaved(s, id, err)
 	}
 	br := bufio.NewReaderSize(timed, 64<<10)
 	received, bytes := 0, 0 // deltas and bytes received by this pull
