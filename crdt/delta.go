@@ -54,6 +54,9 @@ type Delta struct {
 	ID         string
 	Context    []Dot // sorted, no duplicates, contains Dot
 	Item       Item  // every dot in Item is in Context
+	// Proof places the delta in its replica's hash chain (see proof.go).
+	// It is not part of EncodeDelta's encoding: it travels beside it.
+	Proof Proof
 }
 
 // Key returns the item the delta is about.
@@ -117,6 +120,9 @@ func (d *Delta) Validate() error {
 	}
 	if d.Op == OpAdd && !slices.Contains(d.Item.Presence, d.Dot) {
 		return fmt.Errorf("%w: add delta lacks its presence dot", ErrInvalid)
+	}
+	if d.Proof.Sig != nil && (len(d.Proof.Sig) != SigSize || d.Proof.Prev.IsZero()) {
+		return fmt.Errorf("%w: delta %s: a signature of %d bytes needs a chain hash and %d bytes", ErrInvalid, d.Dot, len(d.Proof.Sig), SigSize)
 	}
 	return nil
 }

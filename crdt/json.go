@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,8 +19,11 @@ import (
 //	  "id": "snap1",
 //	  "context": [{"replica": "a1b2", "counter": 7}],
 //	  "presence": [{"replica": "a1b2", "counter": 7}],
-//	  "fields": {"size": [{"dot": {"replica": "a1b2", "counter": 7}, "ts": "...", "value": 1024}]}
+//	  "fields": {"size": [{"dot": {"replica": "a1b2", "counter": 7}, "ts": "...", "value": 1024}]},
+//	  "proof": {"prev": "<64 hex digits>", "sig": "<128 hex digits, or absent>"}
 //	}
+//
+// "proof" is absent for a delta without one (see Proof).
 
 // maxDeltaJSONBytes bounds the JSON form UnmarshalJSON takes: room for the
 // JSON form of any delta that DecodeDelta accepts — its strings and values
@@ -48,6 +52,42 @@ type jsonDelta struct {
 	Context    []jsonDot              `json:"context"`
 	Presence   []jsonDot              `json:"presence"`
 	Fields     map[string][]jsonEntry `json:"fields"`
+	Proof      *jsonProof             `json:"proof,omitempty"`
+}
+
+// jsonProof is a delta's Proof: its chain hash before it, and the
+// signature of the chain head after it if it carries one, both in hex.
+type jsonProof struct {
+	Prev string `json:"prev"`
+	Sig  string `json:"sig,omitempty"`
+}
+
+func toJSONProof(p Proof) *jsonProof {
+	if p.Prev.IsZero() {
+		return nil
+	}
+	return &jsonProof{Prev: hex.EncodeToString(p.Prev[:]), Sig: hex.EncodeToString(p.Sig)}
+}
+
+func fromJSONProof(j *jsonProof) (Proof, error) {
+	var p Proof
+	if j == nil {
+		return p, nil
+	}
+	prev, err := hex.DecodeString(j.Prev)
+	if err != nil || len(prev) != len(p.Prev) {
+		return p, fmt.Errorf("%w: proof: prev must be %d hex bytes", ErrInvalid, len(p.Prev))
+	}
+	copy(p.Prev[:], prev)
+	if p.Prev.IsZero() {
+		return p, fmt.Errorf("%w: proof: zero chain hash", ErrInvalid)
+	}
+	if j.Sig != "" {
+		if p.Sig, err = hex.DecodeString(j.Sig); err != nil || len(p.Sig) != SigSize {
+			return p, fmt.Errorf("%w: proof: sig must be %d hex bytes", ErrInvalid, SigSize)
+		}
+	}
+	return p, nil
 }
 
 func toJSONDots(ds []Dot) []jsonDot {
@@ -75,6 +115,7 @@ func (d *Delta) MarshalJSON() ([]byte, error) {
 		Dot: jsonDot(d.Dot), TS: d.TS, Op: d.Op.String(), Collection: d.Collection, ID: d.ID,
 		Context: toJSONDots(d.Context), Presence: toJSONDots(d.Item.Presence),
 		Fields: make(map[string][]jsonEntry, len(d.Item.Fields)),
+		Proof:  toJSONProof(d.Proof),
 	}
 	for f, es := range d.Item.Fields {
 		for _, e := range es {
@@ -115,6 +156,9 @@ func (d *Delta) UnmarshalJSON(b []byte) error {
 	n := Delta{
 		Dot: Dot(j.Dot), TS: j.TS, Op: op, Collection: j.Collection, ID: j.ID,
 		Context: fromJSONDots(j.Context), Item: Item{Presence: fromJSONDots(j.Presence)},
+	}
+	if n.Proof, err = fromJSONProof(j.Proof); err != nil {
+		return fmt.Errorf("decode delta: %w", err)
 	}
 	for f, es := range j.Fields {
 		if n.Item.Fields == nil {

@@ -1,0 +1,372 @@
+package crdt
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+)
+
+// Proof of origin.
+//
+// A keyed replica's ID names the Ed25519 key of the node that owns it (see
+// NewKeyedReplicaID), and its deltas form a hash chain: the chain hash after
+// counter c is ChainNext(hash after c-1, EncodeDelta(delta c)), starting from
+// ChainStart(replica). The owner signs chain heads: a signature over
+// (replica, c, hash after c) vouches for every delta 1..c of the replica at
+// once, since no other sequence of deltas hashes to the same head. So a run
+// of deltas c1..c2 is proven by the Prev hash of its first delta, the deltas
+// themselves and one signature at c2 (or at any later counter whose deltas
+// come with it): one signature check per run, one SHA-256 per delta.
+// Forwarders cannot forge or alter a delta, and a replica that signs two
+// different chains (equivocation) is caught by whoever holds both.
+
+// Hash is a SHA-256 digest: a position in a replica's hash chain.
+type Hash [sha256.Size]byte
+
+// IsZero reports whether h is the zero hash, which no chain position has
+// (but for a broken SHA-256).
+func (h Hash) IsZero() bool { return h == Hash{} }
+
+// String formats h in hex.
+func (h Hash) String() string { return fmt.Sprintf("%x", h[:]) }
+
+// SigSize is the size of a proof's signature.
+const SigSize = ed25519.SignatureSize
+
+// Proof carries a delta's place in its replica's hash chain and, where the
+// origin signed the head there, the signature. It is not part of the
+// delta's encoding (EncodeDelta), which is what the chain hashes.
+type Proof struct {
+	// Prev is the replica's chain hash before this delta; zero for a delta
+	// that carries no proof (of a replica that is not keyed).
+	Prev Hash
+	// Sig is nil, or the replica's signature of its chain head after this
+	// delta (see SignHead).
+	Sig []byte
+}
+
+// ChainStart returns the chain hash of replica r before its first delta.
+func ChainStart(r ReplicaID) Hash {
+	return sha256.Sum256(append([]byte("crdt-catalog chain v1\x00"), r...))
+}
+
+// ChainNext returns the chain hash after the delta whose binary encoding
+// is enc, given the hash before it.
+func ChainNext(prev Hash, enc []byte) Hash {
+	h := sha256.New()
+	h.Write(prev[:])
+	h.Write(enc)
+	var out Hash
+	h.Sum(out[:0])
+	return out
+}
+
+// headMessage is what a head signature signs.
+func headMessage(r ReplicaID, counter uint64, h Hash) []byte {
+	m := make([]byte, 0, 32+len(r)+8+len(h))
+	m = append(m, "crdt-catalog head v1\x00"...)
+	m = append(m, r...)
+	m = append(m, 0)
+	m = binary.BigEndian.AppendUint64(m, counter)
+	return append(m, h[:]...)
+}
+
+// SignHead signs the chain head h of replica r after its counter-th delta
+// with key, which must be the key r names.
+func SignHead(key ed25519.PrivateKey, r ReplicaID, counter uint64, h Hash) []byte {
+	return ed25519.Sign(key, headMessage(r, counter, h))
+}
+
+// VerifyHead checks sig, a signature of chain head h of replica r after its
+// counter-th delta, against the key r names. It returns an error wrapping
+// ErrInvalid if r is not keyed or the signature does not verify.
+func VerifyHead(r ReplicaID, counter uint64, h Hash, sig []byte) error {
+	pub, ok := r.PublicKey()
+	if !ok {
+		return fmt.Errorf("%w: replica %q names no key", ErrInvalid, r)
+	}
+	if len(sig) != SigSize || !ed25519.Verify(pub, headMessage(r, counter, h), sig) {
+		return fmt.Errorf("%w: bad signature of %s's chain head at %d", ErrInvalid, r, counter)
+	}
+	return nil
+}
+
+// AppendProof appends the binary encoding of p to b: a tag byte (0: none,
+// 1: Prev, 2: Prev and Sig) and the fields it announces.
+func AppendProof(b []byte, p Proof) []byte {
+	switch {
+	case p.Prev.IsZero():
+		return append(b, 0)
+	case p.Sig == nil:
+		return append(append(b, 1), p.Prev[:]...)
+	}
+	return append(append(append(b, 2), p.Prev[:]...), p.Sig...)
+}
+
+// ParseProof decodes a proof that AppendProof wrote at the start of b and
+// returns it with the number of bytes it took. It never panics.
+func ParseProof(b []byte) (Proof, int, error) {
+	var p Proof
+	if len(b) == 0 {
+		return p, 0, fmt.Errorf("%w: proof: no tag", ErrInvalid)
+	}
+	n := 1
+	switch b[0] {
+	case 0:
+		return p, n, nil
+	case 1, 2:
+	default:
+		return p, 0, fmt.Errorf("%w: proof: tag %d", ErrInvalid, b[0])
+	}
+	if len(b) < n+len(p.Prev) {
+		return p, 0, fmt.Errorf("%w: proof cut short", ErrInvalid)
+	}
+	n += copy(p.Prev[:], b[n:])
+	if p.Prev.IsZero() {
+		return p, 0, fmt.Errorf("%w: proof: zero chain hash", ErrInvalid)
+	}
+	if b[0] == 2 {
+		if len(b) < n+SigSize {
+			return p, 0, fmt.Errorf("%w: proof cut short", ErrInvalid)
+		}
+		p.Sig = bytes.Clone(b[n : n+SigSize])
+		n += SigSize
+	}
+	return p, n, nil
+}
+
+// DecodeProof decodes a proof that is all of b.
+func DecodeProof(b []byte) (Proof, error) {
+	p, n, err := ParseProof(b)
+	if err == nil && n != len(b) {
+		err = fmt.Errorf("%w: %d bytes after the proof", ErrInvalid, len(b)-n)
+	}
+	return p, err
+}
+
+// Checked is what CheckProofs found out about one delta.
+type Checked struct {
+	// Next is the replica's chain hash after the delta; zero for a delta
+	// without proof.
+	Next Hash
+	// Proven reports that a valid signature of the replica covers the
+	// delta: its own, or one of a later delta of the same call that
+	// chains back to it.
+	Proven bool
+	// Sig is the verified signature of the chain head after this delta, if
+	// it carries one and it was checked; the signatures CheckProofs does
+	// not need to check are not kept, since nothing vouches for them.
+	Sig []byte
+}
+
+// CheckProofs checks the proofs of deltas, whose binary encodings are
+// encs. For each replica it links the deltas into chains (a delta whose
+// Prev is the Next of the delta before it) and checks the last signature
+// of each chain, which proves every delta up to it. Deltas of replicas that
+// are not keyed, and deltas after the last signature of their chain, are
+// not proven. It fails, wrapping ErrInvalid, if a signature it checks does
+// not verify: an honest sender never forwards one.
+func CheckProofs(deltas []*Delta, encs [][]byte) ([]Checked, error) {
+	out := make([]Checked, len(deltas))
+	byReplica := map[ReplicaID][]int{}
+	for i, d := range deltas {
+		if d.Proof.Prev.IsZero() {
+			continue
+		}
+		out[i].Next = ChainNext(d.Proof.Prev, encs[i])
+		byReplica[d.Dot.Replica] = append(byReplica[d.Dot.Replica], i)
+	}
+	for r, idx := range byReplica {
+		if _, ok := r.PublicKey(); !ok {
+			continue
+		}
+		slices.SortStableFunc(idx, func(a, b int) int {
+			return compareUint(deltas[a].Dot.Counter, deltas[b].Dot.Counter)
+		})
+		// prev[k] is the position in idx of the delta that idx[k] chains
+		// from, or -1.
+		prev := make([]int, len(idx))
+		for k, i := range idx {
+			prev[k] = -1
+			for j := k - 1; j >= 0 && deltas[idx[j]].Dot.Counter+1 >= deltas[i].Dot.Counter; j-- {
+				if deltas[idx[j]].Dot.Counter+1 == deltas[i].Dot.Counter && out[idx[j]].Next == deltas[i].Proof.Prev {
+					prev[k] = j
+					break
+				}
+			}
+		}
+		// Walk from the newest: a checked signature proves its delta and
+		// every one it chains back to.
+		for k := len(idx) - 1; k >= 0; k-- {
+			i := idx[k]
+			if out[i].Proven || deltas[i].Proof.Sig == nil {
+				continue
+			}
+			d := deltas[i]
+			if err := VerifyHead(r, d.Dot.Counter, out[i].Next, d.Proof.Sig); err != nil {
+				return nil, fmt.Errorf("delta %d (%s): %w", i, d.Dot, err)
+			}
+			out[i].Sig = d.Proof.Sig
+			for j := k; j >= 0 && !out[idx[j]].Proven; j = prev[j] {
+				out[idx[j]].Proven = true
+			}
+		}
+	}
+	return out, nil
+}
+
+func compareUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Keyed replica IDs.
+//
+// A keyed replica ID is "<peer>.<incarnation>": <peer> is the libp2p peer
+// ID of an Ed25519 key in its text form (base58btc of the identity
+// multihash of the key's protobuf encoding: "12D3KooW" and 44 more
+// characters), and <incarnation> is 8 random characters of [a-z2-7], drawn
+// when the replica is created, so one key may own many replicas over time
+// (a reincarnated store keeps its key). Its public key is read from the ID
+// itself: no directory is needed to check a signature.
+
+// keyedPrefix is the identity-multihash and protobuf framing of an
+// Ed25519 public key in a libp2p peer ID: multihash code 0 (identity),
+// length 36; protobuf field 1 (key type) = 1 (Ed25519), field 2 (data),
+// length 32.
+var keyedPrefix = []byte{0x00, 0x24, 0x08, 0x01, 0x12, 0x20}
+
+// incarnationLen is the length of a keyed replica ID's incarnation.
+const incarnationLen = 8
+
+const incarnationAlphabet = "abcdefghijklmnopqrstuvwxyz234567"
+
+// PeerIDOf returns the libp2p peer ID, in text form, of Ed25519 key pub.
+func PeerIDOf(pub ed25519.PublicKey) string {
+	return base58Encode(append(slices.Clone(keyedPrefix), pub...))
+}
+
+// NewKeyedReplicaID returns a new replica ID owned by the Ed25519 key pub,
+// drawing its incarnation from random.
+func NewKeyedReplicaID(pub ed25519.PublicKey, random io.Reader) (ReplicaID, error) {
+	if len(pub) != ed25519.PublicKeySize {
+		return "", fmt.Errorf("%w: public key of %d bytes", ErrInvalid, len(pub))
+	}
+	var raw [incarnationLen]byte
+	if _, err := io.ReadFull(random, raw[:]); err != nil {
+		return "", fmt.Errorf("new replica id: %w", err)
+	}
+	inc := make([]byte, incarnationLen)
+	for i, c := range raw {
+		inc[i] = incarnationAlphabet[c%32]
+	}
+	return ReplicaID(PeerIDOf(pub) + "." + string(inc)), nil
+}
+
+// PublicKey returns the Ed25519 key that owns r, if r is a keyed replica
+// ID.
+func (r ReplicaID) PublicKey() (ed25519.PublicKey, bool) {
+	peer, inc, ok := strings.Cut(string(r), ".")
+	if !ok || len(inc) != incarnationLen || strings.Trim(inc, incarnationAlphabet) != "" {
+		return nil, false
+	}
+	raw, ok := base58Decode(peer)
+	if !ok || len(raw) != len(keyedPrefix)+ed25519.PublicKeySize || !bytes.HasPrefix(raw, keyedPrefix) || base58Encode(raw) != peer {
+		return nil, false
+	}
+	return ed25519.PublicKey(raw[len(keyedPrefix):]), true
+}
+
+// Peer returns the libp2p peer ID (text form) of the key that owns r, or
+// "" if r is not keyed.
+func (r ReplicaID) Peer() string {
+	if _, ok := r.PublicKey(); !ok {
+		return ""
+	}
+	peer, _, _ := strings.Cut(string(r), ".")
+	return peer
+}
+
+const base58Alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+var base58Index = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
+	}
+	for i := range len(base58Alphabet) {
+		t[base58Alphabet[i]] = int8(i)
+	}
+	return t
+}()
+
+func base58Encode(b []byte) string {
+	zeros := 0
+	for zeros < len(b) && b[zeros] == 0 {
+		zeros++
+	}
+	// Little-endian base-58 digits of the big-endian number b.
+	digits := make([]byte, 0, len(b)*138/100+1)
+	for _, c := range b[zeros:] {
+		carry := int(c)
+		for i := range digits {
+			carry += int(digits[i]) << 8
+			digits[i] = byte(carry % 58)
+			carry /= 58
+		}
+		for carry > 0 {
+			digits = append(digits, byte(carry%58))
+			carry /= 58
+		}
+	}
+	out := make([]byte, zeros, zeros+len(digits))
+	for i := range out {
+		out[i] = base58Alphabet[0]
+	}
+	for i := len(digits) - 1; i >= 0; i-- {
+		out = append(out, base58Alphabet[digits[i]])
+	}
+	return string(out)
+}
+
+// base58Decode decodes s, of at most 64 characters.
+func base58Decode(s string) ([]byte, bool) {
+	if len(s) == 0 || len(s) > 64 {
+		return nil, false
+	}
+	zeros := 0
+	for zeros < len(s) && s[zeros] == base58Alphabet[0] {
+		zeros++
+	}
+	// Little-endian base-256 bytes of the number.
+	var num []byte
+	for i := zeros; i < len(s); i++ {
+		carry := int(base58Index[s[i]])
+		if carry < 0 {
+			return nil, false
+		}
+		for j := range num {
+			carry += int(num[j]) * 58
+			num[j] = byte(carry)
+			carry >>= 8
+		}
+		for carry > 0 {
+			num = append(num, byte(carry))
+			carry >>= 8
+		}
+	}
+	out := make([]byte, zeros, zeros+len(num))
+	for i := len(num) - 1; i >= 0; i-- {
+		out = append(out, num[i])
+	}
+	return out, true
+}
