@@ -151,13 +151,16 @@ func DecodeProof(b []byte) (Proof, error) {
 
 // Checked is what CheckProofs found out about one delta.
 type Checked struct {
-	// Next is the replica's chain hash after the delta; zero for a delta
-	// without proof.
-	Next Hash
+	// Keyed reports that the delta's replica is keyed, so that the delta
+	// must be proven to be joined.
+	Keyed bool
 	// Proven reports that a valid signature of the replica covers the
 	// delta: its own, or one of a later delta of the same call that
 	// chains back to it.
 	Proven bool
+	// Next is the replica's chain hash after the delta; zero for a delta
+	// without proof.
+	Next Hash
 	// Sig is the verified signature of the chain head after this delta, if
 	// it carries one and it was checked; the signatures CheckProofs does
 	// not need to check are not kept, since nothing vouches for them.
@@ -165,59 +168,71 @@ type Checked struct {
 }
 
 // CheckProofs checks the proofs of deltas, whose binary encodings are
-// encs. For each replica it links the deltas into chains (a delta whose
-// Prev is the Next of the delta before it) and checks the last signature
-// of each chain, which proves every delta up to it. Deltas of replicas that
-// are not keyed, and deltas after the last signature of their chain, are
-// not proven. It fails, wrapping ErrInvalid, if a signature it checks does
-// not verify: an honest sender never forwards one.
+// encs. For each keyed replica it links the deltas into chains (a delta
+// whose Prev is the Next of the delta before it) and checks the last
+// signature of each chain, which proves every delta up to it. Deltas of
+// replicas that are not keyed, and deltas after the last signature of
+// their chain, are not proven. It fails, wrapping ErrInvalid, if a
+// signature it checks does not verify: an honest sender never forwards
+// one.
 func CheckProofs(deltas []*Delta, encs [][]byte) ([]Checked, error) {
 	out := make([]Checked, len(deltas))
 	byReplica := map[ReplicaID][]int{}
 	for i, d := range deltas {
-		if d.Proof.Prev.IsZero() {
-			continue
-		}
-		out[i].Next = ChainNext(d.Proof.Prev, encs[i])
 		byReplica[d.Dot.Replica] = append(byReplica[d.Dot.Replica], i)
 	}
 	for r, idx := range byReplica {
 		if _, ok := r.PublicKey(); !ok {
 			continue
 		}
-		slices.SortStableFunc(idx, func(a, b int) int {
-			return compareUint(deltas[a].Dot.Counter, deltas[b].Dot.Counter)
-		})
-		// prev[k] is the position in idx of the delta that idx[k] chains
-		// from, or -1.
-		prev := make([]int, len(idx))
-		for k, i := range idx {
-			prev[k] = -1
-			for j := k - 1; j >= 0 && deltas[idx[j]].Dot.Counter+1 >= deltas[i].Dot.Counter; j-- {
-				if deltas[idx[j]].Dot.Counter+1 == deltas[i].Dot.Counter && out[idx[j]].Next == deltas[i].Proof.Prev {
-					prev[k] = j
-					break
-				}
+		for _, i := range idx {
+			out[i].Keyed = true
+			if p := deltas[i].Proof.Prev; !p.IsZero() {
+				out[i].Next = ChainNext(p, encs[i])
 			}
 		}
-		// Walk from the newest: a checked signature proves its delta and
-		// every one it chains back to.
-		for k := len(idx) - 1; k >= 0; k-- {
-			i := idx[k]
-			if out[i].Proven || deltas[i].Proof.Sig == nil {
-				continue
-			}
-			d := deltas[i]
-			if err := VerifyHead(r, d.Dot.Counter, out[i].Next, d.Proof.Sig); err != nil {
-				return nil, fmt.Errorf("delta %d (%s): %w", i, d.Dot, err)
-			}
-			out[i].Sig = d.Proof.Sig
-			for j := k; j >= 0 && !out[idx[j]].Proven; j = prev[j] {
-				out[idx[j]].Proven = true
-			}
+		if err := checkChains(r, deltas, idx, out); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// checkChains proves the deltas deltas[idx] of keyed replica r.
+func checkChains(r ReplicaID, deltas []*Delta, idx []int, out []Checked) error {
+	slices.SortStableFunc(idx, func(a, b int) int {
+		return compareUint(deltas[a].Dot.Counter, deltas[b].Dot.Counter)
+	})
+	// prev[k] is the position in idx of the delta that idx[k] chains from,
+	// or -1.
+	prev := make([]int, len(idx))
+	for k, i := range idx {
+		prev[k] = -1
+		c := deltas[i].Dot.Counter
+		for j := k - 1; j >= 0 && deltas[idx[j]].Dot.Counter+1 >= c; j-- {
+			if deltas[idx[j]].Dot.Counter+1 == c && !out[idx[j]].Next.IsZero() && out[idx[j]].Next == deltas[i].Proof.Prev {
+				prev[k] = j
+				break
+			}
+		}
+	}
+	// Walk from the newest: a checked signature proves its delta and every
+	// one it chains back to.
+	for k := len(idx) - 1; k >= 0; k-- {
+		i := idx[k]
+		d := deltas[i]
+		if out[i].Proven || d.Proof.Sig == nil || out[i].Next.IsZero() {
+			continue
+		}
+		if err := VerifyHead(r, d.Dot.Counter, out[i].Next, d.Proof.Sig); err != nil {
+			return fmt.Errorf("delta %d (%s): %w", i, d.Dot, err)
+		}
+		out[i].Sig = d.Proof.Sig
+		for j := k; j >= 0 && !out[idx[j]].Proven; j = prev[j] {
+			out[idx[j]].Proven = true
+		}
+	}
+	return nil
 }
 
 func compareUint(a, b uint64) int {

@@ -35,7 +35,8 @@ import (
 type waiter struct {
 	d     *crdt.Delta
 	enc   []byte
-	on    crdt.Dot // the dot it waits for
+	next  crdt.Hash // the chain hash after d; zero if d has no proof
+	on    crdt.Dot  // the dot it waits for
 	elem  *list.Element
 	bytes int64
 }
@@ -110,10 +111,16 @@ func (n *Node) unmet(d *crdt.Delta) (crdt.Dot, bool) {
 // offer takes one validated remote delta: it joins it if everything it
 // depends on is applied (and then every waiting delta that this unblocks),
 // parks it otherwise, and counts the outcome in res. Caller holds mu.
-func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, now int64, res *ApplyResult) error {
+func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, chk crdt.Checked, now int64, res *ApplyResult) error {
 	switch {
 	case n.applied.Contains(d.Dot):
 		res.Duplicate++
+		return nil
+	case chk.Keyed && !chk.Proven || !chk.Keyed && n.cfg.Key != nil:
+		res.Refused++
+		n.stats.deltasRefused.Add(1)
+		n.stats.unproven.Add(1)
+		n.log.Debug("refusing a delta without proof of its origin", "dot", d.Dot, "keyed", chk.Keyed)
 		return nil
 	case d.Dot.Replica == n.replica:
 		// Not applied, so never written by this process.
@@ -125,12 +132,18 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, n
 		res.Waiting++
 		return nil
 	}
+	if !chk.Keyed {
+		d = withProof(d, crdt.Proof{})
+	} else if chk.Sig == nil && d.Proof.Sig != nil {
+		d = withProof(d, crdt.Proof{Prev: d.Proof.Prev}) // keep only signatures that were checked
+	}
+	x := &waiter{d: d, enc: enc, next: chk.Next, bytes: int64(len(enc))}
 	if on, ok := n.unmet(d); ok {
-		n.enqueue(d, enc, on)
+		n.enqueue(x, on)
 		res.Waiting++
 		return nil
 	}
-	joined, err := n.joinRemote(ctx, g, d, enc, now)
+	joined, err := n.joinRemote(ctx, g, x, now)
 	if err != nil || !joined {
 		if err == nil {
 			res.Refused++
@@ -155,7 +168,7 @@ func (n *Node) release(ctx context.Context, g *group, dot crdt.Dot, now int64, r
 				continue
 			}
 			n.parked.drop(x)
-			joined, err := n.joinRemote(ctx, g, x.d, x.enc, now)
+			joined, err := n.joinRemote(ctx, g, x, now)
 			if err != nil {
 				return err
 			}
@@ -190,16 +203,15 @@ func (n *Node) releaseAll(ctx context.Context, g *group) (ApplyResult, error) {
 
 // enqueue parks d until dot on is applied, evicting the oldest waiting
 // deltas if the buffer is full. Caller holds mu.
-func (n *Node) enqueue(d *crdt.Delta, enc []byte, on crdt.Dot) {
+func (n *Node) enqueue(x *waiter, on crdt.Dot) {
 	w := &n.parked
-	x := &waiter{d: d, enc: enc, bytes: int64(len(enc))}
 	for w.fifo.Len() > 0 && (w.fifo.Len() >= n.cfg.MaxWaitingDeltas || w.bytes+x.bytes > n.cfg.MaxWaitingBytes) {
 		old := w.fifo.Front().Value.(*waiter)
 		w.remove(old)
 		n.stats.waitingEvicted.Add(1)
 	}
 	x.elem = w.fifo.PushBack(x)
-	w.byDot[d.Dot] = x
+	w.byDot[x.d.Dot] = x
 	w.bytes += x.bytes
 	w.park(x, on)
 	n.stats.deltasWaited.Add(1)
@@ -208,7 +220,15 @@ func (n *Node) enqueue(d *crdt.Delta, enc []byte, on crdt.Dot) {
 // joinRemote joins a remote delta whose dependencies are all applied. It
 // reports false, joining nothing, if the delta names a replica this node
 // has no room for (Config.MaxReplicas). Caller holds mu.
-func (n *Node) joinRemote(ctx context.Context, g *group, d *crdt.Delta, enc []byte, now int64) (bool, error) {
+func (n *Node) joinRemote(ctx context.Context, g *group, x *waiter, now int64) (bool, error) {
+	d := x.d
+	if !x.next.IsZero() && !n.extends(d) {
+		n.stats.deltasRefused.Add(1)
+		n.stats.equivocations.Add(1)
+		n.log.Warn("refusing a delta that contradicts the chain its replica signed before: the replica signed two histories (equivocation)",
+			"dot", d.Dot)
+		return false, nil
+	}
 	if !n.roomFor(d) {
 		n.stats.deltasRefused.Add(1)
 		level := slog.LevelDebug
@@ -228,11 +248,31 @@ func (n *Node) joinRemote(ctx context.Context, g *group, d *crdt.Delta, enc []by
 		n.log.Warn("remote timestamp ahead of local clock; local writes do not follow it past the max clock offset",
 			"dot", d.Dot, "ahead_ms", ahead)
 	}
-	if _, err := n.join(g, cur, d, enc, false); err != nil {
+	if _, err := n.join(g, cur, d, x.enc, x.next, false); err != nil {
 		n.stats.deltasRejected.Add(1)
 		return false, fmt.Errorf("delta %s: %w", d.Dot, err)
 	}
 	return true, nil
+}
+
+// extends reports whether d, a proven delta whose predecessor is
+// applied, continues its replica's chain as this node holds it: its Prev
+// is the chain hash after the replica's last applied delta (or the chain's
+// start for a first delta). A node that learned the predecessor in a full
+// state holds no chain hash there and cannot tell. Caller holds mu.
+func (n *Node) extends(d *crdt.Delta) bool {
+	if d.Dot.Counter == 1 {
+		return d.Proof.Prev == crdt.ChainStart(d.Dot.Replica)
+	}
+	h, ok := n.heads[d.Dot.Replica]
+	return !ok || h.Counter+1 != d.Dot.Counter || h.Hash == d.Proof.Prev
+}
+
+// withProof returns a copy of d with proof p.
+func withProof(d *crdt.Delta, p crdt.Proof) *crdt.Delta {
+	c := *d
+	c.Proof = p
+	return &c
 }
 
 // roomFor reports whether joining d keeps the number of replicas the

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"time"
@@ -65,6 +66,18 @@ type Config struct {
 	// each probe of a LevelDB store asks it for a compaction, which fails
 	// at once while the disk is still full. Default 2s.
 	RetryInterval time.Duration
+
+	// Key is this node's Ed25519 identity key (libp2p's, in crdt-catalog).
+	// With it the node is signed: its replica is keyed by Key (a store
+	// whose replica Key does not own, a new or reincarnated one, takes a
+	// new keyed replica at Open), it signs its chain heads, and it joins
+	// only deltas that carry their origin's proof (see crdt.Proof):
+	// deltas of replicas that are not keyed are refused, and reach it only
+	// in full states. Without Key the node is unsigned, for tests and
+	// tools: its own replica is not keyed and it trusts whoever hands it
+	// deltas of replicas that are not keyed. Deltas of keyed replicas
+	// need their proof either way.
+	Key ed25519.PrivateKey
 
 	// Now reads the physical clock. Default time.Now.
 	Now func() time.Time
@@ -155,6 +168,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxClockOffset < 0 {
 		return fmt.Errorf("config: MaxClockOffset must not be negative, got %v", c.MaxClockOffset)
+	}
+	if c.Key != nil && len(c.Key) != ed25519.PrivateKeySize {
+		return fmt.Errorf("config: Key must be %d bytes, got %d", ed25519.PrivateKeySize, len(c.Key))
 	}
 	if c.RetryInterval == 0 {
 		c.RetryInterval = d.RetryInterval

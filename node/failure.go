@@ -72,7 +72,11 @@ func (n *Node) reload() error {
 	if m.Replica != string(n.replica) {
 		return fmt.Errorf("%w: the store now holds replica %s, not %s", ErrCorrupt, m.Replica, n.replica)
 	}
-	n.meta, n.seen, n.applied = m, seen, applied
+	heads, err := readHeads(context.Background(), n.store)
+	if err != nil {
+		return err
+	}
+	n.meta, n.seen, n.applied, n.heads = m, seen, applied, heads
 	n.durable = m.Seq
 	n.stale = false
 	return nil

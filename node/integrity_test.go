@@ -483,7 +483,7 @@ func TestIntegrity_ReincarnateAfterFork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gotOld, replica, err := Reincarnate(context.Background(), store)
+	gotOld, replica, err := Reincarnate(context.Background(), store, nil)
 	if err != nil || gotOld != old || replica == old {
 		t.Fatalf("Reincarnate = %s, %s, %v", gotOld, replica, err)
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,26 +33,52 @@ type Pending struct {
 // Caller holds mu.
 func (n *Node) durableSeq() uint64 { return n.durable }
 
-// Log entries are a one-byte origin flag followed by the encoded delta.
+// Log entries are a one-byte origin flag, the delta's proof (crdt's proof
+// form) and the encoded delta. Stores written before proofs existed hold
+// entries of the legacy flags, without a proof.
 const (
-	entryRemote byte = 0
-	entryLocal  byte = 1
+	entryRemoteLegacy byte = 0
+	entryLocalLegacy  byte = 1
+	entryRemote       byte = 2
+	entryLocal        byte = 3
 )
 
-func logEntry(enc []byte, local bool) []byte {
+func logEntry(enc []byte, p crdt.Proof, local bool) []byte {
 	flag := entryRemote
 	if local {
 		flag = entryLocal
 	}
-	return append([]byte{flag}, enc...)
+	return append(crdt.AppendProof([]byte{flag}, p), enc...)
 }
 
-// parseLogEntry splits a log entry into its origin flag and encoded delta.
-func parseLogEntry(b []byte) (local bool, enc []byte, err error) {
+// parseLogEntry splits a log entry into its origin flag, the delta's proof
+// and its encoding.
+func parseLogEntry(b []byte) (local bool, p crdt.Proof, enc []byte, err error) {
 	if len(b) < 2 || b[0] > entryLocal {
-		return false, nil, fmt.Errorf("%w: malformed log entry", ErrCorrupt)
+		return false, p, nil, fmt.Errorf("%w: malformed log entry", ErrCorrupt)
 	}
-	return b[0] == entryLocal, b[1:], nil
+	local = b[0] == entryLocal || b[0] == entryLocalLegacy
+	if b[0] <= entryLocalLegacy {
+		return local, p, b[1:], nil
+	}
+	p, n, err := crdt.ParseProof(b[1:])
+	if err != nil || len(b) < 2+n {
+		return false, p, nil, fmt.Errorf("%w: malformed log entry: %v", ErrCorrupt, err)
+	}
+	return local, p, b[1+n:], nil
+}
+
+// decodeLogEntry decodes the delta of a log entry, with its proof.
+func decodeLogEntry(b []byte) (local bool, d *crdt.Delta, enc []byte, err error) {
+	local, p, enc, err := parseLogEntry(b)
+	if err != nil {
+		return false, nil, nil, err
+	}
+	if d, err = crdt.DecodeDelta(enc); err != nil {
+		return false, nil, nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	d.Proof = p
+	return local, d, enc, nil
 }
 
 // DeltasSince returns up to limit durable deltas logged after cursor (0:
@@ -75,6 +102,8 @@ func (n *Node) DeltasSince(ctx context.Context, cursor uint64, limit int, localO
 	}
 	p := Pending{Cursor: cursor}
 	next := cursor + 1
+	var lastOwn *crdt.Delta
+	var lastOwnEnc []byte
 	err := scan(ctx, n.store, "/l/s", logSeqKey(next).String(), func(key string, val []byte) (bool, error) {
 		seq, err := strconv.ParseUint(strings.TrimPrefix(key, "/l/s/"), 16, 64)
 		if err != nil {
@@ -88,7 +117,7 @@ func (n *Node) DeltasSince(ctx context.Context, cursor uint64, limit int, localO
 			return false, nil
 		}
 		next++
-		local, enc, err := parseLogEntry(val)
+		local, _, _, err := parseLogEntry(val)
 		if err != nil {
 			return false, fmt.Errorf("log entry %d: %w", seq, err)
 		}
@@ -96,16 +125,23 @@ func (n *Node) DeltasSince(ctx context.Context, cursor uint64, limit int, localO
 		if localOnly && !local {
 			return true, nil
 		}
-		d, err := crdt.DecodeDelta(enc)
+		_, d, enc, err := decodeLogEntry(val)
 		if err != nil {
-			return false, fmt.Errorf("%w: log entry %d: %v", ErrCorrupt, seq, err)
+			return false, fmt.Errorf("log entry %d: %w", seq, err)
 		}
 		p.Deltas = append(p.Deltas, d)
+		if d.Dot.Replica == n.replica {
+			// val is the iterator's buffer, reused by its next step.
+			lastOwn, lastOwnEnc = d, bytes.Clone(enc)
+		}
 		return true, nil
 	})
 	if err != nil {
 		return Pending{}, err
 	}
+	// The page's deltas of this replica are consecutive: one signature of
+	// the last proves them all to whoever the page is handed to.
+	n.sign(lastOwn, lastOwnEnc)
 	p.More = p.Cursor < last
 	return p, nil
 }
@@ -159,12 +195,9 @@ func (n *Node) trimLog(g *group) {
 			n.log.Error("trim delta log: read failed; retrying at the next commit", "seq", n.meta.First, "err", err)
 			return
 		}
-		_, enc, err := parseLogEntry(b)
+		_, d, _, err := decodeLogEntry(b)
 		if err == nil {
-			var d *crdt.Delta
-			if d, err = crdt.DecodeDelta(enc); err == nil {
-				n.put(g, logDotKey(d.Dot), nil)
-			}
+			n.put(g, logDotKey(d.Dot), nil)
 		}
 		if err != nil {
 			n.log.Error("trim delta log: undecodable entry dropped", "seq", n.meta.First, "err", err)
@@ -211,27 +244,61 @@ func (n *Node) DeltasFor(ctx context.Context, have *crdt.Context, fn func(d *crd
 	if err := n.end(ctx, g, true); err != nil {
 		return 0, err
 	}
+	// Each run of one replica's deltas ends with a signature of its
+	// origin: the one logged with it, or, for this node's own replica, one
+	// made now.
+	var prev *crdt.Delta
+	var prevEnc []byte
+	emit := func(runEnd bool) error {
+		if runEnd && prev.Dot.Replica == n.replica {
+			n.sign(prev, prevEnc)
+		}
+		sent++
+		return fn(prev, prevEnc)
+	}
 	mine.Missing(have, func(dot crdt.Dot) bool {
-		var enc []byte
-		enc, err = n.logged(ctx, dot)
-		if err != nil {
+		var b []byte
+		if b, err = n.logged(ctx, dot); err != nil {
 			return false
 		}
 		var d *crdt.Delta
-		if d, err = crdt.DecodeDelta(enc); err != nil {
-			err = fmt.Errorf("%w: log entry of %s: %v", ErrCorrupt, dot, err)
+		var enc []byte
+		if _, d, enc, err = decodeLogEntry(b); err != nil {
+			err = fmt.Errorf("log entry of %s: %w", dot, err)
 			return false
 		}
-		if err = fn(d, enc); err != nil {
+		if n.cfg.Key != nil && d.Proof.Prev.IsZero() {
+			// A delta without proof (from before proofs, or of a replica
+			// that is not keyed): signed peers refuse it, so it moves only
+			// in a full state.
+			err = fmt.Errorf("%w: %s has no proof of origin", ErrLogGap, dot)
 			return false
 		}
-		sent++
+		if prev != nil {
+			if err = emit(prev.Dot.Replica != dot.Replica || prev.Dot.Counter+1 != dot.Counter); err != nil {
+				return false
+			}
+		}
+		prev, prevEnc = d, enc
 		return true
 	})
+	if err == nil && prev != nil {
+		err = emit(true)
+	}
 	return sent, err
 }
 
-// logged returns the encoded delta of dot from the log, or ErrLogGap.
+// sign signs the chain head after d, a delta of this node's replica whose
+// encoding is enc, if the node has a key and d carries a chain hash but no
+// signature. A nil d is ignored.
+func (n *Node) sign(d *crdt.Delta, enc []byte) {
+	if d == nil || n.cfg.Key == nil || d.Proof.Prev.IsZero() || d.Proof.Sig != nil {
+		return
+	}
+	d.Proof.Sig = crdt.SignHead(n.cfg.Key, d.Dot.Replica, d.Dot.Counter, crdt.ChainNext(d.Proof.Prev, enc))
+}
+
+// logged returns the log entry of dot, or ErrLogGap.
 func (n *Node) logged(ctx context.Context, dot crdt.Dot) ([]byte, error) {
 	b, err := n.store.Get(ctx, logDotKey(dot))
 	if errors.Is(err, ds.ErrNotFound) {
@@ -248,9 +315,5 @@ func (n *Node) logged(ctx context.Context, dot crdt.Dot) ([]byte, error) {
 	if errors.Is(err, ds.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrLogGap, dot)
 	}
-	if err != nil {
-		return nil, err
-	}
-	_, enc, err := parseLogEntry(b)
-	return enc, err
+	return b, err
 }

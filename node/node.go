@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -36,6 +38,7 @@ type Node struct {
 	meta    *meta
 	seen    *crdt.Context
 	applied *crdt.Context
+	heads   map[crdt.ReplicaID]head // chain heads of keyed replicas, as stored under /h
 	clock   crdt.Clock
 	filling *group            // the group being staged; nil if none
 	overlay map[string]staged // staged writes not yet durable, by key
@@ -83,6 +86,7 @@ type group struct {
 type counters struct {
 	ops, deltasNew, deltasDuplicate, deltasRejected, clockAhead atomic.Uint64
 	deltasRefused, deltasWaited, waitingEvicted, forkEvidence   atomic.Uint64
+	unproven, equivocations                                     atomic.Uint64
 	commits, commitNanos, commitFailures                        atomic.Uint64
 }
 
@@ -123,12 +127,12 @@ func (n *Node) load(ctx context.Context) error {
 		return fmt.Errorf("open: %w", err)
 	}
 	if b == nil {
-		replica, err := newReplicaID()
+		replica, err := n.newReplicaID()
 		if err != nil {
 			return fmt.Errorf("open: %w", err)
 		}
 		n.meta = &meta{Version: crdt.FormatVersion, Replica: string(replica), First: 1, Visible: map[string]int64{}}
-		n.seen, n.applied = crdt.NewContext(), crdt.NewContext()
+		n.seen, n.applied, n.heads = crdt.NewContext(), crdt.NewContext(), map[crdt.ReplicaID]head{}
 		batch, err := n.store.Batch(ctx)
 		if err != nil {
 			return fmt.Errorf("open: %w", err)
@@ -153,10 +157,51 @@ func (n *Node) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
+	if n.heads, err = readHeads(ctx, n.store); err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
 	n.meta, n.seen, n.applied = m, seen, applied
 	n.replica = crdt.ReplicaID(n.meta.Replica)
 	n.durable = n.meta.Seq
 	n.clock.Restore(crdt.Timestamp(n.meta.HLC))
+	if n.cfg.Key != nil {
+		if pub, ok := n.replica.PublicKey(); !ok || !pub.Equal(n.cfg.Key.Public()) {
+			return n.rekey(ctx)
+		}
+	}
+	return nil
+}
+
+// newReplicaID returns a new replica ID: keyed by Config.Key if the node
+// has one.
+func (n *Node) newReplicaID() (crdt.ReplicaID, error) {
+	if n.cfg.Key != nil {
+		return crdt.NewKeyedReplicaID(n.cfg.Key.Public().(ed25519.PublicKey), rand.Reader)
+	}
+	return newReplicaID()
+}
+
+// rekey gives a store whose replica this node's key does not own (one
+// written before replicas were keyed, one reincarnated, or one whose
+// identity key was replaced) a new replica keyed by it: this node cannot
+// sign for the old one. As with Reincarnate, everything the store holds
+// stays and the old replica becomes an ordinary foreign one.
+func (n *Node) rekey(ctx context.Context) error {
+	old := n.replica
+	replica, err := n.newReplicaID()
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	n.meta.Replica, n.meta.Counter = string(replica), 0
+	bk, err := n.bookkeeping()
+	if err == nil {
+		err = n.store.Put(ctx, keyMeta, bk[keyMeta.String()])
+	}
+	if err != nil {
+		return fmt.Errorf("open: new replica for this node's key: %w", err)
+	}
+	n.replica = replica
+	n.log.Warn("this node's key does not own the store's replica; continuing as a new replica", "old", old, "replica", replica)
 	return nil
 }
 
@@ -320,6 +365,7 @@ func (n *Node) commitOnce() {
 		n.mu.Unlock()
 		return
 	}
+	n.signGroup(g)
 	n.trimLog(g)
 	bk, err := n.bookkeeping()
 	for k, v := range bk {
@@ -359,6 +405,32 @@ func (n *Node) commitOnce() {
 	n.stats.commitNanos.Add(uint64(took))
 	if n.cfg.OnCommit != nil && err == nil {
 		n.cfg.OnCommit(g.ops, took)
+	}
+}
+
+// signGroup signs the chain head after g's last write of this node's own
+// replica, in its log entry, its change and the replica's chain head, so
+// that gossip, which carries each group's writes together, carries their
+// proof. Caller holds mu.
+func (n *Node) signGroup(g *group) {
+	for i := len(g.changes) - 1; i >= 0; i-- {
+		c := g.changes[i]
+		if !c.Local || c.Delta.Dot.Replica != n.replica {
+			continue
+		}
+		n.sign(c.Delta, c.Encoded)
+		if c.Delta.Proof.Sig == nil {
+			return
+		}
+		entry := logEntry(c.Encoded, c.Delta.Proof, true)
+		n.meta.Bytes += int64(crdt.SigSize)
+		n.put(g, logSeqKey(c.Seq), entry)
+		if h := n.heads[n.replica]; h.Counter == c.Delta.Dot.Counter {
+			h.Sig = c.Delta.Proof.Sig
+			n.heads[n.replica] = h
+			n.put(g, headKey(n.replica), encodeHead(h))
+		}
+		return
 	}
 }
 

@@ -109,7 +109,15 @@ func (n *Node) local(ctx context.Context, k crdt.Key, mut mutator) (Item, error)
 	if err != nil {
 		return Item{}, n.abort(g, err)
 	}
-	post, err := n.join(g, cur, d, enc, true)
+	var next crdt.Hash
+	if n.cfg.Key != nil {
+		// The commit signs the chain head after the group's last write.
+		if d.Proof.Prev, err = n.chainBefore(dot); err != nil {
+			return Item{}, n.abort(g, err)
+		}
+		next = crdt.ChainNext(d.Proof.Prev, enc)
+	}
+	post, err := n.join(g, cur, d, enc, next, true)
 	if err != nil {
 		return Item{}, n.abort(g, err)
 	}
@@ -154,12 +162,26 @@ func (n *Node) readItem(ctx context.Context, k crdt.Key) (*crdt.Item, error) {
 	return it, nil
 }
 
+// chainBefore returns this node's chain hash before its own dot. Caller
+// holds mu.
+func (n *Node) chainBefore(dot crdt.Dot) (crdt.Hash, error) {
+	if dot.Counter == 1 {
+		return crdt.ChainStart(dot.Replica), nil
+	}
+	h, ok := n.heads[dot.Replica]
+	if !ok || h.Counter+1 != dot.Counter {
+		return crdt.Hash{}, fmt.Errorf("%w: chain head of this replica at %d, next dot %s", ErrCorrupt, h.Counter, dot)
+	}
+	return h.Hash, nil
+}
+
 // join joins a validated delta into the item it is about (whose current
-// state is cur), stages the item, the contexts and the log entry, and
-// returns the item's new state. If the joined item would exceed
+// state is cur), stages the item, the contexts, the log entry and, for a
+// delta with a proof, its replica's chain head (next is the chain hash
+// after it), and returns the item's new state. If the joined item would exceed
 // crdt.MaxItemBytes it stages nothing and returns an error wrapping
 // crdt.ErrTooLarge. Caller holds mu.
-func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, local bool) (*crdt.Item, error) {
+func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, next crdt.Hash, local bool) (*crdt.Item, error) {
 	k := d.Key()
 	post := crdt.JoinItem(cur, n.seen, &d.Item, d.Covers())
 	var item []byte
@@ -186,8 +208,13 @@ func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, local b
 		// already used.
 		n.meta.Counter = max(n.meta.Counter, d.Dot.Counter)
 	}
+	if !next.IsZero() {
+		h := head{Counter: d.Dot.Counter, Hash: next, Sig: d.Proof.Sig}
+		n.heads[d.Dot.Replica] = h
+		n.put(g, headKey(d.Dot.Replica), encodeHead(h))
+	}
 	n.meta.Seq++
-	entry := logEntry(enc, local)
+	entry := logEntry(enc, d.Proof, local)
 	n.put(g, logSeqKey(n.meta.Seq), entry)
 	n.put(g, logDotKey(d.Dot), encodeSeq(n.meta.Seq))
 	n.meta.Bytes += int64(len(entry))
@@ -209,8 +236,10 @@ type ApplyResult struct {
 	// joined once it arrives; meanwhile they are not durable here.
 	Waiting int
 	// Refused counts valid deltas this node will not join: deltas of its
-	// own replica that it never wrote (evidence of a fork), or of a new
-	// replica beyond Config.MaxReplicas.
+	// own replica that it never wrote (evidence of a fork), of a new
+	// replica beyond Config.MaxReplicas, without the proof of their origin
+	// that this node requires (see Config.Key), or that contradict a chain
+	// their replica signed before (equivocation).
 	Refused int
 }
 
@@ -220,8 +249,12 @@ func (n *Node) ApplyDelta(ctx context.Context, d *crdt.Delta) (ApplyResult, erro
 }
 
 // ApplyDeltas joins remote deltas, in any order, and returns once the ones
-// it joined are durable. Every delta is validated first: if any fails,
-// none is applied and the error names its index. A delta is joined only
+// it joined are durable. Every delta is validated first, and the
+// signatures of its proof checked (crdt.CheckProofs): if any fails, none
+// is applied and the error names its index. A delta of a keyed replica is
+// joined only if a signature of its origin covers it, and a delta of a
+// replica that is not keyed only by a node without Config.Key; others are
+// refused. A delta is joined only
 // once every delta it depends on is applied (causal delivery, see
 // causal.go); until then it waits in memory, and it is joined by whichever
 // later call applies its last dependency. A delta that passes validation
@@ -247,6 +280,11 @@ func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResu
 			return res, fmt.Errorf("delta %d (%s): %w", i, d.Dot, err)
 		}
 	}
+	checked, err := crdt.CheckProofs(deltas, encs)
+	if err != nil {
+		n.stats.deltasRejected.Add(1)
+		return res, err
+	}
 	g, err := n.begin()
 	if err != nil {
 		return res, err
@@ -254,7 +292,7 @@ func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResu
 	n.ahead = n.readAhead(deltas)
 	now := n.now()
 	for i, d := range deltas {
-		if err := n.offer(ctx, g, d, encs[i], now, &res); err != nil {
+		if err := n.offer(ctx, g, d, encs[i], checked[i], now, &res); err != nil {
 			// Deltas joined so far in this call stay staged; they are valid
 			// and commit with the group.
 			n.ahead = nil

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -29,8 +30,10 @@ func newReplicaID() (crdt.ReplicaID, error) {
 // peer's. Operations that both processes wrote under one dot before the
 // fork stay as each node first received them.
 //
-// The store must not be open in a Node. It returns the old and new IDs.
-func Reincarnate(ctx context.Context, store ds.Datastore) (old, replica crdt.ReplicaID, err error) {
+// The new replica is keyed by key, the Config.Key the node will run with
+// (nil for an unsigned node). The store must not be open in a Node. It
+// returns the old and new IDs.
+func Reincarnate(ctx context.Context, store ds.Datastore, key ed25519.PrivateKey) (old, replica crdt.ReplicaID, err error) {
 	b, err := get(ctx, store, keyMeta)
 	if err != nil {
 		return "", "", fmt.Errorf("reincarnate: %w", err)
@@ -42,7 +45,12 @@ func Reincarnate(ctx context.Context, store ds.Datastore) (old, replica crdt.Rep
 	if err != nil {
 		return "", "", fmt.Errorf("reincarnate: %w", err)
 	}
-	if replica, err = newReplicaID(); err != nil {
+	if key != nil {
+		replica, err = crdt.NewKeyedReplicaID(key.Public().(ed25519.PublicKey), rand.Reader)
+	} else {
+		replica, err = newReplicaID()
+	}
+	if err != nil {
 		return "", "", fmt.Errorf("reincarnate: %w", err)
 	}
 	old = crdt.ReplicaID(m.Replica)

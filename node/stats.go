@@ -32,8 +32,13 @@ type Stats struct {
 	WaitingEvicted  uint64 // waiting deltas dropped because the buffer was full
 	// Fork describes the first evidence that another process uses this
 	// node's replica (see ErrForkSuspected); "" if there is none.
-	Fork           string
-	ForkEvidence   uint64 // deltas and states that showed it
+	Fork         string
+	ForkEvidence uint64 // deltas and states that showed it
+	// Unproven counts remote deltas refused for lacking the proof of
+	// their origin (see Config.Key); Equivocations those refused because
+	// their replica had signed a different delta under the same dot.
+	Unproven       uint64
+	Equivocations  uint64
 	ClockAhead     uint64 // remote timestamps beyond MaxClockOffset
 	Commits        uint64 // group commits, failed ones included
 	CommitFailures uint64 // group commits the store failed to write
@@ -69,6 +74,8 @@ func (n *Node) Stats() Stats {
 	s.DeltasWaited = n.stats.deltasWaited.Load()
 	s.WaitingEvicted = n.stats.waitingEvicted.Load()
 	s.ForkEvidence = n.stats.forkEvidence.Load()
+	s.Unproven = n.stats.unproven.Load()
+	s.Equivocations = n.stats.equivocations.Load()
 	s.ClockAhead = n.stats.clockAhead.Load()
 	s.Commits = n.stats.commits.Load()
 	s.CommitFailures = n.stats.commitFailures.Load()

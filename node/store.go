@@ -25,6 +25,7 @@ import (
 //	/i/c<collection>/k<id>       item record
 //	/l/s/<seq, 16 hex digits>    delta log, by local arrival sequence
 //	/l/d/r<replica>/<counter, 16 hex digits>  log index: dot -> seq
+//	/h/r<replica>                chain head of a keyed replica (see head)
 var (
 	keyMeta    = ds.NewKey("/m/meta")
 	keySeen    = ds.NewKey("/m/seen")
@@ -104,6 +105,55 @@ func decodeMeta(b []byte) (*meta, error) {
 		m.Visible = map[string]int64{}
 	}
 	return &m, nil
+}
+
+const headsPrefix = "/h"
+
+func headKey(r crdt.ReplicaID) ds.Key { return ds.RawKey(headsPrefix + "/r" + string(r)) }
+
+// head is where this node stands in a keyed replica's hash chain: the
+// chain hash after the replica's last applied delta, and the replica's
+// signature of it when this node has one (the origin signs only some
+// heads, see crdt.Proof).
+type head struct {
+	Counter uint64
+	Hash    crdt.Hash
+	Sig     []byte
+}
+
+// encodeHead encodes h as its counter (8 bytes, big-endian) and its hash
+// and signature in crdt's proof form.
+func encodeHead(h head) []byte {
+	return crdt.AppendProof(binary.BigEndian.AppendUint64(nil, h.Counter), crdt.Proof{Prev: h.Hash, Sig: h.Sig})
+}
+
+func decodeHead(b []byte) (head, error) {
+	if len(b) < 8 {
+		return head{}, fmt.Errorf("%w: chain head of %d bytes", ErrCorrupt, len(b))
+	}
+	p, err := crdt.DecodeProof(b[8:])
+	if err != nil || p.Prev.IsZero() {
+		return head{}, fmt.Errorf("%w: chain head: %v", ErrCorrupt, err)
+	}
+	return head{Counter: binary.BigEndian.Uint64(b), Hash: p.Prev, Sig: p.Sig}, nil
+}
+
+// readHeads reads every chain head in store.
+func readHeads(ctx context.Context, store ds.Datastore) (map[crdt.ReplicaID]head, error) {
+	heads := map[crdt.ReplicaID]head{}
+	err := scan(ctx, store, headsPrefix, "", func(key string, val []byte) (bool, error) {
+		r := crdt.ReplicaID(strings.TrimPrefix(key, headsPrefix+"/r"))
+		if err := r.Validate(); err != nil {
+			return false, fmt.Errorf("%w: chain head key %q", ErrCorrupt, key)
+		}
+		h, err := decodeHead(val)
+		if err != nil {
+			return false, fmt.Errorf("replica %s: %w", r, err)
+		}
+		heads[r] = h
+		return true, nil
+	})
+	return heads, err
 }
 
 func encodeSeq(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }

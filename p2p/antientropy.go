@@ -173,13 +173,9 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 		bytes += n
 		switch f.Kind {
 		case frameDeltas:
-			ds := make([]*crdt.Delta, len(f.Deltas))
-			for i, b := range f.Deltas {
-				if ds[i], err = crdt.DecodeDelta(b); errors.Is(err, crdt.ErrVersion) {
-					return p.misbehaved(s, id, fmt.Errorf("delta: %w", err))
-				} else if err != nil {
-					return p.misbehaved(s, id, fmt.Errorf("%w: delta: %v", ErrBadMessage, err))
-				}
+			ds, err := decodeDeltas(f.Deltas, f.Proofs)
+			if err != nil {
+				return p.misbehaved(s, id, err)
 			}
 			if _, err := p.cat.ApplyDeltas(sctx, ds); err != nil {
 				return p.misbehaved(s, id, err)
@@ -257,7 +253,7 @@ func (p *Peer) handleSync(s network.Stream) {
 		return
 	}
 	p.stats.syncBytesReceived.Add(uint64(n))
-	if err := laterVersion("sync request", f.Version); f.Kind == frameRequest && err != nil {
+	if err := otherVersion("sync request", f.Version); f.Kind == frameRequest && err != nil {
 		p.misbehaved(s, id, err)
 		return
 	}
@@ -273,19 +269,19 @@ func (p *Peer) handleSync(s network.Stream) {
 	p.remember(id, have)
 	bw := bufio.NewWriterSize(timed, 64<<10)
 	cw := &countingWriter{w: bw}
-	var chunk [][]byte
+	var chunk, proofs [][]byte
 	size := 0
 	flush := func() error {
 		if len(chunk) == 0 {
 			return nil
 		}
-		_, err := writeFrame(cw, &syncFrame{Kind: frameDeltas, Deltas: chunk})
+		_, err := writeFrame(cw, &syncFrame{Kind: frameDeltas, Deltas: chunk, Proofs: proofs})
 		p.stats.syncDeltasSent.Add(uint64(len(chunk)))
-		chunk, size = nil, 0
+		chunk, proofs, size = nil, nil, 0
 		return err
 	}
-	_, err = p.cat.DeltasFor(ctx, have, func(_ *crdt.Delta, enc []byte) error {
-		chunk = append(chunk, enc)
+	_, err = p.cat.DeltasFor(ctx, have, func(d *crdt.Delta, enc []byte) error {
+		chunk, proofs = appendDelta(chunk, proofs, d, enc)
 		if size += len(enc); size >= chunkBytes {
 			return flush()
 		}

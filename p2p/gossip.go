@@ -130,6 +130,17 @@ func (p *Peer) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubs
 		p.goRun(func() { _ = p.h.Network().ClosePeer(from) })
 		return pubsub.ValidationReject
 	}
+	for _, d := range ds {
+		// A peer publishes only its own writes: a delta of a replica
+		// keyed by another peer is a forgery, whatever its proof says.
+		if owner := d.Dot.Replica.Peer(); owner != "" && owner != m.GetFrom().String() {
+			p.stats.rejected.Add(1)
+			p.log.Warn("rejected gossip message: a delta of another peer's replica; disconnecting the peer that sent it",
+				"peer", from, "origin", m.GetFrom(), "dot", d.Dot)
+			p.goRun(func() { _ = p.h.Network().ClosePeer(from) })
+			return pubsub.ValidationReject
+		}
+	}
 	m.ValidatorData = ds
 	return pubsub.ValidationAccept
 }
@@ -149,12 +160,12 @@ func (p *Peer) warnVersion(from peer.ID, err error) {
 func (p *Peer) publishLoop(sub *node.Subscription) {
 	var last uint64 // sequence number of the last change handled
 	for {
-		var batch [][]byte
+		var batch, proofs [][]byte
 		size := 0
 		add := func(c node.Change) {
 			last = c.Seq
 			if c.Local {
-				batch = append(batch, c.Encoded)
+				batch, proofs = appendDelta(batch, proofs, c.Delta, c.Encoded)
 				size += len(c.Encoded)
 			}
 		}
@@ -186,7 +197,7 @@ func (p *Peer) publishLoop(sub *node.Subscription) {
 				break drain
 			}
 		}
-		p.publish(batch)
+		p.publish(batch, proofs)
 	}
 }
 
@@ -199,14 +210,13 @@ func (p *Peer) republish(seq uint64) {
 			p.log.Warn("republish from the delta log", "err", err)
 			return
 		}
-		var batch [][]byte
+		var batch, proofs [][]byte
 		for _, d := range page.Deltas {
-			enc, err := crdt.EncodeDelta(d)
-			if err == nil {
-				batch = append(batch, enc)
+			if enc, err := crdt.EncodeDelta(d); err == nil {
+				batch, proofs = appendDelta(batch, proofs, d, enc)
 			}
 		}
-		p.publish(batch)
+		p.publish(batch, proofs)
 		seq = page.Cursor
 		if !page.More {
 			return
@@ -217,11 +227,11 @@ func (p *Peer) republish(seq uint64) {
 // publish sends one message; an empty batch sends nothing. With no peer
 // on the topic the message would go nowhere, so it is not even signed:
 // peers that join later pull these deltas by anti-entropy on connect.
-func (p *Peer) publish(batch [][]byte) {
+func (p *Peer) publish(batch, proofs [][]byte) {
 	if len(batch) == 0 || len(p.topic.ListPeers()) == 0 {
 		return
 	}
-	msg, err := encodeGossip(p.cfg.Network, batch)
+	msg, err := encodeGossip(p.cfg.Network, batch, proofs)
 	if err == nil {
 		err = p.topic.Publish(p.ctx, msg)
 	}

@@ -165,7 +165,7 @@ func TestValidate_RejectsGarbageIgnoresNewerFormats(t *testing.T) {
 		return b
 	}
 	msg := func(network string, ds ...[]byte) []byte {
-		return enc(&gossipMsg{Version: wireVersion, Network: network, Deltas: ds})
+		return enc(&gossipMsg{Version: wireVersion, Network: network, Deltas: ds, Proofs: noProofs(len(ds))})
 	}
 	cases := []struct {
 		what string
@@ -180,6 +180,8 @@ func TestValidate_RejectsGarbageIgnoresNewerFormats(t *testing.T) {
 		{"no deltas", msg(net), pubsub.ValidationReject},
 		{"wire version 0", enc(&gossipMsg{Version: 0, Network: net, Deltas: [][]byte{goodDelta}}), pubsub.ValidationReject},
 		{"an unknown field", enc(map[int]any{1: wireVersion, 2: net, 3: [][]byte{goodDelta}, 9: "new"}), pubsub.ValidationReject},
+		{"an earlier wire version", enc(&gossipMsg{Version: wireVersion - 1, Network: net, Deltas: [][]byte{goodDelta}}), pubsub.ValidationIgnore},
+		{"deltas without their proofs", enc(&gossipMsg{Version: wireVersion, Network: net, Deltas: [][]byte{goodDelta}}), pubsub.ValidationReject},
 		{"a later wire version", enc(&gossipMsg{Version: wireVersion + 1, Network: net, Deltas: [][]byte{goodDelta}}), pubsub.ValidationIgnore},
 		{"a later wire version with a new field", enc(map[int]any{1: wireVersion + 1, 2: net, 3: [][]byte{goodDelta}, 9: "new"}), pubsub.ValidationIgnore},
 		{"a later delta version", msg(net, goodDelta, newerDelta), pubsub.ValidationIgnore},

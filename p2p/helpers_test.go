@@ -2,6 +2,8 @@ package p2p
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -13,6 +15,7 @@ import (
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/crdt-catalog/crdt-catalog/node"
 	leveldb "github.com/ipfs/go-ds-leveldb"
+	"github.com/libp2p/go-libp2p/core/crypto"
 )
 
 // testPeer is a node with its libp2p peer, on 127.0.0.1 only.
@@ -52,6 +55,12 @@ func startPeer(t testing.TB, cfg Config, ncfg *node.Config) *testPeer {
 		nc = *ncfg
 	}
 	nc.Logger = quietLogger()
+	if nc.Key == nil {
+		// Signed, as crdt-catalog runs it: the replica is this peer's.
+		if nc.Key, err = NodeKey(cfg.KeyFile); err != nil {
+			t.Fatal(err)
+		}
+	}
 	n, err := node.Open(context.Background(), store, nc)
 	if err != nil {
 		t.Fatal(err)
@@ -144,4 +153,39 @@ func nodeConfigWithLog(entries int) node.Config {
 	c := node.DefaultConfig()
 	c.MaxLogEntries = entries
 	return c
+}
+
+// noProofs returns n empty proofs, to send beside n deltas without one.
+func noProofs(n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = crdt.AppendProof(nil, crdt.Proof{})
+	}
+	return out
+}
+
+// ownDelta returns an add of id, the first delta of a new replica keyed by
+// k, with the proof its owner gives it, and its encoding.
+func ownDelta(t testing.TB, k crypto.PrivKey, id string) (*crdt.Delta, []byte) {
+	t.Helper()
+	raw, err := k.Raw()
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv := ed25519.PrivateKey(raw)
+	r, err := crdt.NewKeyedReplicaID(priv.Public().(ed25519.PublicKey), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := crdt.AddDelta(key(id), nil, doc(t, `{"n":1}`), crdt.Dot{Replica: r, Counter: 1}, crdt.MakeTimestamp(time.Now().UnixMilli(), 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := crdt.EncodeDelta(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Proof.Prev = crdt.ChainStart(r)
+	d.Proof.Sig = crdt.SignHead(priv, r, 1, crdt.ChainNext(d.Proof.Prev, enc))
+	return d, enc
 }

@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -64,6 +65,24 @@ func LoadIdentity(path string) (crypto.PrivKey, error) {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	return k, nil
+}
+
+// NodeKey returns the Ed25519 identity in path (see LoadIdentity) as the
+// key node.Config.Key takes, so that the node's replica is owned by this
+// peer's ID.
+func NodeKey(path string) (ed25519.PrivateKey, error) {
+	k, err := LoadIdentity(path)
+	if err != nil {
+		return nil, err
+	}
+	if k.Type() != crypto.Ed25519 {
+		return nil, fmt.Errorf("identity %s: a %v key; replicas are keyed by Ed25519 keys only", path, k.Type())
+	}
+	raw, err := k.Raw()
+	if err != nil || len(raw) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("identity %s: not an Ed25519 private key (%d bytes, %v)", path, len(raw), err)
+	}
+	return ed25519.PrivateKey(raw), nil
 }
 
 // DecodeSwarmKey parses a libp2p pre-shared key file.

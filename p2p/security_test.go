@@ -398,7 +398,7 @@ func TestPeer_GarbageOnTopicIsRejected(t *testing.T) {
 	rejected, ignored := target.p.Stats().Rejected, target.p.Stats().Ignored
 	goodDelta, badDelta := validDelta(t, "intruder")
 	mustEncode := func(network string, ds ...[]byte) []byte {
-		b, err := encodeGossip(network, ds)
+		b, err := encodeGossip(network, ds, noProofs(len(ds)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -602,7 +602,7 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 			{"a request with a garbage context", frame(&syncFrame{Kind: frameRequest, Version: wireVersion, Network: netName, Context: garbageCtx})},
 			{"a request of another network", frame(&syncFrame{Kind: frameRequest, Version: wireVersion, Network: "beta", Context: emptyCtx})},
 			{"a request of version 0", frame(&syncFrame{Kind: frameRequest, Version: 0, Network: netName, Context: emptyCtx})},
-			{"deltas instead of a request", frame(&syncFrame{Kind: frameDeltas, Deltas: [][]byte{goodDelta}})},
+			{"deltas instead of a request", frame(&syncFrame{Kind: frameDeltas, Deltas: [][]byte{goodDelta}, Proofs: noProofs(1)})},
 		}
 		before := takeSnapshot(t, target)
 		for _, c := range cases {
@@ -703,7 +703,7 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 			msg  []byte
 		}{
 			{"random bytes", randomFrame()},
-			{"a deltas frame with a corrupted delta", frame(&syncFrame{Kind: frameDeltas, Deltas: [][]byte{goodDelta, badDelta}})},
+			{"a deltas frame with a corrupted delta", frame(&syncFrame{Kind: frameDeltas, Deltas: [][]byte{goodDelta, badDelta}, Proofs: noProofs(2)})},
 			{"a request instead of an answer", frame(&syncFrame{Kind: frameRequest, Version: wireVersion, Network: target.p.cfg.Network, Context: emptyCtx})},
 			{"done with a garbage context", frame(&syncFrame{Kind: frameDone, Context: garbageCtx})},
 			{"a full state of random bytes", append(frame(&syncFrame{Kind: frameFull}), randomFrame()...)},
@@ -735,7 +735,7 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 		// newer release, is neither counted as garbage nor disconnected.
 		newerDelta := bytes.Clone(goodDelta)
 		newerDelta[1]++ // the format version, the delta array's first element
-		newer := frame(&syncFrame{Kind: frameDeltas, Deltas: [][]byte{newerDelta}})
+		newer := frame(&syncFrame{Kind: frameDeltas, Deltas: [][]byte{newerDelta}, Proofs: noProofs(1)})
 		answer.Store(&newer)
 		st := target.p.Stats()
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)

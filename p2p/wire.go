@@ -11,19 +11,24 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// wireVersion is the version of the messages below.
-const wireVersion = 1
+// wireVersion is the version of the messages below. Version 2 added the
+// deltas' proofs of origin (crdt.Proof); a peer ignores messages of any
+// other version, as a newer or older release's, rather than holding them
+// against their sender.
+const wireVersion = 2
 
 // ErrBadMessage marks a gossip message or sync frame that does not decode,
 // is too large, or belongs to another network.
 var ErrBadMessage = errors.New("bad message")
 
 // gossipMsg is one message on the delta topic: deltas in their binary
-// encoding, each with its own dot.
+// encoding, each with its own dot, and beside each its proof (crdt's proof
+// form).
 type gossipMsg struct {
 	Version uint     `cbor:"1,keyasint"`
 	Network string   `cbor:"2,keyasint"`
 	Deltas  [][]byte `cbor:"3,keyasint"`
+	Proofs  [][]byte `cbor:"4,keyasint"`
 }
 
 var decMode = func() cbor.DecMode {
@@ -40,14 +45,15 @@ var decMode = func() cbor.DecMode {
 	return m
 }()
 
-func encodeGossip(network string, deltas [][]byte) ([]byte, error) {
-	return cbor.Marshal(&gossipMsg{Version: wireVersion, Network: network, Deltas: deltas})
+func encodeGossip(network string, deltas, proofs [][]byte) ([]byte, error) {
+	return cbor.Marshal(&gossipMsg{Version: wireVersion, Network: network, Deltas: deltas, Proofs: proofs})
 }
 
-// laterVersion returns an error wrapping crdt.ErrVersion if v is a later
-// wire version than this peer speaks, and nil otherwise.
-func laterVersion(what string, v uint) error {
-	if v <= wireVersion {
+// otherVersion returns an error wrapping crdt.ErrVersion if v is a wire
+// version other than the one this peer speaks, and nil if it is that one
+// or unknown (0).
+func otherVersion(what string, v uint) error {
+	if v == 0 || v == wireVersion {
 		return nil
 	}
 	return fmt.Errorf("%s: %w %d (this peer speaks %d)", what, crdt.ErrVersion, v, wireVersion)
@@ -72,12 +78,12 @@ func decodeGossip(b []byte, network string, maxBytes int) ([]*crdt.Delta, error)
 	var m gossipMsg
 	if err := decMode.Unmarshal(b, &m); err != nil {
 		// A later wire version may add fields this one does not know.
-		if err := laterVersion("gossip message", peekVersion(b, 1)); err != nil {
+		if err := otherVersion("gossip message", peekVersion(b, 1)); err != nil {
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
 	}
-	if err := laterVersion("gossip message", m.Version); err != nil {
+	if err := otherVersion("gossip message", m.Version); err != nil {
 		return nil, err
 	}
 	if m.Version != wireVersion {
@@ -89,11 +95,28 @@ func decodeGossip(b []byte, network string, maxBytes int) ([]*crdt.Delta, error)
 	if len(m.Deltas) == 0 {
 		return nil, fmt.Errorf("%w: no deltas", ErrBadMessage)
 	}
-	out := make([]*crdt.Delta, len(m.Deltas))
-	for i, enc := range m.Deltas {
+	out, err := decodeDeltas(m.Deltas, m.Proofs)
+	if err != nil {
+		return nil, fmt.Errorf("gossip message: %w", err)
+	}
+	return out, nil
+}
+
+// decodeDeltas decodes deltas and their proofs, two lists of one length.
+// An error wraps crdt.ErrVersion for a delta of another format version,
+// else ErrBadMessage.
+func decodeDeltas(deltas, proofs [][]byte) ([]*crdt.Delta, error) {
+	if len(proofs) != len(deltas) {
+		return nil, fmt.Errorf("%w: %d deltas, %d proofs", ErrBadMessage, len(deltas), len(proofs))
+	}
+	out := make([]*crdt.Delta, len(deltas))
+	for i, enc := range deltas {
 		d, err := crdt.DecodeDelta(enc)
 		if errors.Is(err, crdt.ErrVersion) {
-			return nil, fmt.Errorf("gossip message: delta %d: %w", i, err)
+			return nil, fmt.Errorf("delta %d: %w", i, err)
+		}
+		if err == nil {
+			d.Proof, err = crdt.DecodeProof(proofs[i])
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: delta %d: %v", ErrBadMessage, i, err)
@@ -101,6 +124,12 @@ func decodeGossip(b []byte, network string, maxBytes int) ([]*crdt.Delta, error)
 		out[i] = d
 	}
 	return out, nil
+}
+
+// appendDelta appends a delta's encoding and proof to the lists that
+// decodeDeltas reads.
+func appendDelta(deltas, proofs [][]byte, d *crdt.Delta, enc []byte) ([][]byte, [][]byte) {
+	return append(deltas, enc), append(proofs, crdt.AppendProof(nil, d.Proof))
 }
 
 // Sync frames. A request carries the requester's applied context; the
@@ -125,6 +154,7 @@ type syncFrame struct {
 	Network string   `cbor:"3,keyasint,omitempty"`
 	Context []byte   `cbor:"4,keyasint,omitempty"`
 	Deltas  [][]byte `cbor:"5,keyasint,omitempty"`
+	Proofs  [][]byte `cbor:"6,keyasint,omitempty"` // one per delta
 }
 
 func writeFrame(w io.Writer, f *syncFrame) (int, error) {
@@ -164,7 +194,7 @@ func readFrame(r *bufio.Reader) (*syncFrame, int, error) {
 	var f syncFrame
 	if err := decMode.Unmarshal(b, &f); err != nil {
 		// A later wire version may add fields this one does not know.
-		if err := laterVersion("sync frame", peekVersion(b, 2)); err != nil {
+		if err := otherVersion("sync frame", peekVersion(b, 2)); err != nil {
 			return nil, 0, err
 		}
 		return nil, 0, fmt.Errorf("%w: %v", ErrBadMessage, err)

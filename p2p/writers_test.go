@@ -128,20 +128,12 @@ func TestPeer_WritersLimitWhoseDeltasArrive(t *testing.T) {
 	}
 }
 
-// forgedMessage returns an encoded gossip message carrying one delta of
-// replica r.
-func forgedMessage(t testing.TB, network string, r crdt.ReplicaID, id string) []byte {
+// forgedMessage returns an encoded gossip message carrying one delta: the
+// first of a new replica keyed by owner, with its proof.
+func forgedMessage(t testing.TB, network string, owner crypto.PrivKey, id string) []byte {
 	t.Helper()
-	d, err := crdt.AddDelta(key(id), nil, doc(t, `{"n":1}`),
-		crdt.Dot{Replica: r, Counter: 1}, crdt.MakeTimestamp(time.Now().UnixMilli(), 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc, err := crdt.EncodeDelta(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := encodeGossip(network, [][]byte{enc})
+	d, enc := ownDelta(t, owner, id)
+	msg, err := encodeGossip(network, [][]byte{enc}, [][]byte{crdt.AppendProof(nil, d.Proof)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,10 +193,10 @@ func TestPeer_WritersNeedAValidSignature(t *testing.T) {
 
 	net, topic := target.p.cfg.Network, target.p.cfg.topic()
 	msgs := []*pb.Message{
-		signedMessage(t, topic, writer, nil, 1, forgedMessage(t, net, "unsigned", "unsigned")),
-		signedMessage(t, topic, writer, hostKey, 2, forgedMessage(t, net, "forged", "forged")),
-		signedMessage(t, topic, h.ID(), hostKey, 3, forgedMessage(t, net, "nonwriter", "nonwriter")),
-		signedMessage(t, topic, writer, writerKey, 4, forgedMessage(t, net, "writer", "writer")),
+		signedMessage(t, topic, writer, nil, 1, forgedMessage(t, net, writerKey, "unsigned")),
+		signedMessage(t, topic, writer, hostKey, 2, forgedMessage(t, net, writerKey, "forged")),
+		signedMessage(t, topic, h.ID(), hostKey, 3, forgedMessage(t, net, hostKey, "nonwriter")),
+		signedMessage(t, topic, writer, writerKey, 4, forgedMessage(t, net, writerKey, "writer")),
 	}
 	for _, m := range msgs {
 		b, err := proto.Marshal(&pb.RPC{Publish: []*pb.Message{m}})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/crdt-catalog/crdt-catalog/node"
+	"github.com/crdt-catalog/crdt-catalog/p2p"
 )
 
 // reincarnate gives a stopped node's data directory a new replica ID and,
@@ -35,7 +37,27 @@ func reincarnate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return fmt.Errorf("reincarnate: open %s (is the node still running?): %w", *data, err)
 	}
-	old, replica, err := node.Reincarnate(ctx, store)
+	// A copied directory copied the identity too: unless told to keep it,
+	// set it aside, so that the new replica is keyed by a new identity.
+	keyFile := filepath.Join(*data, "identity.key")
+	aside := ""
+	if !*keep {
+		b, err := os.ReadFile(keyFile)
+		if err == nil {
+			aside = keyFile + ".old-" + fmt.Sprintf("%x", sha256.Sum256(b))[:12]
+			err = os.Rename(keyFile, aside)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			store.Close()
+			return fmt.Errorf("reincarnate: set the old libp2p identity aside: %w", err)
+		}
+	}
+	key, err := p2p.NodeKey(keyFile)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("reincarnate: %w", err)
+	}
+	old, replica, err := node.Reincarnate(ctx, store, key)
 	if cerr := store.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("reincarnate: close store: %w", cerr)
 	}
@@ -43,16 +65,9 @@ func reincarnate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	fmt.Fprintf(stdout, "replica %s is now replica %s\n", old, replica)
-	if *keep {
+	if aside == "" {
 		return nil
 	}
-	key := filepath.Join(*data, "identity.key")
-	switch err := os.Rename(key, key+"."+string(old)); {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil
-	case err != nil:
-		return fmt.Errorf("reincarnate: set the old libp2p identity aside: %w", err)
-	}
-	_, err = fmt.Fprintf(stdout, "the old libp2p identity is in %s; a new one (a new peer ID) is made at the next start: update -bootstrap lists that name this node\n", key+"."+string(old))
+	_, err = fmt.Fprintf(stdout, "the old libp2p identity is in %s; this node now has a new one (a new peer ID): update -bootstrap lists that name this node\n", aside)
 	return err
 }

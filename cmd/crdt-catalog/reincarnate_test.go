@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/crdt-catalog/crdt-catalog/node"
+	"github.com/crdt-catalog/crdt-catalog/p2p"
 )
 
 func TestReincarnate_NewReplicaAndIdentity(t *testing.T) {
@@ -40,11 +42,23 @@ func TestReincarnate_NewReplicaAndIdentity(t *testing.T) {
 	if !strings.Contains(out.String(), "replica "+string(old)+" is now replica ") {
 		t.Fatalf("output: %s", out.String())
 	}
-	if _, err := os.Stat(filepath.Join(data, "identity.key")); !os.IsNotExist(err) {
-		t.Fatalf("the old identity is still in place: %v", err)
+	// The old identity is set aside, and the new replica is keyed by the
+	// new one.
+	aside, err := filepath.Glob(filepath.Join(data, "identity.key.old-*"))
+	if err != nil || len(aside) != 1 {
+		t.Fatalf("the old identity was not kept aside: %v %v", aside, err)
 	}
-	if _, err := os.Stat(filepath.Join(data, "identity.key."+string(old))); err != nil {
-		t.Fatalf("the old identity was not kept aside: %v", err)
+	if b, err := os.ReadFile(aside[0]); err != nil || string(b) != "key" {
+		t.Fatalf("%s holds %q, %v; want the old identity", aside[0], b, err)
+	}
+	key, err := p2p.NodeKey(filepath.Join(data, "identity.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica := crdt.ReplicaID(strings.TrimSpace(out.String()[strings.LastIndex(out.String(), "is now replica ")+len("is now replica "):]))
+	replica = crdt.ReplicaID(strings.Fields(string(replica))[0])
+	if pub, ok := replica.PublicKey(); !ok || !pub.Equal(key.Public()) {
+		t.Fatalf("the new replica %q is not keyed by the new identity", replica)
 	}
 	if err := run(ctx, []string{"reincarnate", "-data", t.TempDir()}, io.Discard, io.Discard, func(string) string { return "" }); err == nil {
 		t.Fatal("reincarnate of an empty directory succeeded")

@@ -171,6 +171,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	cfg.MaxStateBytes = o.maxState
 	cfg.MaxClockOffset = o.maxOffset
 	cfg.MaxReplicas = o.maxReplicas
+	// The replica is keyed by the peer's identity: its deltas carry proofs
+	// that every peer checks.
+	keyFile := filepath.Join(o.data, "identity.key")
+	if cfg.Key, err = p2p.NodeKey(keyFile); err != nil {
+		store.Close()
+		return err
+	}
 	n, err := node.Open(ctx, store, cfg)
 	if err != nil {
 		store.Close()
@@ -178,7 +185,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	}
 
 	pcfg := p2p.DefaultConfig()
-	pcfg.KeyFile = filepath.Join(o.data, "identity.key")
+	pcfg.KeyFile = keyFile
 	pcfg.Listen = o.listen.vals
 	pcfg.Bootstrap = o.bootstrap.vals
 	pcfg.MDNS, pcfg.DHT, pcfg.NAT = o.mdns, o.dht, o.nat

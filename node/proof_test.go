@@ -1,0 +1,238 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+)
+
+// signedConfig is testConfig with a new identity key.
+func signedConfig(tb testing.TB) Config {
+	tb.Helper()
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := testConfig(nil)
+	cfg.Key = k
+	return cfg
+}
+
+// pull hands to the deltas from holds that to lacks, as p2p's sync stream
+// does, and returns what to made of them.
+func pull(tb testing.TB, from, to *Node) ApplyResult {
+	tb.Helper()
+	ctx := context.Background()
+	_, have := to.Contexts()
+	var ds []*crdt.Delta
+	if _, err := from.DeltasFor(ctx, have, func(d *crdt.Delta, _ []byte) error {
+		ds = append(ds, d)
+		return nil
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	return mustApply(tb, to, ds...)
+}
+
+func TestProof_SignedNodesConvergeByEveryPath(t *testing.T) {
+	ctx := context.Background()
+	a, b, c := openMem(t, signedConfig(t)), openMem(t, signedConfig(t)), openMem(t, signedConfig(t))
+	if _, ok := a.ReplicaID().PublicKey(); !ok {
+		t.Fatalf("a signed node's replica %q is not keyed", a.ReplicaID())
+	}
+	sub := a.Subscribe(1000)
+	defer sub.Close()
+	// Concurrent writers, so that commits group several writes and only
+	// the last of each group is signed.
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 10 {
+				mustAdd(t, a, fmt.Sprintf("s%d-%d", w, i), `{"n":1}`)
+			}
+		})
+	}
+	wg.Wait()
+	// Gossip: a's changes as they were published, in commit order.
+	var gossip []*crdt.Delta
+	for len(gossip) < 40 {
+		gossip = append(gossip, (<-sub.C).Delta)
+	}
+	if res := mustApply(t, b, gossip...); res.New != 40 || res.Refused != 0 {
+		t.Fatalf("gossip: %+v, want 40 new", res)
+	}
+	// Anti-entropy: c pulls from b, which forwards a's deltas with the
+	// signatures it checked.
+	if res := pull(t, b, c); res.New != 40 || res.Refused != 0 {
+		t.Fatalf("anti-entropy through a forwarder: %+v, want 40 new", res)
+	}
+	// The seed's pending deltas, a page at a time: each page ends signed.
+	d := openMem(t, signedConfig(t))
+	for cursor := uint64(0); ; {
+		p, err := a.DeltasSince(ctx, cursor, 7, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := mustApply(t, d, p.Deltas...); res.Refused != 0 {
+			t.Fatalf("page after %d: %+v", cursor, res)
+		}
+		if cursor = p.Cursor; !p.More {
+			break
+		}
+	}
+	for _, n := range []*Node{b, c, d} {
+		if got, want := dump(t, n, "snapshots"), dump(t, a, "snapshots"); got != want {
+			t.Fatalf("replica %s differs from a:\n%s\n%s", n.ReplicaID(), got, want)
+		}
+	}
+}
+
+func TestProof_ForgeriesAreRefused(t *testing.T) {
+	ctx := context.Background()
+	a, b := openMem(t, signedConfig(t)), openMem(t, signedConfig(t))
+	mustAdd(t, a, "x", `{"v":"a"}`)
+	pull(t, a, b)
+	var last *crdt.Delta
+	if _, err := a.DeltasFor(ctx, crdt.NewContext(), func(d *crdt.Delta, _ []byte) error { last = d; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	aRep := a.ReplicaID()
+	next := crdt.Dot{Replica: aRep, Counter: 2}
+
+	// A swarm peer writes a:2 without a's key: no signature...
+	forged := forgedAdd(t, key("snapshots", "x"), next)
+	enc, _ := crdt.EncodeDelta(last)
+	forged.Proof.Prev = crdt.ChainNext(last.Proof.Prev, enc)
+	if res := mustApply(t, b, forged); res.Refused != 1 || res.New != 0 {
+		t.Fatalf("unsigned forgery: %+v, want refused", res)
+	}
+	// ... or signed with its own key: rejected as invalid.
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	fenc, _ := crdt.EncodeDelta(forged)
+	forged.Proof.Sig = crdt.SignHead(other, aRep, 2, crdt.ChainNext(forged.Proof.Prev, fenc))
+	if _, err := b.ApplyDeltas(ctx, []*crdt.Delta{forged}); !errors.Is(err, crdt.ErrInvalid) {
+		t.Fatalf("forgery signed by another key: err = %v, want ErrInvalid", err)
+	}
+	// A delta of a replica that names no key: a signed node takes none.
+	if res := mustApply(t, b, forgedAdd(t, key("snapshots", "y"), crdt.Dot{Replica: "plain", Counter: 1})); res.Refused != 1 {
+		t.Fatalf("delta of an unkeyed replica: %+v, want refused", res)
+	}
+	// a's real a:2 still joins, and b shows a's value.
+	mustAdd(t, a, "x", `{"v":"a2"}`)
+	if res := pull(t, a, b); res.New != 1 {
+		t.Fatalf("a's own a:2 after the forgeries: %+v, want 1 new", res)
+	}
+	if it, err := b.Get(ctx, key("snapshots", "x")); err != nil || string(it.Metadata["v"]) != `"a2"` {
+		t.Fatalf("b's x = %v, %v; want a's value", it.Metadata, err)
+	}
+	if s := b.Stats(); s.Unproven != 2 || s.Fork != "" {
+		t.Fatalf("b's stats: unproven %d, fork %q; want 2 and none", s.Unproven, s.Fork)
+	}
+}
+
+func TestProof_EquivocationIsRefused(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := signedConfig(t)
+	a := openDir(t, dir, cfg)
+	mustAdd(t, a, "x", `{"v":1}`)
+	b := openMem(t, signedConfig(t))
+	pull(t, a, b)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A copy of a's directory, with a's key: the same replica, a second
+	// history from counter 2 on.
+	copyDir := t.TempDir()
+	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	a = openDir(t, dir, cfg)
+	defer a.Close()
+	twin := openDir(t, copyDir, cfg)
+	defer twin.Close()
+	mustAdd(t, a, "x", `{"v":"a"}`)
+	mustAdd(t, a, "y", `{"v":"a"}`)
+	mustAdd(t, twin, "x", `{"v":"twin"}`)
+	mustAdd(t, twin, "z", `{"v":"twin"}`)
+	if res := pull(t, a, b); res.New != 2 {
+		t.Fatalf("a's writes: %+v", res)
+	}
+	// The twin's a:2 and a:3 are duplicates by dot on b; its a:4 does not
+	// extend the chain b holds, which a signed.
+	mustAdd(t, twin, "w", `{"v":"twin"}`)
+	res := pull(t, twin, b)
+	if res.New != 0 || b.Stats().Equivocations != 1 {
+		t.Fatalf("twin's history on b: %+v, equivocations %d; want nothing joined, 1 equivocation", res, b.Stats().Equivocations)
+	}
+	if _, err := b.Get(ctx, key("snapshots", "w")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the twin's w reached b: %v", err)
+	}
+}
+
+func TestProof_ChainSurvivesRestartAndRekey(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	// A store written by a node without a key...
+	n := openDir(t, dir, testConfig(nil))
+	mustAdd(t, n, "old", `{"v":1}`)
+	old := n.ReplicaID()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// ... opened with one takes a keyed replica and keeps what it holds.
+	cfg := signedConfig(t)
+	n = openDir(t, dir, cfg)
+	if n.ReplicaID() == old {
+		t.Fatal("the replica was not rekeyed")
+	}
+	if _, err := n.Get(ctx, key("snapshots", "old")); err != nil {
+		t.Fatal(err)
+	}
+	mustAdd(t, n, "a", `{"v":1}`)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Reopened, it continues its chain where it stood.
+	n = openDir(t, dir, cfg)
+	defer n.Close()
+	mustAdd(t, n, "b", `{"v":1}`)
+	peer := openMem(t, signedConfig(t))
+	_, have := peer.Contexts()
+	var ds []*crdt.Delta
+	_, err := n.DeltasFor(ctx, have, func(d *crdt.Delta, _ []byte) error { ds = append(ds, d); return nil })
+	if !errors.Is(err, ErrLogGap) {
+		t.Fatalf("DeltasFor with the unsigned old history: err = %v, want ErrLogGap", err)
+	}
+	// Its own writes, signed across the restart, are what a peer that
+	// holds the rest lacks.
+	var mine []*crdt.Delta
+	if _, err := n.DeltasFor(ctx, contextWithout(t, n, n.ReplicaID()), func(d *crdt.Delta, _ []byte) error { mine = append(mine, d); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if res := mustApply(t, peer, mine...); res.New != 2 || res.Refused != 0 {
+		t.Fatalf("the rekeyed replica's chain across a restart: %+v, want 2 new", res)
+	}
+}
+
+// contextWithout returns n's applied context less replica r's dots.
+func contextWithout(tb testing.TB, n *Node, r crdt.ReplicaID) *crdt.Context {
+	tb.Helper()
+	_, applied := n.Contexts()
+	out := crdt.NewContext()
+	for rep, c := range applied.Version() {
+		if rep != r {
+			for i := uint64(1); i <= c; i++ {
+				out.Add(crdt.Dot{Replica: rep, Counter: i})
+			}
+		}
+	}
+	return out
+}
