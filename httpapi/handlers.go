@@ -382,7 +382,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	out["waiting"] = map[string]int64{"deltas": int64(st.Waiting), "bytes": st.WaitingBytes}
 	out["clock_ahead"] = st.ClockAhead
 	if st.Fork != "" {
-		out["fork_suspected"] = map[string]any{"evidence": st.ForkEvidence, "first": st.Fork}
+		out["fork_suspected"] = map[string]any{"evidence": st.ForkEvidence, "first": st.Fork, "writes_refused": st.Forked}
 	}
 	out["commit_failures"] = st.CommitFailures
 	out["writable"] = true

@@ -1,8 +1,10 @@
 package node
 
 import (
+	"bytes"
 	"container/list"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -115,6 +117,11 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, c
 	switch {
 	case n.applied.Contains(d.Dot):
 		res.Duplicate++
+		if d.Dot.Replica == n.replica && chk.Proven {
+			// Rare: peers send this node its own deltas only when they
+			// hold a copy it may not have written.
+			return n.checkOwn(ctx, g, d, enc)
+		}
 		return nil
 	case chk.Keyed && !chk.Proven || !chk.Keyed && n.cfg.Key != nil:
 		res.Refused++
@@ -126,7 +133,11 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, c
 		// Not applied, so never written by this process.
 		res.Refused++
 		n.stats.deltasRefused.Add(1)
-		n.suspectFork(d.Dot, "a peer sent a delta of this node's own replica that this node never wrote")
+		if chk.Proven {
+			n.proveFork(g, d.Dot, "a peer sent a delta of this node's own replica, signed with its key, that this node never wrote")
+		} else {
+			n.suspectFork(d.Dot, "a peer sent a delta of this node's own replica that this node never wrote")
+		}
 		return nil
 	case n.parked.byDot[d.Dot] != nil:
 		res.Waiting++
@@ -284,6 +295,50 @@ func (n *Node) roomFor(d *crdt.Delta) bool {
 		return true
 	}
 	return n.applied.NumReplicas() < n.cfg.MaxReplicas
+}
+
+// checkOwn compares d, a proven delta of this node's replica under a dot
+// it applied, with the one it wrote: a different delta, signed with this
+// node's key, proves a fork. A dot trimmed from the log cannot be
+// compared. Caller holds mu.
+func (n *Node) checkOwn(ctx context.Context, g *group, d *crdt.Delta, enc []byte) error {
+	var b []byte
+	if s, ok := n.overlay[logDotKey(d.Dot).String()]; ok {
+		seq, err := decodeSeq(s.val)
+		if err != nil {
+			return err
+		}
+		b = n.overlay[logSeqKey(seq).String()].val
+	} else {
+		var err error
+		if b, err = n.logged(ctx, d.Dot); errors.Is(err, ErrLogGap) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+	_, _, mine, err := parseLogEntry(b)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(mine, enc) {
+		n.proveFork(g, d.Dot, "a peer sent a delta of this node's own replica, signed with its key, that differs from the one this node wrote under the same dot")
+	}
+	return nil
+}
+
+// proveFork records proof that another process uses this node's replica
+// and key: from now on, and across restarts (the proof is staged in g),
+// local writes fail with ErrForked. Caller holds mu.
+func (n *Node) proveFork(g *group, dot crdt.Dot, why string) {
+	n.suspectFork(dot, why)
+	if n.forked != "" {
+		return
+	}
+	n.forked = fmt.Sprintf("%s (dot %s)", why, dot)
+	n.fork = n.forked
+	n.put(g, keyFork, []byte(n.forked))
+	n.log.Error("this replica is forked: local writes are refused until `crdt-catalog reincarnate` gives one of the copies a new replica", "dot", dot)
 }
 
 // suspectFork records evidence that another process uses this node's

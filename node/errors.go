@@ -37,6 +37,14 @@ var (
 	// (a copied data directory, a restored backup), or a peer forged
 	// them. They are refused, logged at error and shown in Stats.Fork.
 	ErrForkSuspected = errors.New("fork suspected")
+	// ErrForked: a delta of this node's replica signed with its own key,
+	// which this node never wrote, proved that another process uses the
+	// replica and key (a copied data directory, a restored backup). Local
+	// writes are refused, across restarts, until `crdt-catalog
+	// reincarnate` (Reincarnate) gives this store a new replica; the
+	// node still serves reads and joins remote deltas. It wraps
+	// ErrForkSuspected.
+	ErrForked = fmt.Errorf("this replica is forked: writes refused until `crdt-catalog reincarnate` gives it a new replica: %w", ErrForkSuspected)
 	// ErrCorrupt: the store holds a record that does not decode.
 	ErrCorrupt = errors.New("store corrupt")
 	// ErrStateTooLarge: a full-state stream that ImportState had to copy

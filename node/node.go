@@ -46,6 +46,9 @@ type Node struct {
 	subs    map[*Subscription]struct{}
 	parked  waiting // remote deltas waiting for their dependencies; see causal.go
 	fork    string  // first evidence that another process uses this replica; "" if none
+	// forked is the proof (a signed delta of this replica that this node
+	// never wrote) that stops local writes; "" if none. See ErrForked.
+	forked string
 	// replicasFull is set once a delta was refused for MaxReplicas.
 	replicasFull bool
 	durable      uint64 // last log sequence number that is durable
@@ -160,6 +163,15 @@ func (n *Node) load(ctx context.Context) error {
 	if n.heads, err = readHeads(ctx, n.store); err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
+	forked, err := get(ctx, n.store, keyFork)
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	n.forked = string(forked)
+	if n.forked != "" {
+		n.fork = n.forked
+		n.log.Error("this replica is forked: local writes are refused until `crdt-catalog reincarnate`", "evidence", n.forked)
+	}
 	n.meta, n.seen, n.applied = m, seen, applied
 	n.replica = crdt.ReplicaID(n.meta.Replica)
 	n.durable = n.meta.Seq
@@ -196,6 +208,10 @@ func (n *Node) rekey(ctx context.Context) error {
 	bk, err := n.bookkeeping()
 	if err == nil {
 		err = n.store.Put(ctx, keyMeta, bk[keyMeta.String()])
+	}
+	if err == nil {
+		err = n.store.Delete(ctx, keyFork) // the old replica's fork is not the new one's
+		n.fork, n.forked = "", ""
 	}
 	if err != nil {
 		return fmt.Errorf("open: new replica for this node's key: %w", err)

@@ -96,6 +96,9 @@ func (n *Node) local(ctx context.Context, k crdt.Key, mut mutator) (Item, error)
 	if err != nil {
 		return Item{}, err
 	}
+	if n.forked != "" {
+		return Item{}, n.abort(g, ErrForked)
+	}
 	cur, err := n.readItem(ctx, k)
 	if err != nil {
 		return Item{}, n.abort(g, err)

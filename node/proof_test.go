@@ -236,3 +236,83 @@ func contextWithout(tb testing.TB, n *Node, r crdt.ReplicaID) *crdt.Context {
 	}
 	return out
 }
+
+// forkedPair returns a node on dir and a twin on a copy of it, with the
+// same key: one replica, two processes.
+func forkedPair(t *testing.T) (a, twin *Node, dir string, cfg Config) {
+	t.Helper()
+	dir, cfg = t.TempDir(), signedConfig(t)
+	a = openDir(t, dir, cfg)
+	mustAdd(t, a, "x", `{"v":1}`)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	copyDir := t.TempDir()
+	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	a, twin = openDir(t, dir, cfg), openDir(t, copyDir, cfg)
+	t.Cleanup(func() { twin.Close() })
+	return a, twin, dir, cfg
+}
+
+func TestProof_ProvenForkStopsWritesUntilReincarnate(t *testing.T) {
+	ctx := context.Background()
+	a, twin, dir, cfg := forkedPair(t)
+	mustAdd(t, twin, "x", `{"v":"twin"}`) // a:2, which a never wrote
+	if res := pull(t, twin, a); res.Refused != 1 {
+		t.Fatalf("the twin's a:2 on a: %+v, want refused", res)
+	}
+	if _, err := a.Add(ctx, key("snapshots", "y"), mustDoc(t, `{}`)); !errors.Is(err, ErrForked) || !errors.Is(err, ErrForkSuspected) {
+		t.Fatalf("a write after the proof: %v, want ErrForked", err)
+	}
+	if s := a.Stats(); !s.Forked || s.Fork == "" {
+		t.Fatalf("stats: forked %v, fork %q", s.Forked, s.Fork)
+	}
+	// The proof is durable: a restart does not lift it.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a = openDir(t, dir, cfg)
+	if _, err := a.Add(ctx, key("snapshots", "y"), mustDoc(t, `{}`)); !errors.Is(err, ErrForked) {
+		t.Fatalf("a write after a restart: %v, want ErrForked", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	store, err := OpenLevelDB(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Reincarnate(ctx, store, cfg.Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a = openDir(t, dir, cfg)
+	defer a.Close()
+	mustAdd(t, a, "y", `{}`)
+	// The twin's writes under the old replica are now an ordinary peer's.
+	if res := pull(t, twin, a); res.New != 1 {
+		t.Fatalf("the twin's a:2 after reincarnation: %+v, want joined", res)
+	}
+}
+
+func TestProof_DifferentDeltaUnderAWrittenDotProvesFork(t *testing.T) {
+	ctx := context.Background()
+	a, twin, _, _ := forkedPair(t)
+	defer a.Close()
+	mustAdd(t, a, "x", `{"v":"a"}`)
+	mustAdd(t, twin, "x", `{"v":"twin"}`) // both wrote a:2
+	p, err := twin.DeltasSince(ctx, 0, 10, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := mustApply(t, a, p.Deltas...); res.Duplicate != 2 {
+		t.Fatalf("the twin's a:1 and a:2 on a: %+v, want duplicates", res)
+	}
+	if _, err := a.Add(ctx, key("snapshots", "y"), mustDoc(t, `{}`)); !errors.Is(err, ErrForked) {
+		t.Fatalf("a write after the twin's a:2: %v, want ErrForked", err)
+	}
+}

@@ -58,5 +58,8 @@ func Reincarnate(ctx context.Context, store ds.Datastore, key ed25519.PrivateKey
 	if err := store.Put(ctx, keyMeta, encodeMeta(m)); err != nil {
 		return "", "", fmt.Errorf("reincarnate: %w", err)
 	}
+	if err := store.Delete(ctx, keyFork); err != nil {
+		return "", "", fmt.Errorf("reincarnate: %w", err)
+	}
 	return old, replica, nil
 }

@@ -25,7 +25,7 @@ type Stats struct {
 	DeltasNew       uint64 // remote deltas joined
 	DeltasDuplicate uint64 // remote deltas already applied
 	DeltasRejected  uint64 // remote deltas that failed validation
-	DeltasRefused   uint64 // valid remote deltas not joined: of this replica but not written by it, or of a replica beyond MaxReplicas
+	DeltasRefused   uint64 // valid remote deltas not joined: see ApplyResult.Refused
 	DeltasWaited    uint64 // remote deltas that had to wait for a delta they depend on
 	Waiting         int    // remote deltas waiting now
 	WaitingBytes    int64  // their encoded size
@@ -34,6 +34,9 @@ type Stats struct {
 	// node's replica (see ErrForkSuspected); "" if there is none.
 	Fork         string
 	ForkEvidence uint64 // deltas and states that showed it
+	// Forked reports that a signed delta proved the fork: local writes
+	// fail with ErrForked until the store is reincarnated.
+	Forked bool
 	// Unproven counts remote deltas refused for lacking the proof of
 	// their origin (see Config.Key); Equivocations those refused because
 	// their replica had signed a different delta under the same dot.
@@ -59,6 +62,7 @@ func (n *Node) Stats() Stats {
 		Waiting:      n.parked.fifo.Len(),
 		WaitingBytes: n.parked.bytes,
 		Fork:         n.fork,
+		Forked:       n.forked != "",
 	}
 	n.mu.Unlock()
 	for _, c := range n.cfg.Collections {

@@ -22,6 +22,7 @@ import (
 //
 //	/m/meta                      meta record (replica, counters, log bounds)
 //	/m/seen, /m/applied          the two causal contexts
+//	/m/fork                      proof that another process uses this replica (see ErrForked)
 //	/i/c<collection>/k<id>       item record
 //	/l/s/<seq, 16 hex digits>    delta log, by local arrival sequence
 //	/l/d/r<replica>/<counter, 16 hex digits>  log index: dot -> seq
@@ -30,6 +31,7 @@ var (
 	keyMeta    = ds.NewKey("/m/meta")
 	keySeen    = ds.NewKey("/m/seen")
 	keyApplied = ds.NewKey("/m/applied")
+	keyFork    = ds.NewKey("/m/fork")
 )
 
 const itemsPrefix = "/i"
