@@ -35,12 +35,15 @@ import (
 
 // waiter is one delta that waits for a dot this node has not applied.
 type waiter struct {
-	d     *crdt.Delta
-	enc   []byte
-	next  crdt.Hash // the chain hash after d; zero if d has no proof
-	on    crdt.Dot  // the dot it waits for
-	elem  *list.Element
-	bytes int64
+	d    *crdt.Delta
+	enc  []byte
+	next crdt.Hash // the chain hash after d; zero if d has no proof
+	on   crdt.Dot  // the dot it waits for; zero if unproven
+	// unproven marks a delta of a keyed replica that waits for a later
+	// delta of its replica to prove it (see offer), not for a dot.
+	unproven bool
+	elem     *list.Element
+	bytes    int64
 }
 
 // waiting is the buffer of deltas waiting for their dependencies. Guarded
@@ -112,8 +115,15 @@ func (n *Node) unmet(d *crdt.Delta) (crdt.Dot, bool) {
 
 // offer takes one validated remote delta: it joins it if everything it
 // depends on is applied (and then every waiting delta that this unblocks),
-// parks it otherwise, and counts the outcome in res. Caller holds mu.
+// parks it otherwise, and counts the outcome in res. A delta of a keyed
+// replica that no signature covers yet (the run it belongs to was cut
+// before its signature, by a frame or page boundary) waits too, until a
+// later delta of its replica that chains back to it is proven. Caller
+// holds mu.
 func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, chk crdt.Checked, now int64, res *ApplyResult) error {
+	if chk.Keyed && !chk.Proven {
+		chk.Proven = n.provenByWaiting(d, chk.Next)
+	}
 	switch {
 	case n.applied.Contains(d.Dot):
 		res.Duplicate++
@@ -123,7 +133,8 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, c
 			return n.checkOwn(ctx, g, d, enc)
 		}
 		return nil
-	case chk.Keyed && !chk.Proven || !chk.Keyed && n.cfg.Key != nil:
+	case !chk.Keyed && n.cfg.Key != nil, chk.Keyed && d.Proof.Prev.IsZero(), d.Dot.Replica == n.replica && chk.Keyed && !chk.Proven:
+		// No proof of origin, and none can come.
 		res.Refused++
 		n.stats.deltasRefused.Add(1)
 		n.stats.unproven.Add(1)
@@ -139,18 +150,33 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, c
 			n.suspectFork(d.Dot, "a peer sent a delta of this node's own replica that this node never wrote")
 		}
 		return nil
-	case n.parked.byDot[d.Dot] != nil:
-		res.Waiting++
-		return nil
+	}
+	if y := n.parked.byDot[d.Dot]; y != nil {
+		if !y.unproven || !chk.Proven {
+			res.Waiting++
+			return nil
+		}
+		n.parked.remove(y) // a proven delta replaces one that was not
 	}
 	if !chk.Keyed {
 		d = withProof(d, crdt.Proof{})
 	} else if chk.Sig == nil && d.Proof.Sig != nil {
 		d = withProof(d, crdt.Proof{Prev: d.Proof.Prev}) // keep only signatures that were checked
 	}
-	x := &waiter{d: d, enc: enc, next: chk.Next, bytes: int64(len(enc))}
+	x := &waiter{d: d, enc: enc, next: chk.Next, bytes: int64(len(enc)), unproven: chk.Keyed && !chk.Proven}
+	if x.unproven {
+		n.enqueue(x)
+		res.Waiting++
+		return nil
+	}
+	if chk.Keyed {
+		if err := n.proveBack(ctx, g, x, now, res); err != nil {
+			return err
+		}
+	}
 	if on, ok := n.unmet(d); ok {
-		n.enqueue(x, on)
+		n.enqueue(x)
+		n.parked.park(x, on)
 		res.Waiting++
 		return nil
 	}
@@ -163,6 +189,50 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, c
 	}
 	res.New++
 	return n.release(ctx, g, d.Dot, now, res)
+}
+
+// provenByWaiting reports whether the waiting delta after d, proven,
+// chains back to d (whose chain hash after it is next). Caller holds mu.
+func (n *Node) provenByWaiting(d *crdt.Delta, next crdt.Hash) bool {
+	y := n.parked.byDot[crdt.Dot{Replica: d.Dot.Replica, Counter: d.Dot.Counter + 1}]
+	return y != nil && !y.unproven && !next.IsZero() && y.d.Proof.Prev == next
+}
+
+// proveBack proves the unproven waiting deltas that x, proven, chains back
+// to, and joins those whose dependencies are met, with what that
+// unblocks; the others now wait for their dependencies. Caller holds mu.
+func (n *Node) proveBack(ctx context.Context, g *group, x *waiter, now int64, res *ApplyResult) error {
+	var proven []*waiter // newest first
+	prev := x.d.Proof.Prev
+	for c := x.d.Dot.Counter - 1; c >= 1; c-- {
+		y := n.parked.byDot[crdt.Dot{Replica: x.d.Dot.Replica, Counter: c}]
+		if y == nil || !y.unproven || y.next != prev {
+			break
+		}
+		y.unproven = false
+		proven = append(proven, y)
+		prev = y.d.Proof.Prev
+	}
+	var ready []*waiter
+	for _, y := range proven {
+		if on, ok := n.unmet(y.d); ok {
+			n.parked.park(y, on)
+		} else {
+			ready = append(ready, y)
+		}
+	}
+	for _, y := range ready {
+		n.parked.drop(y)
+		joined, err := n.joinRemote(ctx, g, y, now)
+		if err != nil || !joined {
+			return err
+		}
+		res.New++
+		if err := n.release(ctx, g, y.d.Dot, now, res); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // release joins the waiting deltas that the newly applied dot unblocks,
@@ -200,7 +270,7 @@ func (n *Node) releaseAll(ctx context.Context, g *group) (ApplyResult, error) {
 	now := n.now()
 	var ready []crdt.Dot
 	for _, x := range n.parked.byDot {
-		if n.applied.Contains(x.on) {
+		if !x.unproven && n.applied.Contains(x.on) {
 			ready = append(ready, x.on)
 		}
 	}
@@ -212,9 +282,10 @@ func (n *Node) releaseAll(ctx context.Context, g *group) (ApplyResult, error) {
 	return res, nil
 }
 
-// enqueue parks d until dot on is applied, evicting the oldest waiting
-// deltas if the buffer is full. Caller holds mu.
-func (n *Node) enqueue(x *waiter, on crdt.Dot) {
+// enqueue adds x to the waiting buffer, evicting the oldest waiting
+// deltas if it is full; the caller parks it on the dot it waits for, if
+// any. Caller holds mu.
+func (n *Node) enqueue(x *waiter) {
 	w := &n.parked
 	for w.fifo.Len() > 0 && (w.fifo.Len() >= n.cfg.MaxWaitingDeltas || w.bytes+x.bytes > n.cfg.MaxWaitingBytes) {
 		old := w.fifo.Front().Value.(*waiter)
@@ -224,7 +295,6 @@ func (n *Node) enqueue(x *waiter, on crdt.Dot) {
 	x.elem = w.fifo.PushBack(x)
 	w.byDot[x.d.Dot] = x
 	w.bytes += x.bytes
-	w.park(x, on)
 	n.stats.deltasWaited.Add(1)
 }
 

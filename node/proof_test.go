@@ -106,12 +106,13 @@ func TestProof_ForgeriesAreRefused(t *testing.T) {
 	aRep := a.ReplicaID()
 	next := crdt.Dot{Replica: aRep, Counter: 2}
 
-	// A swarm peer writes a:2 without a's key: no signature...
+	// A swarm peer writes a:2 without a's key: no signature, so it waits
+	// for a later delta of a that would prove it...
 	forged := forgedAdd(t, key("snapshots", "x"), next)
 	enc, _ := crdt.EncodeDelta(last)
 	forged.Proof.Prev = crdt.ChainNext(last.Proof.Prev, enc)
-	if res := mustApply(t, b, forged); res.Refused != 1 || res.New != 0 {
-		t.Fatalf("unsigned forgery: %+v, want refused", res)
+	if res := mustApply(t, b, forged); res.Waiting != 1 || res.New != 0 {
+		t.Fatalf("unsigned forgery: %+v, want it waiting", res)
 	}
 	// ... or signed with its own key: rejected as invalid.
 	_, other, _ := ed25519.GenerateKey(rand.Reader)
@@ -124,7 +125,8 @@ func TestProof_ForgeriesAreRefused(t *testing.T) {
 	if res := mustApply(t, b, forgedAdd(t, key("snapshots", "y"), crdt.Dot{Replica: "plain", Counter: 1})); res.Refused != 1 {
 		t.Fatalf("delta of an unkeyed replica: %+v, want refused", res)
 	}
-	// a's real a:2 still joins, and b shows a's value.
+	// a's real a:2, signed, takes the forgery's place and joins; b shows
+	// a's value.
 	mustAdd(t, a, "x", `{"v":"a2"}`)
 	if res := pull(t, a, b); res.New != 1 {
 		t.Fatalf("a's own a:2 after the forgeries: %+v, want 1 new", res)
@@ -132,8 +134,8 @@ func TestProof_ForgeriesAreRefused(t *testing.T) {
 	if it, err := b.Get(ctx, key("snapshots", "x")); err != nil || string(it.Metadata["v"]) != `"a2"` {
 		t.Fatalf("b's x = %v, %v; want a's value", it.Metadata, err)
 	}
-	if s := b.Stats(); s.Unproven != 2 || s.Fork != "" {
-		t.Fatalf("b's stats: unproven %d, fork %q; want 2 and none", s.Unproven, s.Fork)
+	if s := b.Stats(); s.Unproven != 1 || s.Waiting != 0 || s.Fork != "" {
+		t.Fatalf("b's stats: unproven %d, waiting %d, fork %q; want 1, 0 and none", s.Unproven, s.Waiting, s.Fork)
 	}
 }
 
@@ -314,5 +316,48 @@ func TestProof_DifferentDeltaUnderAWrittenDotProvesFork(t *testing.T) {
 	}
 	if _, err := a.Add(ctx, key("snapshots", "y"), mustDoc(t, `{}`)); !errors.Is(err, ErrForked) {
 		t.Fatalf("a write after the twin's a:2: %v, want ErrForked", err)
+	}
+}
+
+// A run whose signature comes in a later call (a sync frame or a page cut
+// it) waits, unproven, and joins once the signed delta that chains back to
+// it arrives, whatever the order of the calls.
+func TestProof_RunCutBeforeItsSignatureJoinsLater(t *testing.T) {
+	ctx := context.Background()
+	a, b := openMem(t, signedConfig(t)), openMem(t, signedConfig(t))
+	for i := range 20 {
+		mustAdd(t, a, fmt.Sprintf("s%d", i), `{"n":1}`)
+	}
+	pull(t, a, b) // b keeps only the signature at the end of the run
+	var run []*crdt.Delta
+	if _, err := b.DeltasFor(ctx, crdt.NewContext(), func(d *crdt.Delta, _ []byte) error { run = append(run, d); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	signed := 0
+	for _, d := range run {
+		if d.Proof.Sig != nil {
+			signed++
+		}
+	}
+	if len(run) != 20 || signed != 1 || run[19].Proof.Sig == nil {
+		t.Fatalf("b forwards %d deltas, %d signed; want 20, the last signed", len(run), signed)
+	}
+	frames := [][]*crdt.Delta{run[:7], run[7:14], run[14:]}
+	for _, order := range [][]int{{0, 1, 2}, {2, 1, 0}, {1, 2, 0}, {0, 2, 1}} {
+		c := openMem(t, signedConfig(t))
+		total := 0
+		for i, f := range order {
+			res := mustApply(t, c, frames[f]...)
+			total += res.New
+			if i < 2 && res.New != 0 && f != 2 {
+				t.Fatalf("order %v: frame %d joined %d before the signature came", order, f, res.New)
+			}
+		}
+		if total != 20 || dump(t, c, "snapshots") != dump(t, a, "snapshots") {
+			t.Fatalf("order %v: %d joined; state differs from a's", order, total)
+		}
+		if s := c.Stats(); s.Waiting != 0 || s.Unproven != 0 {
+			t.Fatalf("order %v: %d still waiting, %d refused as unproven", order, s.Waiting, s.Unproven)
+		}
 	}
 }
