@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"hash"
 	"io"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Proof of origin.
@@ -58,13 +60,18 @@ func ChainStart(r ReplicaID) Hash {
 // ChainNext returns the chain hash after the delta whose binary encoding
 // is enc, given the hash before it.
 func ChainNext(prev Hash, enc []byte) Hash {
-	h := sha256.New()
+	h := hashers.Get().(hash.Hash)
+	h.Reset()
 	h.Write(prev[:])
 	h.Write(enc)
 	var out Hash
 	h.Sum(out[:0])
+	hashers.Put(h)
 	return out
 }
+
+// hashers holds SHA-256 states for ChainNext, which runs once per delta.
+var hashers = sync.Pool{New: func() any { return sha256.New() }}
 
 // headMessage is what a head signature signs.
 func headMessage(r ReplicaID, counter uint64, h Hash) []byte {

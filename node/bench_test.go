@@ -90,30 +90,45 @@ func benchSetup(fn func()) {
 	pprof.Do(context.Background(), pprof.Labels("bench", "setup"), func(context.Context) { fn() })
 }
 
-var (
-	benchPoolOnce sync.Once
-	benchPool     [][]byte // encoded: no pointers for the GC to trace
-	benchPoolErr  error
-)
+// benchPool is a pool of deltas made by a source node: encoded (no
+// pointers for the GC to trace), with their proofs in crdt's proof form
+// when the source is signed.
+type benchPool struct {
+	once   sync.Once
+	encs   [][]byte
+	proofs [][]byte
+	err    error
+}
+
+// benchPools holds the unsigned pool and the signed one.
+var benchPools [2]benchPool
 
 // benchDeltas returns benchItems encoded add deltas of distinct ids with
-// ~150-byte documents, made by another node and read back from its delta
-// log, as a peer would receive them. They are built once per process and
-// kept encoded, so that a large pool of decoded deltas does not inflate
-// the garbage collector's work in the measured code.
-func benchDeltas(tb testing.TB) [][]byte {
+// ~150-byte documents, made by another node (signed, if signed is set)
+// and read back from its delta log, as a peer would receive them, with
+// their proofs. They are built once per process and kept encoded, so that
+// a large pool of decoded deltas does not inflate the garbage collector's
+// work in the measured code.
+func benchDeltas(tb testing.TB, signed bool) *benchPool {
 	tb.Helper()
-	benchPoolOnce.Do(func() {
+	pool := &benchPools[0]
+	if signed {
+		pool = &benchPools[1]
+	}
+	pool.once.Do(func() {
 		benchSetup(func() {
 			start := time.Now()
 			cfg := testConfig(nil)
+			if signed {
+				cfg = signedConfig(tb)
+			}
 			cfg.MaxLogEntries = 2 * benchItems
 			cfg.MaxLogBytes = 1 << 30
 			src := benchOpenMem(tb, cfg)
 			defer src.Close()
 			docs := make([]crdt.Document, benchItems)
 			for i := range docs {
-				if docs[i], benchPoolErr = crdt.ParseDocument([]byte(benchDocJSON(i))); benchPoolErr != nil {
+				if docs[i], pool.err = crdt.ParseDocument([]byte(benchDocJSON(i))); pool.err != nil {
 					return
 				}
 			}
@@ -125,47 +140,51 @@ func benchDeltas(tb testing.TB) [][]byte {
 					err = src.ClearDeltas(context.Background(), p.Cursor)
 				}
 				if err != nil {
-					benchPoolErr = err
+					pool.err = err
 					return
 				}
 				for _, d := range p.Deltas {
 					enc, err := crdt.EncodeDelta(d)
 					if err != nil {
-						benchPoolErr = err
+						pool.err = err
 						return
 					}
-					benchPool = append(benchPool, enc)
+					pool.encs = append(pool.encs, enc)
+					pool.proofs = append(pool.proofs, crdt.AppendProof(nil, d.Proof))
 				}
 				cursor = p.Cursor
 				if !p.More {
 					break
 				}
 			}
-			if len(benchPool) != benchItems {
-				benchPoolErr = fmt.Errorf("source node logged %d deltas (cursor %d), want %d", len(benchPool), cursor, benchItems)
+			if len(pool.encs) != benchItems {
+				pool.err = fmt.Errorf("source node logged %d deltas (cursor %d), want %d", len(pool.encs), cursor, benchItems)
 			}
-			tb.Logf("built %d deltas in %v", len(benchPool), time.Since(start).Round(time.Millisecond))
+			tb.Logf("built %d deltas in %v", len(pool.encs), time.Since(start).Round(time.Millisecond))
 		})
 	})
-	if benchPoolErr != nil {
-		tb.Fatal(benchPoolErr)
+	if pool.err != nil {
+		tb.Fatal(pool.err)
 	}
-	if len(benchPool) != benchItems {
+	if len(pool.encs) != benchItems {
 		tb.Fatal("delta pool not built")
 	}
-	return benchPool
+	return pool
 }
 
-// benchDecode decodes encoded deltas.
-func benchDecode(tb testing.TB, encs [][]byte) []*crdt.Delta {
+// decode decodes the pool's deltas i..j-1, with their proofs.
+func (p *benchPool) decode(tb testing.TB, i, j int) []*crdt.Delta {
 	tb.Helper()
-	out := make([]*crdt.Delta, len(encs))
-	for i, enc := range encs {
-		d, err := crdt.DecodeDelta(enc)
+	out := make([]*crdt.Delta, j-i)
+	for k := range out {
+		d, err := crdt.DecodeDelta(p.encs[i+k])
+		if err == nil {
+			d.Proof, err = crdt.DecodeProof(p.proofs[i+k])
+		}
 		if err != nil {
 			tb.Fatal(err)
 		}
-		out[i] = d
+		out[k] = d
 	}
 	return out
 }
@@ -178,44 +197,55 @@ const benchChunk = 10_000
 // one caller. Deltas are decoded benchChunk at a time with the timer
 // stopped (decoding is the transport's work). When the pool of pre-made
 // deltas is used up, the rest goes to a fresh node (outside the timer),
-// since re-applying would only measure the duplicate check.
+// since re-applying would only measure the duplicate check. The signed
+// variants apply a signed node's deltas, proofs checked, on a signed
+// node: a batch's deltas after its last signature wait and join with the
+// next batch.
 func BenchmarkApplyDeltas(b *testing.B) {
-	for _, bc := range []struct {
-		name string
-		open func(b *testing.B) *Node
-	}{
-		{"memory", func(b *testing.B) *Node { return benchOpenMem(b, testConfig(nil)) }},
-		// go-datastore's in-memory map: no LevelDB at all.
-		{"mapds", func(b *testing.B) *Node {
-			n, err := Open(context.Background(), dssync.MutexWrap(ds.NewMapDatastore()), testConfig(nil))
+	mapds := func(cfg Config) func(b *testing.B) *Node {
+		return func(b *testing.B) *Node {
+			n, err := Open(context.Background(), dssync.MutexWrap(ds.NewMapDatastore()), cfg)
 			if err != nil {
 				b.Fatal(err)
 			}
 			return n
-		}},
-		{"leveldb", func(b *testing.B) *Node { return benchOpenDir(b, true) }},
+		}
+	}
+	signed := signedConfig(b)
+	for _, bc := range []struct {
+		name   string
+		signed bool
+		open   func(b *testing.B) *Node
+	}{
+		{"memory", false, func(b *testing.B) *Node { return benchOpenMem(b, testConfig(nil)) }},
+		// go-datastore's in-memory map: no LevelDB at all.
+		{"mapds", false, mapds(testConfig(nil))},
+		{"leveldb", false, func(b *testing.B) *Node { return benchOpenDir(b, true) }},
 		// Diagnostic: the same without fsync, to separate the disk's
 		// share from the CPU's.
-		{"leveldb-nosync", func(b *testing.B) *Node { return benchOpenDir(b, false) }},
+		{"leveldb-nosync", false, func(b *testing.B) *Node { return benchOpenDir(b, false) }},
+		{"memory-signed", true, func(b *testing.B) *Node { return benchOpenMem(b, signed) }},
+		{"mapds-signed", true, mapds(signed)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			pool := benchDeltas(b)
+			pool := benchDeltas(b, bc.signed)
 			ctx := context.Background()
 			n := bc.open(b)
 			b.ReportAllocs()
 			b.ResetTimer()
-			next := 0
+			next, joined, waiting := 0, 0, 0
 			var chunk []*crdt.Delta
 			for done := 0; done < b.N; {
 				if len(chunk) == 0 {
 					b.StopTimer()
-					if next == len(pool) {
+					if next == len(pool.encs) {
+						waiting += n.Stats().Waiting
 						if err := n.Close(); err != nil {
 							b.Fatal(err)
 						}
 						n, next = bc.open(b), 0
 					}
-					chunk = benchDecode(b, pool[next:min(next+benchChunk, len(pool), next+b.N-done)])
+					chunk = pool.decode(b, next, min(next+benchChunk, len(pool.encs), next+b.N-done))
 					b.StartTimer()
 				}
 				k := min(benchBatch, len(chunk))
@@ -223,15 +253,16 @@ func BenchmarkApplyDeltas(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if res.New != k {
-					b.Fatalf("applied %d new deltas of %d", res.New, k)
-				}
+				joined += res.New
 				chunk = chunk[k:]
 				next += k
 				done += k
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deltas/s")
+			if waiting += n.Stats().Waiting; joined+waiting != b.N || waiting > benchBatch {
+				b.Fatalf("of %d deltas %d joined and %d wait", b.N, joined, waiting)
+			}
 			if err := n.Close(); err != nil {
 				b.Fatal(err)
 			}
@@ -432,20 +463,20 @@ var (
 // once per process from the delta pool.
 func benchCatalog(b *testing.B) *Node {
 	b.Helper()
-	pool := benchDeltas(b)
+	pool := benchDeltas(b, false)
 	benchQueryOnce.Do(func() {
 		benchSetup(func() {
 			start := time.Now()
 			// Not closed: it lives until the process ends, shared by the
 			// sub-benchmarks and by -count repetitions.
 			n := benchOpenMem(b, testConfig(nil))
-			for i := 0; i < len(pool); i += 1000 {
-				if _, err := n.ApplyDeltas(context.Background(), benchDecode(b, pool[i:min(i+1000, len(pool))])); err != nil {
+			for i := 0; i < len(pool.encs); i += 1000 {
+				if _, err := n.ApplyDeltas(context.Background(), pool.decode(b, i, min(i+1000, len(pool.encs)))); err != nil {
 					b.Fatal(err)
 				}
 			}
 			benchQueryNode = n
-			b.Logf("built a catalog of %d items in %v", len(pool), time.Since(start).Round(time.Millisecond))
+			b.Logf("built a catalog of %d items in %v", len(pool.encs), time.Since(start).Round(time.Millisecond))
 		})
 	})
 	if benchQueryNode == nil {

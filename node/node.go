@@ -78,7 +78,8 @@ type staged struct {
 
 // group is the set of writes committed together.
 type group struct {
-	writes  map[string][]byte // key -> value, nil for delete
+	writes  map[string][]byte       // key -> value, nil for delete
+	heads   map[crdt.ReplicaID]bool // replicas whose chain head moved: staged at commit
 	changes []Change
 	ops     int
 	done    chan struct{} // closed once committed (or failed)
@@ -382,6 +383,7 @@ func (n *Node) commitOnce() {
 		return
 	}
 	n.signGroup(g)
+	n.stageHeads(g)
 	n.trimLog(g)
 	bk, err := n.bookkeeping()
 	for k, v := range bk {
@@ -444,9 +446,16 @@ func (n *Node) signGroup(g *group) {
 		if h := n.heads[n.replica]; h.Counter == c.Delta.Dot.Counter {
 			h.Sig = c.Delta.Proof.Sig
 			n.heads[n.replica] = h
-			n.put(g, headKey(n.replica), encodeHead(h))
 		}
 		return
+	}
+}
+
+// stageHeads stages the chain heads that g's deltas moved, once per
+// replica. Caller holds mu.
+func (n *Node) stageHeads(g *group) {
+	for r := range g.heads {
+		n.put(g, headKey(r), encodeHead(n.heads[r]))
 	}
 }
 

@@ -212,9 +212,11 @@ func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, next cr
 		n.meta.Counter = max(n.meta.Counter, d.Dot.Counter)
 	}
 	if !next.IsZero() {
-		h := head{Counter: d.Dot.Counter, Hash: next, Sig: d.Proof.Sig}
-		n.heads[d.Dot.Replica] = h
-		n.put(g, headKey(d.Dot.Replica), encodeHead(h))
+		n.heads[d.Dot.Replica] = head{Counter: d.Dot.Counter, Hash: next, Sig: d.Proof.Sig}
+		if g.heads == nil {
+			g.heads = map[crdt.ReplicaID]bool{}
+		}
+		g.heads[d.Dot.Replica] = true
 	}
 	n.meta.Seq++
 	entry := logEntry(enc, d.Proof, local)
