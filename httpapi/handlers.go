@@ -378,7 +378,8 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	out["pending"] = st.Pending
 	out["ops"] = st.Ops
 	out["deltas"] = map[string]uint64{"new": st.DeltasNew, "duplicate": st.DeltasDuplicate, "rejected": st.DeltasRejected,
-		"refused": st.DeltasRefused, "waited": st.DeltasWaited, "evicted": st.WaitingEvicted}
+		"refused": st.DeltasRefused, "waited": st.DeltasWaited, "evicted": st.WaitingEvicted,
+		"unproven": st.Unproven, "equivocations": st.Equivocations}
 	out["waiting"] = map[string]int64{"deltas": int64(st.Waiting), "bytes": st.WaitingBytes}
 	out["clock_ahead"] = st.ClockAhead
 	if st.Fork != "" {

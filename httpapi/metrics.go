@@ -63,6 +63,7 @@ type nodeCollector struct {
 	ops, deltas, clockAhead, commits, commitSeconds *prometheus.Desc
 	pending, logEntries, logBytes, items, counter   *prometheus.Desc
 	waiting, waitingBytes, waitingEvicted, forks    *prometheus.Desc
+	unproven, equivocations                         *prometheus.Desc
 	commitFailures, writable                        *prometheus.Desc
 }
 
@@ -86,6 +87,8 @@ func newNodeCollector(c Catalog) *nodeCollector {
 		waitingBytes:   desc("waiting_delta_bytes", "Encoded size of the waiting deltas."),
 		waitingEvicted: desc("waiting_deltas_evicted_total", "Waiting deltas dropped because the buffer was full (anti-entropy fetches them again)."),
 		forks:          desc("fork_evidence_total", "Deltas and states holding operations of this node's own replica that it never wrote."),
+		unproven:       desc("deltas_unproven_total", "Remote deltas refused for lacking their origin's proof (a signature, or a chain that can lead to one)."),
+		equivocations:  desc("equivocations_total", "Remote deltas refused because their replica had signed a different history."),
 		commitFailures: desc("commit_failures_total", "Group commits the store failed to write (a full disk, say); their writes were refused."),
 		writable:       desc("store_writable", "1 while the node accepts writes, 0 while its store refuses them (GET /readyz answers 503)."),
 	}
@@ -96,7 +99,7 @@ func (nc *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		nc.ops, nc.deltas, nc.clockAhead, nc.commits, nc.commitSeconds,
 		nc.pending, nc.logEntries, nc.logBytes, nc.items, nc.counter,
-		nc.waiting, nc.waitingBytes, nc.waitingEvicted, nc.forks,
+		nc.waiting, nc.waitingBytes, nc.waitingEvicted, nc.forks, nc.unproven, nc.equivocations,
 		nc.commitFailures, nc.writable,
 	} {
 		ch <- d
@@ -120,6 +123,8 @@ func (nc *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(nc.deltas, float64(st.DeltasWaited), "waited")
 	counter(nc.waitingEvicted, float64(st.WaitingEvicted))
 	counter(nc.forks, float64(st.ForkEvidence))
+	counter(nc.unproven, float64(st.Unproven))
+	counter(nc.equivocations, float64(st.Equivocations))
 	gauge(nc.waiting, float64(st.Waiting))
 	gauge(nc.waitingBytes, float64(st.WaitingBytes))
 	counter(nc.clockAhead, float64(st.ClockAhead))
