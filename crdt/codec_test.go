@@ -562,7 +562,7 @@ func TestDelta_UnmarshalJSONRejectsMalformed(t *testing.T) {
 		{"truncated", good[:len(good)-1], ErrInvalid},
 		{"trailing-object", append(slices.Clone(good), `{}`...), ErrInvalid},
 		{"trailing-garbage", append(slices.Clone(good), `x`...), ErrInvalid},
-		{"oversize", append(slices.Clone(good), bytes.Repeat([]byte(" "), maxDeltaJSONBytes)...), ErrTooLarge},
+		{"oversize", append(slices.Clone(good), bytes.Repeat([]byte(" "), MaxDeltaJSONBytes)...), ErrTooLarge},
 		{"unknown-key", edit(func(m map[string]any) { m["kind"] = "orset" }), ErrInvalid},
 		{"unknown-entry-key", edit(func(m map[string]any) { entry(m, "size")["extra"] = 1 }), ErrInvalid},
 		{"unknown-op", edit(func(m map[string]any) { m["op"] = "upsert" }), ErrInvalid},

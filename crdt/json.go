@@ -25,12 +25,12 @@ import (
 //
 // "proof" is absent for a delta without one (see Proof).
 
-// maxDeltaJSONBytes bounds the JSON form UnmarshalJSON takes: room for the
+// MaxDeltaJSONBytes bounds the JSON form UnmarshalJSON takes: room for the
 // JSON form of any delta that DecodeDelta accepts — its strings and values
 // at most twice their binary size (escapes), plus a dot, a timestamp and
 // their keys, some 170 bytes, for each of the up to MaxDeltaDots dots and
 // entries it names — with white space besides.
-const maxDeltaJSONBytes = 2*MaxDeltaBytes + 256*MaxDeltaDots
+const MaxDeltaJSONBytes = 2*MaxDeltaBytes + 256*MaxDeltaDots
 
 type jsonDot struct {
 	Replica ReplicaID `json:"replica"`
@@ -137,7 +137,7 @@ func (d *Delta) MarshalJSON() ([]byte, error) {
 // UnmarshalJSON decodes the JSON form and validates the result like
 // DecodeDelta. Unknown keys are an error; on error d is left unchanged.
 func (d *Delta) UnmarshalJSON(b []byte) error {
-	if len(b) > maxDeltaJSONBytes {
+	if len(b) > MaxDeltaJSONBytes {
 		return fmt.Errorf("decode delta: %w: %d bytes of JSON", ErrTooLarge, len(b))
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))

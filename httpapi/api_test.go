@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/crdt-catalog/crdt-catalog/node"
 )
 
@@ -301,7 +302,9 @@ func TestAPI_BodyLimit(t *testing.T) {
 	runCases(t, s, []apiCase{
 		{name: "add", req: request{"POST", "/snapshots/add/x", ctJSON, big, nil}, want: 413, substr: "larger than 64 bytes"},
 		{name: "put", req: request{"PUT", "/snapshots/metadata/x", ctJSON, big, nil}, want: 413},
-		{name: "delta", req: request{"POST", "/crdt/delta", ctJSON, "[" + strings.Repeat(" ", 100) + "]", nil}, want: 413},
+		// POST /crdt/delta takes room for any delta, whatever MaxBodyBytes.
+		{name: "delta", req: request{"POST", "/crdt/delta", ctJSON, "[" + strings.Repeat(" ", 100) + "]", nil}, want: 200},
+		{name: "delta over any delta's size", req: request{"POST", "/crdt/delta", ctJSON, "[" + strings.Repeat(" ", crdt.MaxDeltaJSONBytes) + "]", nil}, want: 413},
 		{name: "at the limit", req: request{"POST", "/snapshots/add/x", ctJSON, `{"note":"` + strings.Repeat("x", 52) + `"}`, nil}, want: 201},
 	})
 	runCases(t, s2, []apiCase{

@@ -160,6 +160,11 @@ const (
 // a Content-Type is accepted when its body is empty (or only white space);
 // the body is then returned empty.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, emptyOK bool, types ...string) ([]byte, error) {
+	return s.readBodyUpTo(w, r, s.cfg.MaxBodyBytes, emptyOK, types...)
+}
+
+// readBodyUpTo is readBody with a limit of its own.
+func (s *Server) readBodyUpTo(w http.ResponseWriter, r *http.Request, limit int64, emptyOK bool, types ...string) ([]byte, error) {
 	ct := r.Header.Get("Content-Type")
 	if ct == "" && (!emptyOK || r.ContentLength > 0) {
 		return nil, unsupportedMedia(types)
@@ -169,7 +174,6 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, emptyOK bool, 
 			return nil, err
 		}
 	}
-	limit := s.cfg.MaxBodyBytes
 	if r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}

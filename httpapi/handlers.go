@@ -222,13 +222,21 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) error {
 
 // deltasResponse is the body of GET /crdt/delta.
 type deltasResponse struct {
-	Deltas []*crdt.Delta `json:"deltas"`
-	Cursor uint64        `json:"cursor"`
-	More   bool          `json:"more"`
+	Deltas []json.RawMessage `json:"deltas"`
+	Cursor uint64            `json:"cursor"`
+	More   bool              `json:"more"`
 }
 
+// maxDeltaPageBytes bounds the JSON of the deltas of one GET /crdt/delta
+// page (but for a single delta, which is never cut): what POST
+// /crdt/delta takes, on any node, whatever its MaxBodyBytes.
+const maxDeltaPageBytes = crdt.MaxDeltaJSONBytes
+
 // handleGetDeltas serves GET /crdt/delta?limit=: the pending deltas of
-// this node's own operations and the cursor to clear them with.
+// this node's own operations and the cursor to clear them with. A page
+// holds at most limit deltas and maxDeltaPageBytes of their JSON, and its
+// last delta carries this node's signature, so that the page as a whole
+// is proven wherever it is posted.
 func (s *Server) handleGetDeltas(w http.ResponseWriter, r *http.Request) error {
 	limit, err := intParam(r.URL.Query(), "limit", defaultDeltaLimit, maxDeltaLimit)
 	if err != nil {
@@ -243,9 +251,26 @@ func (s *Server) handleGetDeltas(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := deltasResponse{Deltas: p.Deltas, Cursor: p.Cursor, More: p.More}
-	if out.Deltas == nil {
-		out.Deltas = []*crdt.Delta{}
+	out := deltasResponse{Deltas: []json.RawMessage{}, Cursor: p.Cursor, More: p.More}
+	size := 0
+	for i, d := range p.Deltas {
+		b, err := d.MarshalJSON()
+		if err != nil {
+			return err
+		}
+		if size += len(b) + 1; size > maxDeltaPageBytes && i > 0 {
+			// Cut here: the last delta kept must carry the signature.
+			last := p.Deltas[i-1]
+			if err := s.c.Attest(last); err != nil {
+				return err
+			}
+			if out.Deltas[i-1], err = last.MarshalJSON(); err != nil {
+				return err
+			}
+			out.Cursor, out.More = p.Seqs[i-1], true
+			break
+		}
+		out.Deltas = append(out.Deltas, b)
 	}
 	s.writeJSON(w, r, http.StatusOK, out)
 	return nil
@@ -259,10 +284,13 @@ type applyResponse struct {
 	Refused   int `json:"refused"`
 }
 
-// handleApplyDeltas serves POST /crdt/delta: one delta object or an array
-// of them, applied all or nothing.
+// handleApplyDeltas serves POST /crdt/delta: one delta object, an array
+// of them, or a page as GET /crdt/delta returns it, validated all or
+// nothing. It takes a body of up to max(MaxBodyBytes,
+// crdt.MaxDeltaJSONBytes): room for any delta, and for any page another
+// node serves.
 func (s *Server) handleApplyDeltas(w http.ResponseWriter, r *http.Request) error {
-	body, err := s.readBody(w, r, false, mediaJSON)
+	body, err := s.readBodyUpTo(w, r, max(s.cfg.MaxBodyBytes, crdt.MaxDeltaJSONBytes), false, mediaJSON)
 	if err != nil {
 		return err
 	}
@@ -280,14 +308,24 @@ func (s *Server) handleApplyDeltas(w http.ResponseWriter, r *http.Request) error
 	return nil
 }
 
-// decodeDeltas decodes one delta object or an array of them; each is
-// validated as it decodes, and the first bad one fails the whole body.
+// decodeDeltas decodes one delta object, an array of them, or a page
+// ({"deltas": [...], "cursor": N, "more": B}, the body of GET
+// /crdt/delta); each delta is validated as it decodes, and the first bad
+// one fails the whole body.
 func decodeDeltas(b []byte) ([]*crdt.Delta, error) {
 	if len(b) == 0 {
-		return nil, badRequest("empty body: want a delta object or an array of deltas")
+		return nil, badRequest("empty body: want a delta object, an array of deltas, or a page of GET /crdt/delta")
 	}
 	switch b[0] {
 	case '{':
+		var page struct {
+			Deltas []json.RawMessage `json:"deltas"`
+			Cursor *uint64           `json:"cursor"`
+			More   *bool             `json:"more"`
+		}
+		if err := decodeStrict(b, &page); err == nil && page.Deltas != nil {
+			return decodeDeltaList(page.Deltas)
+		}
 		d, err := decodeDelta(b)
 		if err != nil {
 			return nil, err
@@ -298,18 +336,23 @@ func decodeDeltas(b []byte) ([]*crdt.Delta, error) {
 		if err := json.Unmarshal(b, &raws); err != nil {
 			return nil, badRequest("malformed JSON: %v", err)
 		}
-		deltas := make([]*crdt.Delta, len(raws))
-		for i, raw := range raws {
-			d, err := decodeDelta(raw)
-			if err != nil {
-				return nil, fmt.Errorf("delta %d: %w", i, err)
-			}
-			deltas[i] = d
-		}
-		return deltas, nil
+		return decodeDeltaList(raws)
 	default:
-		return nil, badRequest("want a delta object or an array of deltas")
+		return nil, badRequest("want a delta object, an array of deltas, or a page of GET /crdt/delta")
 	}
+}
+
+// decodeDeltaList decodes each delta of a list.
+func decodeDeltaList(raws []json.RawMessage) ([]*crdt.Delta, error) {
+	deltas := make([]*crdt.Delta, len(raws))
+	for i, raw := range raws {
+		d, err := decodeDelta(raw)
+		if err != nil {
+			return nil, fmt.Errorf("delta %d: %w", i, err)
+		}
+		deltas[i] = d
+	}
+	return deltas, nil
 }
 
 func decodeDelta(b []byte) (*crdt.Delta, error) {

@@ -33,6 +33,7 @@ type Catalog interface {
 	Get(ctx context.Context, k crdt.Key) (node.Item, error)
 	Query(ctx context.Context, collection, q string, limit int, cursor string) (node.Page, error)
 	GetDeltas(ctx context.Context, limit int) (node.Pending, error)
+	Attest(d *crdt.Delta) error
 	ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (node.ApplyResult, error)
 	ClearDeltas(ctx context.Context, cursor uint64) error
 	ClearAllDeltas(ctx context.Context) (uint64, error)

@@ -21,6 +21,10 @@ import (
 // Pending is a page of logged deltas in arrival order.
 type Pending struct {
 	Deltas []*crdt.Delta
+	// Seqs are the deltas' sequence numbers: a consumer that takes only
+	// the first k deltas continues from, or clears to, Seqs[k-1] (and
+	// should have the last of them signed, see Attest).
+	Seqs []uint64
 	// Cursor is the sequence number of the last delta in Deltas (the
 	// cursor passed in, if Deltas is empty). Pass it to ClearDeltas or to
 	// the next DeltasSince.
@@ -129,7 +133,7 @@ func (n *Node) DeltasSince(ctx context.Context, cursor uint64, limit int, localO
 		if err != nil {
 			return false, fmt.Errorf("log entry %d: %w", seq, err)
 		}
-		p.Deltas = append(p.Deltas, d)
+		p.Deltas, p.Seqs = append(p.Deltas, d), append(p.Seqs, seq)
 		if d.Dot.Replica == n.replica {
 			// val is the iterator's buffer, reused by its next step.
 			lastOwn, lastOwnEnc = d, bytes.Clone(enc)
@@ -286,6 +290,23 @@ func (n *Node) DeltasFor(ctx context.Context, have *crdt.Context, fn func(d *crd
 		err = emit(true)
 	}
 	return sent, err
+}
+
+// Attest signs d, a delta of this node's replica from its log, if it
+// carries no signature yet, so that it proves every earlier delta of the
+// replica to whoever receives them: for a consumer of DeltasSince or
+// GetDeltas that passes on only part of a page. It does nothing for a
+// delta of another replica or on a node without Config.Key.
+func (n *Node) Attest(d *crdt.Delta) error {
+	if d == nil || d.Dot.Replica != n.replica || n.cfg.Key == nil || d.Proof.Sig != nil {
+		return nil
+	}
+	enc, err := crdt.EncodeDelta(d)
+	if err != nil {
+		return err
+	}
+	n.sign(d, enc)
+	return nil
 }
 
 // sign signs the chain head after d, a delta of this node's replica whose
