@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"pgregory.net/rapid"
 )
 
 // signedConfig is testConfig with a new identity key.
@@ -360,4 +362,205 @@ func TestProof_RunCutBeforeItsSignatureJoinsLater(t *testing.T) {
 			t.Fatalf("order %v: %d still waiting, %d refused as unproven", order, s.Waiting, s.Unproven)
 		}
 	}
+}
+
+// byzSigner is a Byzantine replica with its own key: it signs what it
+// likes under its own replica, and may sign two histories.
+type byzSigner struct {
+	id   crdt.ReplicaID
+	key  ed25519.PrivateKey
+	next uint64
+	prev crdt.Hash
+}
+
+func newByzSigner(tb testing.TB) *byzSigner {
+	tb.Helper()
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id, err := crdt.NewKeyedReplicaID(pub, rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &byzSigner{id: id, key: key, next: 1, prev: crdt.ChainStart(id)}
+}
+
+// sign chains and signs d, made with dot s.dot(); with advance unset the
+// chain stays where it was, so the next delta signs a second history.
+func (s *byzSigner) sign(tb testing.TB, d *crdt.Delta, advance bool) *crdt.Delta {
+	tb.Helper()
+	enc, err := crdt.EncodeDelta(d)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	d.Proof.Prev = s.prev
+	next := crdt.ChainNext(s.prev, enc)
+	d.Proof.Sig = crdt.SignHead(s.key, s.id, d.Dot.Counter, next)
+	if advance {
+		s.prev, s.next = next, s.next+1
+	}
+	return d
+}
+
+func (s *byzSigner) dot() crdt.Dot { return crdt.Dot{Replica: s.id, Counter: s.next} }
+
+// The property test of TestIntegrity_ByzantineReplicasCannotHarmHonestOnes
+// for signed nodes, against Byzantine replicas that hold keys of their
+// own: besides claims beyond what exists, they write honest replicas' next
+// dots (unsigned, or signed with their own keys) and sign two histories of
+// their own. Honest nodes keep every acknowledged write, end with the
+// items a node that saw only honest deltas has, and agree on every honest
+// replica's history.
+func TestProof_ByzantineSignersCannotHarmHonestOnes(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		ctx := context.Background()
+		cfgs := []Config{signedConfig(t), signedConfig(t), signedConfig(t), signedConfig(t)}
+		for i := range cfgs {
+			cfgs[i].MaxWaitingDeltas = 50
+		}
+		honest := []*Node{openMem(t, cfgs[0]), openMem(t, cfgs[1]), openMem(t, cfgs[2])}
+		clean := openMem(t, cfgs[3]) // receives honest deltas only
+		subs := map[*Node]*Subscription{}
+		for _, n := range honest {
+			subs[n] = n.Subscribe(100_000)
+		}
+		defer func() {
+			for _, n := range append(honest, clean) {
+				n.Close()
+			}
+		}()
+		byzs := []*byzSigner{newByzSigner(t), newByzSigner(t)}
+		ids := []string{"a", "b", "c"}
+		var mine, byz []*crdt.Delta
+		const beyond = 1_000
+		evil := crdt.Document{"v": []byte(`"evil"`)}
+		attack := func(n *Node) {
+			victim := honest[rapid.IntRange(0, len(honest)-1).Draw(rt, "victim")]
+			k := key("snapshots", rapid.SampledFrom(append(ids, "byz")).Draw(rt, "id"))
+			far := crdt.Dot{Replica: victim.ReplicaID(), Counter: beyond + rapid.Uint64Range(0, 1<<63).Draw(rt, "far")}
+			nextOf := crdt.Dot{Replica: victim.ReplicaID(), Counter: victim.Stats().Counter + 1}
+			s := byzs[rapid.IntRange(0, len(byzs)-1).Draw(rt, "byz")]
+			switch rapid.IntRange(0, 5).Draw(rt, "attack") {
+			case 0: // the victim's next dot, unsigned: it waits, unproven
+				d, _ := crdt.AddDelta(k, nil, evil, nextOf, testTS)
+				d.Proof.Prev = crdt.ChainStart(nextOf.Replica)
+				byz = append(byz, d)
+			case 1: // the victim's next dot signed with another key
+				d, _ := crdt.AddDelta(k, nil, evil, nextOf, testTS)
+				enc, _ := crdt.EncodeDelta(d)
+				d.Proof.Prev = crdt.ChainStart(nextOf.Replica)
+				d.Proof.Sig = crdt.SignHead(s.key, nextOf.Replica, nextOf.Counter, crdt.ChainNext(d.Proof.Prev, enc))
+				if _, err := n.ApplyDelta(ctx, d); !errors.Is(err, crdt.ErrInvalid) {
+					rt.Fatalf("a forged signature: err = %v, want ErrInvalid", err)
+				}
+				return
+			case 2: // a remove naming honest writes that do not exist
+				byz = append(byz, s.sign(t, forgedRemove(k, s.dot(), far), true))
+			case 3: // an overwrite naming them
+				d, _ := crdt.AddDelta(k, &crdt.Item{Presence: []crdt.Dot{far}}, evil, s.dot(), testTS)
+				byz = append(byz, s.sign(t, d, true))
+			case 4: // two histories of its own item
+				d1, _ := crdt.AddDelta(key("snapshots", "byz"), nil, evil, s.dot(), testTS)
+				d2, _ := crdt.AddDelta(key("snapshots", "byz"), nil, crdt.Document{"v": []byte(`"twin"`)}, s.dot(), testTS)
+				byz = append(byz, s.sign(t, d2, false), s.sign(t, d1, true))
+			default: // its own add, on its own item
+				d, _ := crdt.AddDelta(key("snapshots", "byz"), nil, evil, s.dot(), testTS)
+				byz = append(byz, s.sign(t, d, true))
+			}
+			if _, err := n.ApplyDelta(ctx, byz[len(byz)-1]); err != nil {
+				rt.Fatalf("well-formed Byzantine delta: %v", err)
+			}
+		}
+		for range rapid.IntRange(1, 60).Draw(rt, "steps") {
+			n := honest[rapid.IntRange(0, len(honest)-1).Draw(rt, "node")]
+			switch rapid.IntRange(0, 4).Draw(rt, "step") {
+			case 0:
+				attack(n)
+			case 1:
+				if len(mine) > 0 {
+					d := mine[rapid.IntRange(0, len(mine)-1).Draw(rt, "deliver")]
+					if _, err := n.ApplyDeltas(ctx, []*crdt.Delta{d, d}); err != nil {
+						rt.Fatal(err)
+					}
+				}
+			default:
+				k := key("snapshots", rapid.SampledFrom(ids).Draw(rt, "id"))
+				doc := crdt.Document{"v": []byte(fmt.Sprint(rapid.IntRange(0, 9).Draw(rt, "v")))}
+				var err error
+				switch rapid.IntRange(0, 2).Draw(rt, "op") {
+				case 0:
+					_, err = n.Add(ctx, k, doc)
+				case 1:
+					err = n.Remove(ctx, k)
+				default:
+					_, err = n.Patch(ctx, k, doc)
+				}
+				if errors.Is(err, ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					rt.Fatalf("honest write refused: %v", err)
+				}
+				for c := range subs[n].C {
+					if c.Local {
+						mine = append(mine, c.Delta)
+						break
+					}
+				}
+			}
+		}
+		for _, n := range honest {
+			if _, err := n.ApplyDeltas(ctx, byz); err != nil {
+				rt.Fatal(err)
+			}
+		}
+		for range 2 {
+			for _, a := range honest {
+				for _, b := range honest {
+					if a != b {
+						antiEntropy(t, a, b)
+					}
+				}
+			}
+		}
+		// The clean node gets the honest deltas in any order, each run's
+		// signature included (each honest delta left its node signed or
+		// followed by a signed one).
+		shuffled := slices.Clone(mine)
+		for i := len(shuffled) - 1; i > 0; i-- {
+			j := rapid.IntRange(0, i).Draw(rt, "swap")
+			shuffled[i], shuffled[j] = shuffled[j], shuffled[i]
+		}
+		if _, err := clean.ApplyDeltas(ctx, shuffled); err != nil {
+			rt.Fatal(err)
+		}
+		for _, h := range honest {
+			pull(t, h, clean)
+		}
+		honestItems := func(n *Node) string {
+			var s string
+			for _, id := range ids {
+				it, err := n.Get(ctx, key("snapshots", id))
+				s += fmt.Sprintf("%s=%v/%v ", id, it.Metadata, errors.Is(err, ErrNotFound))
+			}
+			return s
+		}
+		want := honestItems(clean)
+		_, cleanApplied := clean.Contexts()
+		for _, n := range honest {
+			if got := honestItems(n); got != want {
+				rt.Fatalf("honest items on %s:\n%s\nwithout Byzantine deltas:\n%s", n.ReplicaID(), got, want)
+			}
+			_, applied := n.Contexts()
+			for _, h := range honest {
+				if got, want := applied.Max(h.ReplicaID()), cleanApplied.Max(h.ReplicaID()); got != want {
+					rt.Fatalf("%s holds %s up to %d, the clean node up to %d", n.ReplicaID(), h.ReplicaID(), got, want)
+				}
+			}
+			if s := n.Stats(); s.Forked {
+				rt.Fatalf("%s thinks it is forked: %s", n.ReplicaID(), s.Fork)
+			}
+		}
+	})
 }
