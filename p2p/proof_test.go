@@ -1,0 +1,53 @@
+package p2p
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A replica's deltas forwarded by anti-entropy through a peer that keeps
+// only the signature at the end of what it received: the sync stream cuts
+// that run into frames, and the receiver holds each frame's unproven tail
+// until the frame that proves it arrives. The writer is gone by then, so
+// the forwarder is the only source.
+func TestPeer_ForwardedRunsCutIntoFramesJoin(t *testing.T) {
+	ctx := context.Background()
+	a := startPeer(t, testConfig(t), nil)
+	bcfg := testConfig(t)
+	bcfg.Bootstrap = a.p.Addrs()[:1]
+	b := startPeer(t, bcfg, nil)
+	waitFor(t, 10*time.Second, "a and b connect", func() bool { return len(a.p.catalogPeers()) == 1 })
+	pad := strings.Repeat("x", 500) // ~600-byte deltas: a 256 KiB frame holds ~400
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 250 {
+				if _, err := a.n.Add(ctx, key(fmt.Sprintf("w%d-%03d", w, i)), doc(t, fmt.Sprintf(`{"pad":%q}`, pad))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	waitFor(t, 30*time.Second, "b has a's 2000 writes", func() bool { return converged(t, a, b) })
+	a.close()
+
+	ccfg := testConfig(t)
+	ccfg.Bootstrap = b.p.Addrs()[:1]
+	c := startPeer(t, ccfg, nil)
+	waitFor(t, 30*time.Second, "c has a's writes from b", func() bool {
+		st := c.n.Stats()
+		return st.Items["snapshots"] == 2000 && st.Waiting == 0
+	})
+	if st := c.n.Stats(); st.Unproven != 0 || st.DeltasRefused != 0 {
+		t.Fatalf("c refused %d deltas (%d unproven)", st.DeltasRefused, st.Unproven)
+	}
+	if st := c.p.Stats(); st.SyncBytesReceived < 2*chunkBytes {
+		t.Fatalf("c received %d sync bytes: fewer than two frames, nothing was cut", st.SyncBytesReceived)
+	}
+}
