@@ -194,7 +194,8 @@ func FuzzDecodeContext(f *testing.F) {
 
 func FuzzDeltaJSON(f *testing.F) {
 	_, all := sampleHistory(f)
-	for _, d := range append(all, richDelta(f)) {
+	signed, _, _ := signedChain(f, 2, 2) // with proofs, one signed
+	for _, d := range append(append(all, richDelta(f)), signed...) {
 		b, err := json.Marshal(d)
 		if err != nil {
 			f.Fatal(err)
@@ -243,6 +244,8 @@ func FuzzDeltaJSON(f *testing.F) {
 		if err != nil {
 			t.Fatalf("DecodeDelta of a delta that came as JSON: %v", err)
 		}
+		// ... but for its proof, which travels beside the encoding.
+		viaCBOR.Proof = d.Proof
 		if !reflect.DeepEqual(viaCBOR, &d) {
 			t.Fatalf("CBOR and JSON disagree:\n%+v\n%+v", viaCBOR, d)
 		}
