@@ -130,7 +130,12 @@ func (p *Peer) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubs
 		p.goRun(func() { _ = p.h.Network().ClosePeer(from) })
 		return pubsub.ValidationReject
 	}
+	var checked crdt.ReplicaID // a message's deltas are usually of one replica
 	for _, d := range ds {
+		if d.Dot.Replica == checked {
+			continue
+		}
+		checked = d.Dot.Replica
 		// A peer publishes only its own writes: a delta of a replica
 		// keyed by another peer is a forgery, whatever its proof says.
 		if owner := d.Dot.Replica.Peer(); owner != "" && owner != m.GetFrom().String() {
