@@ -27,8 +27,11 @@ import (
 // Forwarders cannot forge or alter a delta, and a replica that signs two
 // different chains (equivocation) is caught by whoever holds both.
 
+// HashSize is the size of a Hash.
+const HashSize = sha256.Size
+
 // Hash is a SHA-256 digest: a position in a replica's hash chain.
-type Hash [sha256.Size]byte
+type Hash [HashSize]byte
 
 // IsZero reports whether h is the zero hash, which no chain position has
 // (but for a broken SHA-256).

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -563,4 +565,103 @@ func TestProof_ByzantineSignersCannotHarmHonestOnes(t *testing.T) {
 			}
 		}
 	})
+}
+
+// rewriteHeader returns the state stream b with its header changed by fn.
+func rewriteHeader(t *testing.T, b []byte, fn func(*stateFrame)) []byte {
+	t.Helper()
+	r := bufio.NewReader(bytes.NewReader(b))
+	var out bytes.Buffer
+	for first := true; ; first = false {
+		f, err := readFrame(r, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first {
+			fn(f)
+		}
+		if err := writeFrame(&out, f); err != nil {
+			t.Fatal(err)
+		}
+		if f.Kind == frameEnd {
+			return out.Bytes()
+		}
+	}
+}
+
+// A full state may claim a keyed replica's dots only as far as a head the
+// replica signed: a crafted state that claims its future (whose deltas the
+// receiver would then drop as seen) is refused whole.
+func TestProof_StateClaimsNeedSignedHeads(t *testing.T) {
+	ctx := context.Background()
+	a, b := openMem(t, signedConfig(t)), openMem(t, signedConfig(t))
+	for i := range 5 {
+		mustAdd(t, a, fmt.Sprintf("s%d", i), `{"n":1}`)
+	}
+	var state bytes.Buffer
+	if err := a.ExportState(ctx, &state); err != nil {
+		t.Fatal(err)
+	}
+	ar := a.ReplicaID()
+	future := func(f *stateFrame) {
+		for _, ctxb := range []*[]byte{&f.Seen, &f.Applied} {
+			c, err := crdt.DecodeContext(*ctxb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := uint64(6); i <= 105; i++ {
+				c.Add(crdt.Dot{Replica: ar, Counter: i})
+			}
+			if *ctxb, err = crdt.EncodeContext(c); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	heads, err := decodeStateHeads(headerHeads(t, state.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bumped := heads[ar]
+	bumped.Counter = 105 // the signature was made for 5
+	for _, c := range []struct {
+		what string
+		fn   func(*stateFrame)
+	}{
+		{"a claim past the signed head", future},
+		{"a claim with the head's counter moved", func(f *stateFrame) {
+			future(f)
+			f.Heads = encodeStateHeads(map[crdt.ReplicaID]head{ar: bumped})
+		}},
+		{"a claim without heads", func(f *stateFrame) { f.Heads = nil }},
+	} {
+		crafted := rewriteHeader(t, state.Bytes(), c.fn)
+		if _, err := b.ImportState(ctx, bytes.NewReader(crafted)); !errors.Is(err, crdt.ErrInvalid) {
+			t.Fatalf("%s: import err = %v, want ErrInvalid", c.what, err)
+		}
+		if st := b.Stats(); st.Items["snapshots"] != 0 || st.Version[ar] != 0 {
+			t.Fatalf("%s: the refused state changed b: %+v", c.what, st)
+		}
+	}
+	// The state as a exported it is taken, with a's head: a's next delta
+	// then extends the chain b holds.
+	if _, err := b.ImportState(ctx, bytes.NewReader(state.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	mustAdd(t, a, "s5", `{"n":1}`)
+	if res := pull(t, a, b); res.New != 1 {
+		t.Fatalf("a's delta after the state: %+v", res)
+	}
+	if h := b.heads[ar]; h.Counter != 6 {
+		t.Fatalf("b's chain head of a at %d, want 6", h.Counter)
+	}
+}
+
+// headerHeads returns the heads field of state b's header.
+func headerHeads(t *testing.T, b []byte) []byte {
+	t.Helper()
+	f, err := readFrame(bufio.NewReader(bytes.NewReader(b)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.Heads
 }

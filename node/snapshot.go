@@ -6,15 +6,18 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/fxamacker/cbor/v2"
 )
 
 // A full-state transfer is a stream of frames, each a uvarint length and a
-// CBOR record: one header (format version, the sender's replica and its two
-// causal contexts), then every stored item in key order, then a trailer
+// CBOR record: one header (format version, the sender's replica, its two
+// causal contexts and the signed chain heads of the keyed replicas they
+// name), then every stored item in key order, then a trailer
 // with the item count, so a cut stream is detected. The trailer ends the
 // stream. Export works item by item, in constant memory; import reads the
 // stream twice, checking all of it before applying any of it, also in
@@ -25,7 +28,7 @@ const (
 	frameItem   = 2
 	frameEnd    = 3
 
-	maxFrameBytes = 2*crdt.MaxContextBytes + 4096
+	maxFrameBytes = 2*crdt.MaxContextBytes + maxReplicasLimit*maxStateHeadBytes + 4096
 	importChunk   = 1000     // items per commit during an import
 	stateBuffer   = 64 << 10 // read and write buffer of a state stream
 )
@@ -40,6 +43,7 @@ type stateFrame struct {
 	ID         string `cbor:"7,keyasint,omitempty"`
 	Item       []byte `cbor:"8,keyasint,omitempty"`
 	Count      uint64 `cbor:"9,keyasint,omitempty"`
+	Heads      []byte `cbor:"10,keyasint,omitempty"` // see encodeStateHeads
 }
 
 func writeFrame(w io.Writer, f *stateFrame) error {
@@ -131,8 +135,9 @@ type stateReader struct {
 	spool   io.Writer     // where every frame read is copied; nil: nowhere
 	seen    *crdt.Context // the sender's, from the header
 	applied *crdt.Context
-	lastKey string // store key of the last item read
-	items   int    // items read
+	heads   map[crdt.ReplicaID]head // signed chain heads, from the header
+	lastKey string                  // store key of the last item read
+	items   int                     // items read
 }
 
 // stateItem is one item of a state stream.
@@ -162,7 +167,61 @@ func openState(r *bufio.Reader, spool io.Writer) (*stateReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state stream: header: applied: %w", err)
 	}
-	return &stateReader{r: r, spool: spool, seen: seen, applied: applied}, nil
+	heads, err := decodeStateHeads(h.Heads)
+	if err != nil {
+		return nil, fmt.Errorf("state stream: header: %w", err)
+	}
+	return &stateReader{r: r, spool: spool, seen: seen, applied: applied, heads: heads}, nil
+}
+
+// maxStateHeadBytes bounds one chain head in a state header.
+const maxStateHeadBytes = 1 + crdt.MaxReplicaIDLen + 8 + crdt.HashSize + crdt.SigSize
+
+// encodeStateHeads encodes chain heads, each signed, in replica order: for
+// each, the replica ID's length (one byte) and bytes, the counter (8
+// bytes, big-endian), the chain hash and the signature.
+func encodeStateHeads(heads map[crdt.ReplicaID]head) []byte {
+	var b []byte
+	for _, r := range slices.Sorted(maps.Keys(heads)) {
+		h := heads[r]
+		b = append(append(b, byte(len(r))), r...)
+		b = binary.BigEndian.AppendUint64(b, h.Counter)
+		b = append(append(b, h.Hash[:]...), h.Sig...)
+	}
+	return b
+}
+
+// decodeStateHeads decodes what encodeStateHeads wrote. It checks the
+// form (valid, keyed and ordered replica IDs, a signature each); whether
+// the signatures verify is admitContexts' business, for the heads it
+// needs.
+func decodeStateHeads(b []byte) (map[crdt.ReplicaID]head, error) {
+	heads := map[crdt.ReplicaID]head{}
+	var last crdt.ReplicaID
+	for len(b) > 0 {
+		n := int(b[0])
+		if len(b) < 1+n+8+crdt.HashSize+crdt.SigSize {
+			return nil, fmt.Errorf("%w: chain heads cut short", crdt.ErrInvalid)
+		}
+		r := crdt.ReplicaID(b[1 : 1+n])
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("chain head: %w", err)
+		}
+		if _, ok := r.PublicKey(); !ok {
+			return nil, fmt.Errorf("%w: chain head of %s, a replica that names no key", crdt.ErrInvalid, r)
+		}
+		if len(heads) > 0 && r <= last {
+			return nil, fmt.Errorf("%w: chain heads out of order at %s", crdt.ErrInvalid, r)
+		}
+		b = b[1+n:]
+		h := head{Counter: binary.BigEndian.Uint64(b)}
+		b = b[8:]
+		b = b[copy(h.Hash[:], b):]
+		h.Sig = slices.Clone(b[:crdt.SigSize])
+		b = b[crdt.SigSize:]
+		heads[r], last = h, r
+	}
+	return heads, nil
 }
 
 // next returns the next item of the stream, decoded and checked; nil once
@@ -254,6 +313,7 @@ type StateExport struct {
 
 	replica       crdt.ReplicaID
 	seen, applied []byte
+	heads         []byte
 	n             *Node
 }
 
@@ -265,11 +325,11 @@ func (n *Node) BeginExport(ctx context.Context) (*StateExport, error) {
 	if err != nil {
 		return nil, err
 	}
-	seen, applied, cursor := n.seen.Clone(), n.applied.Clone(), n.meta.Seq
+	seen, applied, cursor, heads := n.seen.Clone(), n.applied.Clone(), n.meta.Seq, n.signedHeads()
 	if err := n.end(ctx, g, true); err != nil {
 		return nil, err
 	}
-	e := &StateExport{Cursor: cursor, replica: n.replica, n: n}
+	e := &StateExport{Cursor: cursor, replica: n.replica, heads: encodeStateHeads(heads), n: n}
 	if e.seen, err = crdt.EncodeContext(seen); err != nil {
 		return nil, fmt.Errorf("export state: %w", err)
 	}
@@ -288,7 +348,7 @@ func (n *Node) BeginExport(ctx context.Context) (*StateExport, error) {
 // rejects as such.
 func (e *StateExport) Stream(ctx context.Context, w io.Writer) error {
 	bw := bufio.NewWriterSize(w, stateBuffer)
-	if err := writeFrame(bw, &stateFrame{Kind: frameHeader, Version: crdt.FormatVersion, Replica: string(e.replica), Seen: e.seen, Applied: e.applied}); err != nil {
+	if err := writeFrame(bw, &stateFrame{Kind: frameHeader, Version: crdt.FormatVersion, Replica: string(e.replica), Seen: e.seen, Applied: e.applied, Heads: e.heads}); err != nil {
 		return fmt.Errorf("export state: %w", err)
 	}
 	var count uint64
@@ -310,6 +370,29 @@ func (e *StateExport) Stream(ctx context.Context, w io.Writer) error {
 		return fmt.Errorf("export state: %w", err)
 	}
 	return nil
+}
+
+// signedHeads returns the signed chain heads of the keyed replicas, at
+// what this node applied of each: the proof a full state gives of the
+// dots it claims. This node's own head is signed now if it is not yet; a
+// replica whose head this node holds unsigned (its last run was cut before
+// its signature) is left out, and a receiver that lacks its dots refuses
+// the state until the replica's next signed delta arrives here. Caller
+// holds mu.
+func (n *Node) signedHeads() map[crdt.ReplicaID]head {
+	out := make(map[crdt.ReplicaID]head, len(n.heads))
+	for r, h := range n.heads {
+		if h.Counter != n.applied.Max(r) {
+			continue
+		}
+		if h.Sig == nil && r == n.replica && n.cfg.Key != nil {
+			h.Sig = crdt.SignHead(n.cfg.Key, r, h.Counter, h.Hash)
+		}
+		if h.Sig != nil {
+			out[r] = h
+		}
+	}
+	return out
 }
 
 // ExportState writes the node's whole durable state to w: BeginExport,
@@ -483,6 +566,9 @@ func (n *Node) applyState(ctx context.Context, r *bufio.Reader) (ImportResult, e
 
 	n.mu.Lock()
 	err = n.admitContexts(sr.seen, sr.applied)
+	if err == nil {
+		err = n.admitHeads(sr)
+	}
 	n.mu.Unlock()
 	if err != nil {
 		return res, err
@@ -565,6 +651,32 @@ func (n *Node) admitContexts(seen, applied *crdt.Context) error {
 	return nil
 }
 
+// admitHeads checks that a full state claims no dot of a keyed replica
+// that the replica did not sign: for each keyed replica its contexts name
+// beyond what this node applied, the state must carry the replica's chain
+// head at or past that dot, signed with the replica's key. Otherwise a
+// crafted state could claim a replica's future operations, and this node
+// would drop them as already seen when they come. Caller holds mu.
+func (n *Node) admitHeads(sr *stateReader) error {
+	for _, r := range sr.seen.Replicas() {
+		claim := max(sr.seen.Max(r), sr.applied.Max(r))
+		if claim <= n.applied.Max(r) {
+			continue
+		}
+		if _, keyed := r.PublicKey(); !keyed {
+			continue
+		}
+		h, ok := sr.heads[r]
+		if !ok || h.Counter < claim {
+			return fmt.Errorf("%w: the state claims %s up to %d, but carries no head that %s signed there", crdt.ErrInvalid, r, claim, r)
+		}
+		if err := crdt.VerifyHead(r, h.Counter, h.Hash, h.Sig); err != nil {
+			return fmt.Errorf("state stream: %w", err)
+		}
+	}
+	return nil
+}
+
 // importer walks a checked state stream in step with the local items.
 type importer struct {
 	n       *Node
@@ -641,13 +753,25 @@ func (in *importer) join(ctx context.Context, key string, theirs *crdt.Item) err
 	return nil
 }
 
-// stageContexts joins the sender's contexts. Caller holds mu.
+// stageContexts joins the sender's contexts, and takes its chain heads
+// for the keyed replicas where the state brought this node further, so
+// that the deltas that follow are checked against them. Caller holds mu.
 func (in *importer) stageContexts(applied *crdt.Context) {
 	n := in.n
+	g := n.filling
+	for r, h := range in.sr.heads {
+		if h.Counter > n.applied.Max(r) && h.Counter == applied.Max(r) {
+			n.heads[r] = h
+			if g.heads == nil {
+				g.heads = map[crdt.ReplicaID]bool{}
+			}
+			g.heads[r] = true
+		}
+	}
 	n.seen.Merge(in.sr.seen)
 	n.applied.Merge(applied)
 	n.meta.Counter = max(n.meta.Counter, n.applied.Max(n.replica))
-	in.g = n.filling
+	in.g = g
 }
 
 // commit waits until everything staged is durable.
