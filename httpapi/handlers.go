@@ -371,7 +371,10 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	out["replica"] = st.Replica
 	out["counter"] = st.Counter
-	out["version"] = version
+	// Per replica, the counter up to which this node holds every delta.
+	// Not "version": that reads as the software's, which cmd's StatusFunc
+	// reports under "build".
+	out["applied_version_vector"] = version
 	out["collections"] = slices.Sorted(maps.Keys(s.colls))
 	out["items"] = items
 	out["delta_log"] = map[string]any{"entries": st.LogEntries, "bytes": st.LogBytes}

@@ -167,6 +167,9 @@ func TestBinary_EndToEnd(t *testing.T) {
 		{"DELETE", "/snapshots/remove/gone", "", "", 200, `"removed":"gone"`},
 		{"GET", "/crdt/delta", "", "", 200, `"deltas"`},
 		{"GET", "/status", "", "", 200, `"peer_id"`},
+		{"GET", "/status", "", "", 200, `"peers":[]`},
+		{"GET", "/status", "", "", 200, `"applied_version_vector":{"`},
+		{"GET", "/status", "", "", 200, `"go_version":"go1.`},
 		{"GET", "/healthz", "", "", 200, ""},
 		{"GET", "/metrics", "", "", 200, "# HELP"},
 		// Error classes.
