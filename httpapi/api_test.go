@@ -366,7 +366,7 @@ func TestAPI_Probes(t *testing.T) {
 			}{
 				{m["replica"], rep},
 				{m["peer_id"], "12D3KooW"},
-				{field(t, m, "version", rep), 1.0},
+				{field(t, m, "applied_version_vector", rep), 1.0},
 				{field(t, m, "items", "snapshots"), 1.0},
 				{field(t, m, "items", "images"), 0.0},
 				{field(t, m, "delta_log", "entries"), 1.0},

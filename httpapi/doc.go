@@ -7,6 +7,8 @@
 // For each collection C the node serves (by default snapshots and images):
 //
 //	POST   /C/add/{id}        add with a metadata object (empty body: {}) -> 201 item
+//	                          an upsert: a present item's metadata becomes the body;
+//	                          with If-None-Match: *, only if absent on this node, else 412
 //	DELETE /C/remove/{id}     remove                                       -> 200 {"removed": id}
 //	PUT    /C/metadata/{id}   replace the metadata                         -> 200 item
 //	PATCH  /C/metadata/{id}   JSON merge patch (RFC 7396)                  -> 200 item
@@ -20,7 +22,7 @@
 //	POST /crdt/delta/clear         {"cursor": N} or empty  -> 200 {"cleared": N}
 //	GET  /crdt/state               this node's full state  -> 200 stream, header Crdt-Delta-Cursor: N
 //	POST /crdt/state               join another's state    -> 200 {"items": n, "changed": m}
-//	GET  /status                   replica, version vector, counts, StatusFunc fields
+//	GET  /status                   replica, applied_version_vector, counts, StatusFunc fields
 //	GET  /healthz                  liveness: 200 {"status": "ok"}
 //	GET  /readyz                   200 {"status": "ready"}, 503 while closing or while the store refuses writes
 //	GET  /metrics                  Prometheus text exposition
@@ -52,12 +54,14 @@
 // Every error, including an unknown route (404) and a wrong method on a
 // known path (405, with an Allow header), is a JSON body {"error": "..."}:
 // 400 malformed input, 401 missing or wrong bearer token, 404 unknown item
-// or collection, 408 body not received within Config.BodyTimeout, 410
-// pending deltas dropped from the log (take a full state), 413 body too
-// large, 415 wrong Content-Type, 503 node closed or shutting down, or its
-// store failing writes (node.ErrFailed), 507 the disk is full (an error
-// wrapping syscall.ENOSPC), 500 anything else (logged). An error answered
-// before the request's body was read to its end closes the connection.
+// or collection, 408 body not received within Config.BodyTimeout, 409 a
+// suspected fork (node.ErrForkSuspected), 410 pending deltas dropped from
+// the log (take a full state), 412 a create-only add (If-None-Match: *)
+// of an item present on this node, 413 body too large, 415 wrong
+// Content-Type, 503 node closed or shutting down, or its store failing
+// writes (node.ErrFailed), 507 the disk is full (an error wrapping
+// syscall.ENOSPC), 500 anything else (logged). An error answered before
+// the request's body was read to its end closes the connection.
 //
 // # Store failures
 //

@@ -57,6 +57,9 @@ func statusOf(err error) int {
 		return http.StatusGone
 	case errors.Is(err, node.ErrForkSuspected):
 		return http.StatusConflict
+	case errors.Is(err, node.ErrExists):
+		// A create-only add (If-None-Match: *) of a present item.
+		return http.StatusPreconditionFailed
 	case errors.Is(err, node.ErrNotFound), errors.Is(err, node.ErrUnknownCollection):
 		return http.StatusNotFound
 	case errors.As(err, &se), errors.Is(err, crdt.ErrInvalid), errors.Is(err, crdt.ErrVersion):

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -79,10 +80,16 @@ func parseMetadata(body []byte, emptyOK bool) (crdt.Document, error) {
 	return crdt.ParseDocument(body)
 }
 
-// handleAdd serves POST /{collection}/add/{id}.
+// handleAdd serves POST /{collection}/add/{id}: an upsert (an existing
+// item's metadata becomes the body), or, with If-None-Match: *, a
+// create-only add that answers 412 when the item is present on this node.
 func (s *Server) handleAdd(coll string) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		k, err := pathKey(coll, r)
+		if err != nil {
+			return err
+		}
+		createOnly, err := createOnlyPrecondition(r)
 		if err != nil {
 			return err
 		}
@@ -94,7 +101,15 @@ func (s *Server) handleAdd(coll string) handlerFunc {
 		if err != nil {
 			return err
 		}
-		it, err := s.c.Add(r.Context(), k, doc)
+		var it node.Item
+		if createOnly {
+			it, err = s.c.Create(r.Context(), k, doc)
+			if errors.Is(err, node.ErrExists) {
+				return fmt.Errorf("%w: %s %q is present on this node, and If-None-Match: * adds only an absent item", err, coll, k.ID)
+			}
+		} else {
+			it, err = s.c.Add(r.Context(), k, doc)
+		}
 		if err != nil {
 			return err
 		}
@@ -102,6 +117,20 @@ func (s *Server) handleAdd(coll string) handlerFunc {
 		s.writeJSON(w, r, http.StatusCreated, toItem(it, false))
 		return nil
 	}
+}
+
+// createOnlyPrecondition reports whether the request asks for a
+// create-only add (If-None-Match: *). The API issues no entity tags, so
+// any other If-None-Match is refused rather than silently ignored.
+func createOnlyPrecondition(r *http.Request) (bool, error) {
+	vals := r.Header.Values("If-None-Match")
+	if len(vals) == 0 {
+		return false, nil
+	}
+	if len(vals) == 1 && strings.TrimSpace(vals[0]) == "*" {
+		return true, nil
+	}
+	return false, badRequest("If-None-Match: only * is supported (add only if absent); this API issues no entity tags")
 }
 
 // handleRemove serves DELETE /{collection}/remove/{id}.
@@ -366,9 +395,21 @@ func decodeDelta(b []byte) (*crdt.Delta, error) {
 	return d, nil
 }
 
-// clearRequest is the body of POST /crdt/delta/clear.
+// clearRequest is the body of POST /crdt/delta/clear. The cursor is kept
+// raw so that a bad one gets a message about cursors, not about Go types.
 type clearRequest struct {
-	Cursor *uint64 `json:"cursor"`
+	Cursor json.RawMessage `json:"cursor"`
+}
+
+// parseCursor reads the cursor of POST /crdt/delta/clear: a JSON integer
+// from 0 to 2^64-1, as GET /crdt/delta returns it.
+func parseCursor(raw json.RawMessage) (uint64, error) {
+	c, err := strconv.ParseUint(string(raw), 10, 64)
+	if err != nil {
+		return 0, badRequest(`"cursor" must be an integer from 0 to %d, the "cursor" of a GET /crdt/delta answer (or leave it out to clear everything); got %.40s`,
+			uint64(math.MaxUint64), raw)
+	}
+	return c, nil
 }
 
 // handleClearDeltas serves POST /crdt/delta/clear: up to the cursor given,
@@ -388,7 +429,10 @@ func (s *Server) handleClearDeltas(w http.ResponseWriter, r *http.Request) error
 	if req.Cursor == nil {
 		cleared, err = s.c.ClearAllDeltas(r.Context())
 	} else {
-		cleared, err = *req.Cursor, s.c.ClearDeltas(r.Context(), *req.Cursor)
+		if cleared, err = parseCursor(req.Cursor); err != nil {
+			return err
+		}
+		err = s.c.ClearDeltas(r.Context(), cleared)
 	}
 	if err != nil {
 		return err
@@ -414,7 +458,10 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	out["replica"] = st.Replica
 	out["counter"] = st.Counter
-	out["version"] = version
+	// Per replica, the counter up to which this node holds every delta.
+	// Not "version": that reads as the software's, which cmd's StatusFunc
+	// reports under "build".
+	out["applied_version_vector"] = version
 	out["collections"] = slices.Sorted(maps.Keys(s.colls))
 	out["items"] = items
 	out["delta_log"] = map[string]any{"entries": st.LogEntries, "bytes": st.LogBytes}

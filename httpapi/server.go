@@ -27,6 +27,7 @@ import (
 type Catalog interface {
 	Collections() []string
 	Add(ctx context.Context, k crdt.Key, doc crdt.Document) (node.Item, error)
+	Create(ctx context.Context, k crdt.Key, doc crdt.Document) (node.Item, error)
 	Remove(ctx context.Context, k crdt.Key) error
 	Replace(ctx context.Context, k crdt.Key, doc crdt.Document) (node.Item, error)
 	Patch(ctx context.Context, k crdt.Key, patch crdt.Document) (node.Item, error)

@@ -13,6 +13,8 @@ import (
 var (
 	// ErrNotFound: the item is not present.
 	ErrNotFound = crdt.ErrNotFound
+	// ErrExists: Create found the item present on this node.
+	ErrExists = errors.New("item exists")
 	// ErrUnknownCollection: the collection is not one this node serves.
 	ErrUnknownCollection = errors.New("unknown collection")
 	// ErrClosed: the node is closed or closing.

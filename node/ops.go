@@ -46,6 +46,23 @@ func (n *Node) Add(ctx context.Context, k crdt.Key, doc crdt.Document) (Item, er
 	})
 }
 
+// Create adds the item with metadata doc only if it is not present on this
+// node; if it is, it changes nothing and returns an error wrapping
+// ErrExists. The check and the add are one local operation, so of two
+// Creates of one id on this node exactly one succeeds. It is local only:
+// two nodes may each create the same id before either sees the other's
+// add, and both adds then stand (concurrent adds merge, as Add's do). It
+// returns once the write is durable.
+func (n *Node) Create(ctx context.Context, k crdt.Key, doc crdt.Document) (Item, error) {
+	doc = canonicalDoc(doc)
+	return n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
+		if cur.Visible() {
+			return nil, fmt.Errorf("create %s: %w", k, ErrExists)
+		}
+		return crdt.AddDelta(k, cur, doc, dot, ts)
+	})
+}
+
 // Remove removes a present item with all its observed metadata; a
 // concurrent add on another replica wins over it. ErrNotFound if absent.
 func (n *Node) Remove(ctx context.Context, k crdt.Key) error {

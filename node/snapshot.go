@@ -151,10 +151,12 @@ type stateItem struct {
 func openState(r *bufio.Reader, spool io.Writer) (*stateReader, error) {
 	h, err := readFrame(r, spool)
 	if err != nil {
-		return nil, fmt.Errorf("state stream: header: %w", err)
+		// Garbage fails here, often as a frame "cut short": say first
+		// that the body is not a state stream at all.
+		return nil, fmt.Errorf("not a state stream (the format of GET /crdt/state): its first frame, the header, does not decode: %w", err)
 	}
 	if h.Kind != frameHeader {
-		return nil, fmt.Errorf("%w: state stream: first frame is kind %d, want a header", crdt.ErrInvalid, h.Kind)
+		return nil, fmt.Errorf("%w: not a state stream (the format of GET /crdt/state): its first frame is of kind %d, not a header", crdt.ErrInvalid, h.Kind)
 	}
 	if h.Version != crdt.FormatVersion {
 		return nil, fmt.Errorf("state stream: %w %d", crdt.ErrVersion, h.Version)

@@ -199,7 +199,7 @@ func (cl *Client) Get(ctx context.Context, coll, id string) (it Item, ok bool, e
 type Status struct {
 	Replica     string            `json:"replica"`
 	Counter     uint64            `json:"counter"`
-	Version     map[string]uint64 `json:"version"`
+	Version     map[string]uint64 `json:"applied_version_vector"`
 	Items       map[string]int64  `json:"items"`
 	Collections []string          `json:"collections"`
 	PeerID      string            `json:"peer_id"`

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -681,9 +682,64 @@ func (c *Cluster) signal(i int, sig syscall.Signal, from, to PeerState) error {
 	if err := syscall.Kill(p.cmd.Process.Pid, sig); err != nil {
 		return err
 	}
+	if sig == syscall.SIGSTOP {
+		// kill returns before the stop takes effect: a thread of the peer
+		// must run to begin it, and on a loaded machine the other threads
+		// serve requests meanwhile (a write to a "paused" peer was once
+		// answered 201). Paused means answering nothing: wait for it.
+		if err := awaitStopped(p.cmd.Process.Pid, 10*time.Second); err != nil {
+			return fmt.Errorf("testnet: pause peer %d: %w", i, err)
+		}
+	}
 	p.state = to
 	c.opts.Logf("peer %d %s", i, to)
 	return nil
+}
+
+// awaitStopped waits until every thread of process pid is stopped (state
+// T in /proc/<pid>/task/*/stat), for at most timeout.
+func awaitStopped(pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		stopped, err := threadsStopped(pid)
+		if err != nil || stopped {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d not stopped %v after SIGSTOP", pid, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// threadsStopped reports whether every thread of process pid is stopped;
+// an error if the process is gone or a zombie.
+func threadsStopped(pid int) (bool, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "stat"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // the thread exited
+		}
+		if err != nil {
+			return false, err
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		switch {
+		case len(f) == 0:
+			return false, fmt.Errorf("%s/%s/stat: %q", dir, t.Name(), s)
+		case f[0] == "Z" || f[0] == "X":
+			return false, fmt.Errorf("pid %d has exited", pid)
+		case f[0] != "T" && f[0] != "t":
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // Wipe deletes peer i's data directory, stopping the peer first (SIGTERM)

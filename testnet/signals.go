@@ -26,8 +26,9 @@ func unregister(c *Cluster) {
 	delete(live, c)
 }
 
-// CloseAll closes every cluster of this process that is still open, and
-// removes the binaries Build made. It is what CloseOnSignal runs.
+// CloseAll closes every cluster of this process that is still open. It is
+// what CloseOnSignal runs. (The binary Build returns is shared with other
+// test processes and stays; internal/testbin removes stale builds.)
 func CloseAll() {
 	liveMu.Lock()
 	cs := make([]*Cluster, 0, len(live))
@@ -40,7 +41,6 @@ func CloseAll() {
 		wg.Go(func() { _ = c.Close() })
 	}
 	wg.Wait()
-	RemoveBuilds()
 }
 
 // CloseOnSignal makes SIGINT, SIGTERM and SIGHUP close every open cluster

@@ -9,22 +9,22 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/crdt-catalog/crdt-catalog/internal/testbin"
 )
 
-// buildBinary builds the crdt-catalog binary once per test run.
+// buildBinary returns the crdt-catalog binary shared by every test
+// process of this go test run (testnet's too), building it on first use
+// with a deadline; TESTNET_BIN names a prebuilt one instead.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "crdt-catalog")
-	cmd := exec.Command("go", "build", "-race", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
+	return testbin.Path(t)
 }
 
 // process is a running crdt-catalog with its HTTP base URL and libp2p
@@ -167,6 +167,9 @@ func TestBinary_EndToEnd(t *testing.T) {
 		{"DELETE", "/snapshots/remove/gone", "", "", 200, `"removed":"gone"`},
 		{"GET", "/crdt/delta", "", "", 200, `"deltas"`},
 		{"GET", "/status", "", "", 200, `"peer_id"`},
+		{"GET", "/status", "", "", 200, `"peers":[]`},
+		{"GET", "/status", "", "", 200, `"applied_version_vector":{"`},
+		{"GET", "/status", "", "", 200, `"go_version":"go1.`},
 		{"GET", "/healthz", "", "", 200, ""},
 		{"GET", "/metrics", "", "", 200, "# HELP"},
 		// Error classes.
@@ -250,19 +253,56 @@ func TestBinary_TwoPeersConverge(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// A peer with a different key cannot join: it never sees a's items.
+	// A peer with another key cannot join. c (another key) and then d
+	// (a's key) start with the same bootstrap address and pull a's items
+	// on connecting: once d holds from-a, c has had longer than d to get
+	// it, so c still lacking it, with no peer on either side, is a refusal
+	// and not a dial still under way.
 	other := filepath.Join(t.TempDir(), "other.key")
 	if out, err := exec.Command(bin, "keygen", "-swarm-key", other).CombinedOutput(); err != nil {
 		t.Fatalf("keygen: %v\n%s", err, out)
 	}
 	c := start(t, bin, t.TempDir(), "-swarm-key", other, "-dht=false", "-bootstrap", a.addrs[0])
-	_, status := c.do(t, "GET", "/status", "", "")
-	if !strings.Contains(status, `"peers":null`) && !strings.Contains(status, `"peers":[]`) {
-		t.Fatalf("a peer with another swarm key connected: %s", status)
+	d := start(t, bin, t.TempDir(), "-swarm-key", keyFile, "-dht=false", "-bootstrap", a.addrs[0])
+	waitUntil(t, "d, started after c with a's key, to pull from-a", func() bool {
+		code, _ := d.do(t, "GET", "/snapshots/from-a", "", "")
+		return code == 200
+	})
+	if code, body := c.do(t, "GET", "/snapshots/from-a", "", ""); code != 404 {
+		t.Errorf("a peer with another swarm key got a's item: %d %s", code, body)
 	}
+	if ids := peerIDs(t, c); len(ids) != 0 {
+		t.Errorf("a peer with another swarm key connected to %v", ids)
+	}
+	cID := c.addrs[0][strings.LastIndex(c.addrs[0], "/")+1:]
+	dID := d.addrs[0][strings.LastIndex(d.addrs[0], "/")+1:]
+	ids := peerIDs(t, a)
+	if slices.Contains(ids, cID) || !slices.Contains(ids, dID) {
+		t.Errorf("a's peers %v: want d %s and not c %s", ids, dID, cID)
+	}
+	d.stop(t)
 	c.stop(t)
 	b.stop(t)
 	a.stop(t)
+}
+
+// peerIDs returns the IDs of the peers p's GET /status lists.
+func peerIDs(t *testing.T, p *process) []string {
+	t.Helper()
+	code, body := p.do(t, "GET", "/status", "", "")
+	var st struct {
+		Peers []struct {
+			ID string `json:"id"`
+		} `json:"peers"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); code != 200 || err != nil {
+		t.Fatalf("status: %d %v %s", code, err, body)
+	}
+	ids := make([]string, len(st.Peers))
+	for i, p := range st.Peers {
+		ids[i] = p.ID
+	}
+	return ids
 }
 
 // TestBinary_WritersFileReloadedOnSIGHUP: a's writers file names some

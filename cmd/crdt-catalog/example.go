@@ -17,9 +17,12 @@ import (
 )
 
 // runExample is the seed's two-node demonstration, computed by two real
-// nodes on in-memory LevelDB stores: node1 adds a snapshot, both nodes
-// write its metadata concurrently (node2 a millisecond later), they
-// exchange their pending deltas, and both end with the same catalog.
+// nodes on in-memory LevelDB stores in this process: node1 adds a
+// snapshot, both nodes write its metadata concurrently (node2 a
+// millisecond later by its clock), they exchange their pending deltas,
+// and both end with the same catalog. There is no network: the deltas are
+// handed from one node to the other in code, through the seed's Go API
+// (GetDeltas, ApplyDelta, ClearDeltas), and the transcript says so.
 func runExample(ctx context.Context, out io.Writer) error {
 	base := time.Date(2023, 12, 7, 10, 30, 45, 0, time.UTC)
 	c1, c2 := &exampleClock{t: base}, &exampleClock{t: base}
@@ -38,7 +41,10 @@ func runExample(ctx context.Context, out io.Writer) error {
 
 	p := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	p("=== CRDT Catalog Example ===")
-	p("Node1 replica %s, Node2 replica %s", n1.ReplicaID(), n2.ReplicaID())
+	p("Two nodes in this process, each on an in-memory store: Node1 replica %s, Node2 replica %s.", n1.ReplicaID(), n2.ReplicaID())
+	p("No network: deltas are handed from one node to the other in code with the seed's Go API")
+	p("(GetDeltas, ApplyDelta, ClearDeltas). Running nodes move the same deltas by libp2p gossip")
+	p("and anti-entropy, or an outside transport moves them through GET and POST /crdt/delta.")
 	p("")
 	p("--- Initial State ---")
 	if err := printSnapshots(ctx, out, "Node1", n1); err != nil {
@@ -66,17 +72,20 @@ func runExample(ctx context.Context, out io.Writer) error {
 	if _, err := n2.ApplyDeltas(ctx, early.Deltas); err != nil {
 		return err
 	}
-	p("Node2 received the add by gossip and holds snap1 too")
+	p("Node1's add delta handed to Node2 (ApplyDeltas): Node2 holds snap1 too")
 
 	p("")
 	p("--- Concurrent metadata updates (conflict) ---")
 	c1.advance(time.Millisecond)
 	c2.advance(2 * time.Millisecond) // node2 writes one millisecond later
-	it1, err := n1.Replace(ctx, snap("snap1"), exampleDoc(`{"size":1024,"status":"completed","updated":"`+ts+`"}`))
+	t1, t2 := c1.now().Format(time.RFC3339Nano), c2.now().Format(time.RFC3339Nano)
+	p("Each node replaces snap1's metadata without having seen the other's write;")
+	p("\"updated\" is the writing node's clock: Node1 %s, Node2 %s.", t1, t2)
+	it1, err := n1.Replace(ctx, snap("snap1"), exampleDoc(`{"size":1024,"status":"completed","updated":"`+t1+`"}`))
 	if err != nil {
 		return err
 	}
-	it2, err := n2.Replace(ctx, snap("snap1"), exampleDoc(`{"size":1024,"status":"failed","updated":"`+ts+`"}`))
+	it2, err := n2.Replace(ctx, snap("snap1"), exampleDoc(`{"size":1024,"status":"failed","updated":"`+t2+`"}`))
 	if err != nil {
 		return err
 	}
@@ -88,6 +97,8 @@ func runExample(ctx context.Context, out io.Writer) error {
 
 	p("")
 	p("--- Delta Exchange ---")
+	p("Each delta carries the hybrid logical clock timestamp of its write: wall-clock time,")
+	p("then after the slash a logical counter that orders writes made within one millisecond.")
 	if err := exampleSend(ctx, out, "Node1", n1, "Node2", n2); err != nil {
 		return err
 	}
@@ -114,28 +125,31 @@ func runExample(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	p("Both nodes have metadata for snap1, written concurrently with different timestamps.")
+	p("Both nodes wrote snap1's metadata concurrently: Node1 at %s, Node2 at %s.", t1, t2)
 	p("The write with the later timestamp wins (LWW semantics; equal timestamps: higher replica ID).")
-	p("Winner: %s", formatDoc(w1.Metadata))
-	for _, l := range w1.Conflicts["status"] {
-		p("Losing status value, kept as a visible conflict: %s at %s from replica %s", l.Value, l.TS, l.Dot.Replica)
+	p("Winner, on both nodes: %s", formatDoc(w1.Metadata))
+	for _, f := range []string{"status", "updated"} {
+		for _, l := range w1.Conflicts[f] {
+			p("Losing %s value, kept as a visible conflict: %s, stamped %s by replica %s", f, l.Value, l.TS, l.Dot.Replica)
+		}
 	}
 	if formatDoc(w1.Metadata) != formatDoc(w2.Metadata) {
 		return fmt.Errorf("example: the nodes disagree after sync: %s vs %s", formatDoc(w1.Metadata), formatDoc(w2.Metadata))
 	}
 	p("")
-	p("This demonstrates eventual consistency, conflict resolution, and delta synchronization in a distributed CRDT system.")
+	p("This demonstrates eventual consistency, conflict resolution and delta synchronization.")
+	p("The README's three-node quickstart shows the same between running nodes over the network.")
 	return nil
 }
 
-// exampleSend moves from's pending deltas to to, naming each, and clears
-// them on from.
+// exampleSend moves from's pending deltas to to in this process, naming
+// each with its timestamp, and clears them on from.
 func exampleSend(ctx context.Context, out io.Writer, fromName string, from *node.Node, toName string, to *node.Node) error {
 	pending, err := from.GetDeltas(ctx, 1000)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "%s sending %d deltas to %s\n", fromName, len(pending.Deltas), toName)
+	fmt.Fprintf(out, "%s hands its %d pending deltas to %s (GetDeltas, then ApplyDelta on %s)\n", fromName, len(pending.Deltas), toName, toName)
 	for _, d := range pending.Deltas {
 		res, err := to.ApplyDelta(ctx, d)
 		if err != nil {
@@ -145,7 +159,7 @@ func exampleSend(ctx context.Context, out io.Writer, fromName string, from *node
 		if res.Duplicate > 0 {
 			note = ", already applied: nothing changes"
 		}
-		fmt.Fprintf(out, "Applying delta: %s (%s, %s%s)\n", d.Key(), d.Kind(), d.Op, note)
+		fmt.Fprintf(out, "Applying delta: %s (%s, %s, stamped %s%s)\n", d.Key(), d.Kind(), d.Op, d.TS, note)
 	}
 	return from.ClearDeltas(ctx, pending.Cursor)
 }

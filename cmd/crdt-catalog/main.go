@@ -2,7 +2,7 @@
 //
 //	crdt-catalog [flags]      run a node (see -help)
 //	crdt-catalog example      the two-node demonstration of the seed
-//	crdt-catalog version      print the version
+//	crdt-catalog version      print the version, VCS revision and Go version (also -version)
 //	crdt-catalog keygen -swarm-key FILE   write a new libp2p swarm key
 //	crdt-catalog reincarnate -data DIR    give a copied data directory a new replica ID
 package main
@@ -17,9 +17,6 @@ import (
 	"os/signal"
 	"syscall"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -45,8 +42,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		case "reincarnate":
 			return reincarnate(ctx, args[1:], stdout, stderr)
 		case "version":
-			_, err := fmt.Fprintln(stdout, "crdt-catalog", version)
-			return err
+			if len(args) > 1 {
+				return fmt.Errorf("version takes no arguments, got %q", args[1])
+			}
+			return printVersion(stdout, readBuildInfo())
 		}
 	}
 	return serve(ctx, args, stdout, stderr, getenv)

@@ -50,6 +50,7 @@ type options struct {
 	maxConns      int
 	writers       stringList
 	writersFile   string
+	version       bool
 }
 
 func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*options, error) {
@@ -80,6 +81,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.DurationVar(&o.maxOffset, "max-clock-offset", time.Minute, "how far ahead of this node's wall clock a peer's timestamp may pull the clock that stamps local writes")
 	fs.Var(&o.writers, "writers", "comma-separated peer IDs whose deltas this node accepts from the network (this node always counts); repeatable; none and no -writers-file: every peer may write")
 	fs.StringVar(&o.writersFile, "writers-file", "", "file of writer peer IDs, one per line, # comments; joined to -writers; reloaded on SIGHUP and when it changes")
+	fs.BoolVar(&o.version, "version", false, "print the version (as the version subcommand does) and exit")
 	fs.IntVar(&o.maxReplicas, "max-replicas", 10_000, "most replicas the causal contexts may name; deltas of further new replicas are refused (at most 500000)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR\n\n"+
@@ -90,6 +92,9 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	// Environment first, so that explicit flags override it.
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "version" {
+			return // an action, not a setting: CRDT_CATALOG_VERSION must not stop a node from serving
+		}
 		name := "CRDT_CATALOG_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v := getenv(name); v != "" && envErr == nil {
 			if err := f.Value.Set(v); err != nil {
@@ -133,6 +138,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	o, err := parseFlags(args, stderr, getenv)
 	if err != nil {
 		return err
+	}
+	build := readBuildInfo()
+	if o.version {
+		return printVersion(stdout, build)
 	}
 	log, err := newLogger(o, stderr)
 	if err != nil {
@@ -237,7 +246,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		if ids := peer.Writers(); ids != nil {
 			w = len(ids)
 		}
-		return map[string]any{"peer_id": peer.ID().String(), "listen": peer.Addrs(), "peers": peer.Peers(), "p2p": peer.Stats(), "writers": w}
+		// Lists are [] when empty, never null.
+		listen, peers := peer.Addrs(), peer.Peers()
+		if listen == nil {
+			listen = []string{}
+		}
+		if peers == nil {
+			peers = []p2p.PeerStatus{}
+		}
+		return map[string]any{"peer_id": peer.ID().String(), "listen": listen, "peers": peers, "p2p": peer.Stats(), "writers": w, "build": build}
 	}
 	acfg.Token = token
 	acfg.TokenForReads = o.tokenForReads
@@ -259,6 +276,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	}
 	srv := api.HTTPServer(slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	ln = api.LimitListener(ln)
+	log.Info("crdt-catalog", "version", build.Version, "revision", build.Revision, "modified", build.Modified, "go", build.GoVersion)
 	log.Info("replica", "replica", n.ReplicaID(), "data", o.data)
 	log.Info("peer", "peer_id", peer.ID().String(), "network", o.network)
 	log.Info("http api listening", "http", "http://"+ln.Addr().String())
