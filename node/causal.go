@@ -269,7 +269,11 @@ func (n *Node) releaseAll(ctx context.Context, g *group) (ApplyResult, error) {
 	var res ApplyResult
 	now := n.now()
 	var ready []crdt.Dot
-	for _, x := range n.parked.byDot {
+	for dot, x := range n.parked.byDot {
+		if n.applied.Contains(dot) {
+			n.parked.remove(x) // the state brought it
+			continue
+		}
 		if !x.unproven && n.applied.Contains(x.on) {
 			ready = append(ready, x.on)
 		}

@@ -254,7 +254,8 @@ type ApplyResult struct {
 	Duplicate int // deltas already applied: nothing changed
 	// Waiting counts the deltas of the call that wait for a delta they
 	// depend on (an earlier dot of their replica, or a dot of their
-	// context) that this node has not applied; see causal.go. They are
+	// context) that this node has not applied, or for a later delta of
+	// their replica whose signature proves them; see causal.go. They are
 	// joined once it arrives; meanwhile they are not durable here.
 	Waiting int
 	// Refused counts valid deltas this node will not join: deltas of its
