@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
@@ -211,7 +212,7 @@ func CheckProofs(deltas []*Delta, encs [][]byte) ([]Checked, error) {
 // checkChains proves the deltas deltas[idx] of keyed replica r.
 func checkChains(r ReplicaID, deltas []*Delta, idx []int, out []Checked) error {
 	slices.SortStableFunc(idx, func(a, b int) int {
-		return compareUint(deltas[a].Dot.Counter, deltas[b].Dot.Counter)
+		return cmp.Compare(deltas[a].Dot.Counter, deltas[b].Dot.Counter)
 	})
 	// prev[k] is the position in idx of the delta that idx[k] chains from,
 	// or -1.
@@ -243,16 +244,6 @@ func checkChains(r ReplicaID, deltas []*Delta, idx []int, out []Checked) error {
 		}
 	}
 	return nil
-}
-
-func compareUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Keyed replica IDs.

@@ -236,9 +236,12 @@ func (n *Node) Gap(dot crdt.Dot) bool {
 // peer whose applied context is have lacks. It first makes everything
 // staged durable, so that what it reads is what it claims. If some delta
 // the peer lacks is not in the log (trimmed, or learned through a full-state
-// transfer) it returns ErrLogGap, possibly after some calls to fn: the
+// transfer, or logged without the proof of origin that a signed node
+// requires) it returns ErrLogGap, possibly after some calls to fn: the
 // deltas sent are still valid, and the peer needs a full-state transfer for
-// the rest. Its cost grows with what the peer lacks, not with the catalog.
+// the rest. Each replica's run of deltas ends with its origin's signature
+// (see crdt.Proof). Its cost grows with what the peer lacks, not with the
+// catalog.
 func (n *Node) DeltasFor(ctx context.Context, have *crdt.Context, fn func(d *crdt.Delta, enc []byte) error) (sent int, err error) {
 	g, err := n.begin()
 	if err != nil {
