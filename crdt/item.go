@@ -142,6 +142,20 @@ func (it *Item) Equal(o *Item) bool {
 	})
 }
 
+// Within returns it if every dot it holds is in ds, and otherwise a copy
+// holding only the entries whose dots are (possibly empty).
+func (it *Item) Within(ds DotSet) *Item {
+	if it == nil {
+		return nil
+	}
+	for _, d := range it.Dots() {
+		if !ds.Contains(d) {
+			return it.restrict(ds)
+		}
+	}
+	return it
+}
+
 // restrict returns the entries of it whose dots are in ds, in new slices.
 func (it *Item) restrict(ds DotSet) *Item {
 	n := &Item{}

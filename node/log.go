@@ -243,12 +243,8 @@ func (n *Node) Gap(dot crdt.Dot) bool {
 // (see crdt.Proof). Its cost grows with what the peer lacks, not with the
 // catalog.
 func (n *Node) DeltasFor(ctx context.Context, have *crdt.Context, fn func(d *crdt.Delta, enc []byte) error) (sent int, err error) {
-	g, err := n.begin()
-	if err != nil {
-		return 0, err
-	}
-	mine := n.applied.Clone()
-	if err := n.end(ctx, g, true); err != nil {
+	var mine *crdt.Context
+	if err := n.readBarrier(ctx, func() { mine = n.applied.Clone() }); err != nil {
 		return 0, err
 	}
 	// Each run of one replica's deltas ends with a signature of its

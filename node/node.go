@@ -41,6 +41,7 @@ type Node struct {
 	heads   map[crdt.ReplicaID]head // chain heads of keyed replicas, as stored under /h
 	clock   crdt.Clock
 	filling *group            // the group being staged; nil if none
+	writing *group            // the group the commit goroutine is writing; nil if none
 	overlay map[string]staged // staged writes not yet durable, by key
 	ahead   map[string][]byte // item records read ahead for the write being staged (nil: absent); see readAhead
 	subs    map[*Subscription]struct{}
@@ -332,6 +333,42 @@ func (n *Node) wait(ctx context.Context, g *group, staged bool) error {
 	}
 }
 
+// settled returns a group whose commit makes durable everything staged
+// or being written now: the filling group (the commit goroutine writes
+// groups in order), else the one being written; nil if there is neither.
+// A reader that took a view under mu waits for it before it may claim
+// that what it read is durable, and nothing is committed for a read that
+// finds nothing staged. Caller holds mu.
+func (n *Node) settled() *group {
+	if n.filling != nil {
+		return n.filling
+	}
+	return n.writing
+}
+
+// readBarrier takes a view of the node with view, under mu, and waits
+// until everything the view may include is durable: a read's barrier,
+// which commits nothing of its own.
+func (n *Node) readBarrier(ctx context.Context, view func()) error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return ErrClosed
+	}
+	if n.failed != nil {
+		err := n.failed
+		n.mu.Unlock()
+		return err
+	}
+	view()
+	g := n.settled()
+	n.mu.Unlock()
+	if g == nil {
+		return nil
+	}
+	return n.wait(ctx, g, true)
+}
+
 // put stages a write in g. Caller holds mu.
 func (n *Node) put(g *group, k ds.Key, v []byte) {
 	g.writes[k.String()] = v
@@ -382,6 +419,7 @@ func (n *Node) commitOnce() {
 		n.mu.Unlock()
 		return
 	}
+	n.writing = g
 	n.signGroup(g)
 	n.stageHeads(g)
 	n.trimLog(g)
@@ -417,6 +455,7 @@ func (n *Node) commitOnce() {
 		}
 	}
 	g.err = err
+	n.writing = nil
 	n.mu.Unlock()
 	close(g.done)
 	n.stats.commits.Add(1)

@@ -315,6 +315,7 @@ type StateExport struct {
 
 	replica       crdt.ReplicaID
 	seen, applied []byte
+	seenCtx       *crdt.Context
 	heads         []byte
 	n             *Node
 }
@@ -323,15 +324,16 @@ type StateExport struct {
 // call, once every write staged before it is durable, and returns the
 // export, for Stream to write.
 func (n *Node) BeginExport(ctx context.Context) (*StateExport, error) {
-	g, err := n.begin()
+	var seen, applied *crdt.Context
+	var cursor uint64
+	var heads map[crdt.ReplicaID]head
+	err := n.readBarrier(ctx, func() {
+		seen, applied, cursor, heads = n.seen.Clone(), n.applied.Clone(), n.meta.Seq, n.signedHeads()
+	})
 	if err != nil {
 		return nil, err
 	}
-	seen, applied, cursor, heads := n.seen.Clone(), n.applied.Clone(), n.meta.Seq, n.signedHeads()
-	if err := n.end(ctx, g, true); err != nil {
-		return nil, err
-	}
-	e := &StateExport{Cursor: cursor, replica: n.replica, heads: encodeStateHeads(heads), n: n}
+	e := &StateExport{Cursor: cursor, replica: n.replica, seenCtx: seen, heads: encodeStateHeads(heads), n: n}
 	if e.seen, err = crdt.EncodeContext(seen); err != nil {
 		return nil, fmt.Errorf("export state: %w", err)
 	}
@@ -358,6 +360,10 @@ func (e *StateExport) Stream(ctx context.Context, w io.Writer) error {
 		k, ok := parseItemKey(key)
 		if !ok {
 			return false, fmt.Errorf("%w: item key %q", ErrCorrupt, key)
+		}
+		val, err := e.within(k, val)
+		if err != nil || val == nil {
+			return err == nil, err
 		}
 		count++
 		return true, writeFrame(bw, &stateFrame{Kind: frameItem, Collection: k.Collection, ID: k.ID, Item: val})
@@ -395,6 +401,26 @@ func (n *Node) signedHeads() map[crdt.ReplicaID]head {
 		}
 	}
 	return out
+}
+
+// within returns the stored item record val of k as the export's
+// contexts account for it: as it is, unless it holds entries of writes
+// made after the contexts were taken, which are left out (the receiver
+// gets them by their deltas, whose dots it lacks); nil if nothing is left.
+// A receiver refuses an entry its sender's seen context does not name.
+func (e *StateExport) within(k crdt.Key, val []byte) ([]byte, error) {
+	it, err := crdt.DecodeStoredItem(val)
+	if err != nil {
+		return nil, fmt.Errorf("%w: item %s: %v", ErrCorrupt, k, err)
+	}
+	kept := it.Within(e.seenCtx)
+	switch {
+	case kept == it:
+		return val, nil
+	case kept.Empty():
+		return nil, nil
+	}
+	return crdt.EncodeItem(kept)
 }
 
 // ExportState writes the node's whole durable state to w: BeginExport,
