@@ -165,15 +165,6 @@ func (p *Peer) warnVersion(from peer.ID, err error) {
 func (p *Peer) publishLoop(sub *node.Subscription) {
 	var last uint64 // sequence number of the last change handled
 	for {
-		var batch, proofs [][]byte
-		size := 0
-		add := func(c node.Change) {
-			last = c.Seq
-			if c.Local {
-				batch, proofs = appendDelta(batch, proofs, c.Delta, c.Encoded)
-				size += len(c.Encoded)
-			}
-		}
 		select {
 		case <-p.ctx.Done():
 			sub.Close()
@@ -188,21 +179,63 @@ func (p *Peer) publishLoop(sub *node.Subscription) {
 				p.republish(last)
 				continue
 			}
-			add(c)
+			var b gossipBatch
+			b.add(c)
+			b.collect(sub.C, p.ctx.Done())
+			last = b.last
+			p.publish(b.deltas, b.proofs)
 		}
-	drain:
-		for len(batch) < maxBatchDeltas && size < maxBatchBytes {
+	}
+}
+
+// gossipBatch is the local deltas of one gossip message, with their
+// proofs.
+type gossipBatch struct {
+	deltas, proofs [][]byte
+	size           int
+	last           uint64 // sequence number of the last change taken
+	// open reports that the batch ends with a local delta whose signature
+	// comes with a later change of its commit group (the node signs each
+	// group's last local delta), which is on its way.
+	open bool
+}
+
+func (b *gossipBatch) add(c node.Change) {
+	b.last = c.Seq
+	if c.Local {
+		b.deltas, b.proofs = appendDelta(b.deltas, b.proofs, c.Delta, c.Encoded)
+		b.size += len(c.Encoded)
+		b.open = !c.Delta.Proof.Prev.IsZero() && c.Delta.Proof.Sig == nil
+	}
+}
+
+// collect adds the changes waiting in changes, and waits for the rest of
+// an open commit group, so that a message ends with a signed delta:
+// receivers then join it whole, rather than holding an unproven tail until
+// the next message and pulling meanwhile. The size bound wins over that.
+// It stops early if changes closes (its caller sees that at its next
+// receive) or done does.
+func (b *gossipBatch) collect(changes <-chan node.Change, done <-chan struct{}) {
+	for b.size < maxBatchBytes && (len(b.deltas) < maxBatchDeltas || b.open) {
+		var c node.Change
+		var ok bool
+		if b.open {
 			select {
-			case c, ok := <-sub.C:
-				if !ok {
-					break drain // handled at the next receive
-				}
-				add(c)
+			case c, ok = <-changes:
+			case <-done:
+				return
+			}
+		} else {
+			select {
+			case c, ok = <-changes:
 			default:
-				break drain
+				return
 			}
 		}
-		p.publish(batch, proofs)
+		if !ok {
+			return
+		}
+		b.add(c)
 	}
 }
 

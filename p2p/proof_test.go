@@ -7,6 +7,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/crdt-catalog/crdt-catalog/node"
+	"github.com/libp2p/go-libp2p/core/crypto"
 )
 
 // A replica's deltas forwarded by anti-entropy through a peer that keeps
@@ -51,3 +55,37 @@ func TestPeer_ForwardedRunsCutIntoFramesJoin(t *testing.T) {
 		t.Fatalf("c received %d sync bytes: fewer than two frames, nothing was cut", st.SyncBytesReceived)
 	}
 }
+
+// A gossip message ends with a signed delta: the batch of a commit group
+// whose signed last delta is still on its way waits for it, rather than
+// leave receivers an unproven tail.
+func TestGossipBatch_EndsWithTheGroupsSignature(t *testing.T) {
+	k, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, enc := ownDelta(t, k, "s")
+	open := *signed
+	open.Proof.Sig = nil
+	plain := *signed
+	plain.Proof = crdt.Proof{}
+	changes := make(chan node.Change, 1)
+	var b gossipBatch
+	b.add(node.Change{Seq: 1, Delta: &open, Encoded: enc, Local: true})
+	go func() {
+		time.Sleep(50 * time.Millisecond) // the commit goroutine, preempted mid-group
+		changes <- node.Change{Seq: 2, Delta: signed, Encoded: enc, Local: true}
+	}()
+	b.collect(changes, nil)
+	if len(b.deltas) != 2 || b.last != 2 || b.open {
+		t.Fatalf("the batch stopped before its group's signature: %d deltas, last seq %d, open %v", len(b.deltas), b.last, b.open)
+	}
+	// Without proofs (an unsigned node), nothing is waited for.
+	var u gossipBatch
+	u.add(node.Change{Seq: 1, Delta: &plain, Encoded: enc, Local: true})
+	u.collect(make(chan node.Change), nil)
+	if len(u.deltas) != 1 {
+		t.Fatalf("unsigned batch: %d deltas", len(u.deltas))
+	}
+}
+
