@@ -88,4 +88,3 @@ func TestGossipBatch_EndsWithTheGroupsSignature(t *testing.T) {
 		t.Fatalf("unsigned batch: %d deltas", len(u.deltas))
 	}
 }
-
