@@ -37,6 +37,15 @@ var (
 	// (a copied data directory, a restored backup), or a peer forged
 	// them. They are refused, logged at error and shown in Stats.Fork.
 	ErrForkSuspected = errors.New("fork suspected")
+	// ErrStoreDamaged: the LevelDB store failed its checksums at open (a
+	// damaged journal, manifest or table): OpenLevelDB refuses it rather
+	// than start on a store that may hold less than its causal contexts
+	// claim. RepairLevelDB and Repair are the way out.
+	ErrStoreDamaged = errors.New("store damaged")
+	// ErrRepairUnfinished: Repair was interrupted; the store's records do
+	// not yet agree with each other, and Open refuses it until Repair is
+	// run again.
+	ErrRepairUnfinished = errors.New("store repair unfinished")
 	// ErrCorrupt: the store holds a record that does not decode.
 	ErrCorrupt = errors.New("store corrupt")
 	// ErrStateTooLarge: a full-state stream that ImportState had to copy

@@ -149,6 +149,11 @@ func (n *Node) load(ctx context.Context) error {
 		n.log.Info("created new replica", "replica", n.replica)
 		return nil
 	}
+	if b, err := get(ctx, n.store, keyRepair); err != nil {
+		return fmt.Errorf("open: %w", err)
+	} else if b != nil {
+		return fmt.Errorf("open: %w: a repair of this store was cut short; run it again", ErrRepairUnfinished)
+	}
 	m, seen, applied, err := n.readBookkeeping(ctx)
 	if err != nil {
 		return fmt.Errorf("open: %w", err)

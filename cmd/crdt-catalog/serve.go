@@ -82,7 +82,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.StringVar(&o.writersFile, "writers-file", "", "file of writer peer IDs, one per line, # comments; joined to -writers; reloaded on SIGHUP and when it changes")
 	fs.IntVar(&o.maxReplicas, "max-replicas", 10_000, "most replicas the causal contexts may name; deltas of further new replicas are refused (at most 500000)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR | repair -data DIR\n\n"+
 			"Runs one catalog node. Every flag can also be set by the environment\n"+
 			"variable CRDT_CATALOG_<FLAG> (e.g. CRDT_CATALOG_HTTP); the command line wins.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -106,7 +106,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (subcommands: example, version, keygen, reincarnate)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: example, version, keygen, reincarnate, repair)", fs.Arg(0))
 	}
 	return o, nil
 }
@@ -160,7 +160,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	}
 	store, err := node.OpenLevelDB(filepath.Join(o.data, "store"), o.sync)
 	if err != nil {
-		return err
+		return storeHint(err, o.data)
 	}
 	cfg := node.DefaultConfig()
 	cfg.Logger = log
@@ -174,7 +174,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	n, err := node.Open(ctx, store, cfg)
 	if err != nil {
 		store.Close()
-		return err
+		return storeHint(err, o.data)
 	}
 
 	pcfg := p2p.DefaultConfig()
