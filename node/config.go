@@ -29,6 +29,17 @@ type Config struct {
 	// of it. The file is removed before ImportState returns. Default "":
 	// os.TempDir().
 	TempDir string
+	// StateDir, if set, makes full-state imports survive a crash: every
+	// stream ImportState takes (seekable or not) is copied there, checked,
+	// synced and kept under a "pending" name until its join has
+	// committed, and Open finishes any import a crash cut short before it
+	// returns. Use a directory on the disk of the store, owned by this
+	// node alone (the data directory). Costs one disk copy and fsync of
+	// every imported stream. Default "": no copy for seekable streams,
+	// unseekable ones go to TempDir, and an import cut by a crash keeps
+	// the items it joined without the sender's contexts until another
+	// import or anti-entropy completes it.
+	StateDir string
 	// MaxStateBytes bounds such a copied stream; a longer one is refused
 	// with ErrStateTooLarge before anything is applied. The whole stream
 	// sits in TempDir during the import, so mind that directory's space

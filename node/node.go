@@ -113,6 +113,11 @@ func Open(ctx context.Context, store ds.Batching, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	go n.commitLoop()
+	if err := n.resumeImports(ctx); err != nil {
+		close(n.stop)
+		<-n.finished
+		return nil, fmt.Errorf("open: %w", err)
+	}
 	return n, nil
 }
 

@@ -168,6 +168,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	// A full state is checked whole in a temporary file before it is
 	// joined: keep it on the data directory's disk, not on a tmpfs.
 	cfg.TempDir = o.data
+	// ...and keep it there until its join has committed, so that an
+	// import cut by a crash is finished at the next start.
+	cfg.StateDir = o.data
 	cfg.MaxStateBytes = o.maxState
 	cfg.MaxClockOffset = o.maxOffset
 	cfg.MaxReplicas = o.maxReplicas
