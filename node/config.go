@@ -50,7 +50,11 @@ type Config struct {
 	// in memory while they wait for a delta they depend on (see
 	// ApplyDeltas). When either is reached the oldest waiting delta is
 	// dropped; anti-entropy fetches it again later. Defaults 10,000 and
-	// 64 MiB.
+	// 4 MiB (of encoded deltas; each is also held decoded, which about
+	// doubles it): 10,000 deltas of a typical 250 bytes fit, and a flood
+	// of the largest deltas (up to 2 MiB each) costs a node no more than
+	// its idle heap (docs/BENCHMARKS.md, "Memory under resource
+	// attacks"); a larger buffer only saves re-fetching what was evicted.
 	MaxWaitingDeltas int
 	MaxWaitingBytes  int64
 
@@ -101,7 +105,7 @@ func DefaultConfig() Config {
 		MaxStateBytes:    1 << 30,
 		MaxClockOffset:   time.Minute,
 		MaxWaitingDeltas: 10_000,
-		MaxWaitingBytes:  64 << 20,
+		MaxWaitingBytes:  4 << 20,
 		MaxReplicas:      10_000,
 		RetryInterval:    2 * time.Second,
 		Now:              time.Now,
