@@ -65,6 +65,7 @@ func TestRepair_DamagedStoreStopsServeUntilRepaired(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), filepath.Base(journal)) || !strings.Contains(err.Error(), "crdt-catalog repair -data "+data) {
 		t.Fatalf("serve on a damaged store: %v; want an error naming %s and the repair command", err, filepath.Base(journal))
 	}
+	t.Logf("serve refused: %v", err)
 	var out bytes.Buffer
 	if err := run(ctx, []string{"repair", "-data", data}, &out, io.Discard, noEnv); err != nil {
 		t.Fatal(err)
