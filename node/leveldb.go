@@ -59,14 +59,31 @@ func levelDBOptions(sync bool, strict opt.Strict) *opt.Options {
 func checkLevelDB(dir string, sync bool) error {
 	strict := strictOpen
 	db, err := lvl.OpenFile(dir, levelDBOptions(sync, strict))
-	var cerr *lerrors.ErrCorrupted
-	if err != nil && errors.As(err, &cerr) && cerr.Fd.Type == storage.TypeJournal {
-		if torn, terr := journalTornTail(dir, cerr.Fd); terr == nil && torn {
-			// A record cut by a crash at the end of the newest journal:
-			// let goleveldb drop it, as it does by default.
-			strict &^= opt.StrictJournal
-			db, err = lvl.OpenFile(dir, levelDBOptions(sync, strict))
+	// A record cut by a crash at the end of the newest journal or
+	// manifest: let goleveldb drop it, as it does by default. (A manifest
+	// record is cut only if the process died writing it; the files it
+	// would have made obsolete are deleted only after it is whole.) Each
+	// file may be cut once, hence two rounds.
+	for range 2 {
+		var cerr *lerrors.ErrCorrupted
+		if err == nil || !errors.As(err, &cerr) {
+			break
 		}
+		relax := opt.Strict(0)
+		switch cerr.Fd.Type {
+		case storage.TypeJournal:
+			relax = opt.StrictJournal
+		case storage.TypeManifest:
+			relax = opt.StrictManifest
+		}
+		if relax == 0 || strict&relax == 0 {
+			break
+		}
+		if torn, terr := journalTornTail(dir, cerr.Fd); terr != nil || !torn {
+			break
+		}
+		strict &^= relax
+		db, err = lvl.OpenFile(dir, levelDBOptions(sync, strict))
 	}
 	if err != nil {
 		return damaged(dir, err)
@@ -105,21 +122,26 @@ func damaged(dir string, err error) error {
 		ErrStoreDamaged, file, dir, err)
 }
 
-// journalTornTail reports whether the only defect of the journal fd in dir
-// is a cut at its end: the last record is incomplete (its last chunk ends
-// past the end of the file, or a record's chunks stop at the end of the
-// file), every chunk before it is intact, and fd is the newest journal.
+// journalTornTail reports whether the only defect of fd in dir, a journal
+// or a manifest (both are written in LevelDB's journal format), is a cut
+// at its end: the last record is incomplete (its last chunk ends past the
+// end of the file, or a record's chunks stop at the end of the file),
+// every chunk before it is intact, and fd is the newest file of its kind.
 // Anything else — a complete chunk whose checksum fails, an impossible
 // length or type, a defect followed by intact chunks — is damage.
 func journalTornTail(dir string, fd storage.FileDesc) (bool, error) {
-	logs, err := filepath.Glob(filepath.Join(dir, "*.log"))
+	pattern, prefix, suffix := "*.log", "", ".log"
+	if fd.Type == storage.TypeManifest {
+		pattern, prefix, suffix = "MANIFEST-*", "MANIFEST-", ""
+	}
+	files, err := filepath.Glob(filepath.Join(dir, pattern))
 	if err != nil {
 		return false, err
 	}
-	for _, l := range logs {
-		num, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(l), ".log"), 10, 64)
+	for _, f := range files {
+		num, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), prefix), suffix), 10, 64)
 		if err == nil && num > fd.Num {
-			return false, nil // a later journal exists: writes went on after the defect
+			return false, nil // a later file exists: writes went on after the defect
 		}
 	}
 	b, err := os.ReadFile(filepath.Join(dir, fd.String()))
