@@ -171,6 +171,11 @@ func journalTornTail(dir string, fd storage.FileDesc) (bool, error) {
 		typ := b[pos+6]
 		end := pos + headerSize + length
 		switch {
+		case allZero(b[pos:]):
+			// A file extended by a machine crash before its data reached
+			// the disk (possible only with -sync=false): nothing was
+			// acknowledged there as durable.
+			return true, nil
 		case typ < full || typ > last:
 			return false, nil
 		case end > pos+left:
@@ -226,4 +231,13 @@ func RepairLevelDB(dir string, sync bool) (*leveldb.Datastore, error) {
 		return nil, fmt.Errorf("repair store %s: %w", dir, err)
 	}
 	return store, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

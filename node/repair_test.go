@@ -217,6 +217,27 @@ func appendTornRecord(tb testing.TB, path string) {
 	}
 }
 
+// A journal whose end is zeros (extended by a machine crash before its
+// data reached the disk, with -sync=false) opens.
+func TestOpenLevelDB_ZeroJournalTailOpens(t *testing.T) {
+	dir := t.TempDir()
+	peer := openMem(t, testConfig(nil))
+	writeAndShare(t, dir, peer)
+	f, err := os.OpenFile(newestFile(t, dir, "*.log"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, 5000)); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	n := openDir(t, dir, testConfig(nil))
+	defer n.Close()
+	if got := n.Stats().Items["snapshots"]; got != repairItems {
+		t.Fatalf("%d items after a zero tail, want %d", got, repairItems)
+	}
+}
+
 // A manifest whose last record was cut by a crash (during a compaction's
 // commit) is not damage either; one whose bytes were flipped is.
 func TestOpenLevelDB_TornManifestTailOpens(t *testing.T) {
