@@ -87,8 +87,11 @@ type counters struct {
 }
 
 // Open opens the catalog held in store, creating a new replica if the store
-// is empty. It reads only the bookkeeping records, never the whole catalog.
-// The Node owns store from here on and closes it in Close.
+// is empty. It reads only the bookkeeping records, never the whole catalog,
+// and then finishes any full-state import a crash cut short (see
+// Config.StateDir), before it returns. It refuses a store whose Repair was
+// cut short (ErrRepairUnfinished). The Node owns store from here on and
+// closes it in Close; if Open fails, the caller still owns it.
 func Open(ctx context.Context, store ds.Batching, cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
