@@ -30,6 +30,17 @@ type Config struct {
 	// of it. The file is removed before ImportState returns. Default "":
 	// os.TempDir().
 	TempDir string
+	// StateDir, if set, makes full-state imports survive a crash: every
+	// stream ImportState takes (seekable or not) is copied there, checked,
+	// synced and kept under a "pending" name until its join has
+	// committed, and Open finishes any import a crash cut short before it
+	// returns. Use a directory on the disk of the store, owned by this
+	// node alone (the data directory). Costs one disk copy and fsync of
+	// every imported stream. Default "": no copy for seekable streams,
+	// unseekable ones go to TempDir, and an import cut by a crash keeps
+	// the items it joined without the sender's contexts until another
+	// import or anti-entropy completes it.
+	StateDir string
 	// MaxStateBytes bounds such a copied stream; a longer one is refused
 	// with ErrStateTooLarge before anything is applied. The whole stream
 	// sits in TempDir during the import, so mind that directory's space
@@ -40,7 +51,11 @@ type Config struct {
 	// in memory while they wait for a delta they depend on (see
 	// ApplyDeltas). When either is reached the oldest waiting delta is
 	// dropped; anti-entropy fetches it again later. Defaults 10,000 and
-	// 64 MiB.
+	// 4 MiB (of encoded deltas; each is also held decoded, which about
+	// doubles it): 10,000 deltas of a typical 250 bytes fit, and a flood
+	// of the largest deltas (up to 2 MiB each) costs a node no more than
+	// its idle heap (docs/BENCHMARKS.md, "Memory under resource
+	// attacks"); a larger buffer only saves re-fetching what was evicted.
 	MaxWaitingDeltas int
 	MaxWaitingBytes  int64
 
@@ -103,7 +118,7 @@ func DefaultConfig() Config {
 		MaxStateBytes:    1 << 30,
 		MaxClockOffset:   time.Minute,
 		MaxWaitingDeltas: 10_000,
-		MaxWaitingBytes:  64 << 20,
+		MaxWaitingBytes:  4 << 20,
 		MaxReplicas:      10_000,
 		RetryInterval:    2 * time.Second,
 		Now:              time.Now,

@@ -47,6 +47,15 @@ var (
 	// node still serves reads and joins remote deltas. It wraps
 	// ErrForkSuspected.
 	ErrForked = fmt.Errorf("this replica is forked: writes refused until `crdt-catalog reincarnate` gives it a new replica: %w", ErrForkSuspected)
+	// ErrStoreDamaged: the LevelDB store failed its checksums at open (a
+	// damaged journal, manifest or table): OpenLevelDB refuses it rather
+	// than start on a store that may hold less than its causal contexts
+	// claim. RepairLevelDB and Repair are the way out.
+	ErrStoreDamaged = errors.New("store damaged")
+	// ErrRepairUnfinished: Repair was interrupted; the store's records do
+	// not yet agree with each other, and Open refuses it until Repair is
+	// run again.
+	ErrRepairUnfinished = errors.New("store repair unfinished")
 	// ErrCorrupt: the store holds a record that does not decode.
 	ErrCorrupt = errors.New("store corrupt")
 	// ErrStateTooLarge: a full-state stream that ImportState had to copy

@@ -96,8 +96,11 @@ type counters struct {
 }
 
 // Open opens the catalog held in store, creating a new replica if the store
-// is empty. It reads only the bookkeeping records, never the whole catalog.
-// The Node owns store from here on and closes it in Close.
+// is empty. It reads only the bookkeeping records, never the whole catalog,
+// and then finishes any full-state import a crash cut short (see
+// Config.StateDir), before it returns. It refuses a store whose Repair was
+// cut short (ErrRepairUnfinished). The Node owns store from here on and
+// closes it in Close; if Open fails, the caller still owns it.
 func Open(ctx context.Context, store ds.Batching, cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -122,6 +125,11 @@ func Open(ctx context.Context, store ds.Batching, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	go n.commitLoop()
+	if err := n.resumeImports(ctx); err != nil {
+		close(n.stop)
+		<-n.finished
+		return nil, fmt.Errorf("open: %w", err)
+	}
 	return n, nil
 }
 
@@ -157,6 +165,11 @@ func (n *Node) load(ctx context.Context) error {
 		n.replica = crdt.ReplicaID(n.meta.Replica)
 		n.log.Info("created new replica", "replica", n.replica)
 		return nil
+	}
+	if b, err := get(ctx, n.store, keyRepair); err != nil {
+		return fmt.Errorf("open: %w", err)
+	} else if b != nil {
+		return fmt.Errorf("open: %w: a repair of this store was cut short; run it again", ErrRepairUnfinished)
 	}
 	m, seen, applied, err := n.readBookkeeping(ctx)
 	if err != nil {

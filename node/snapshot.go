@@ -471,7 +471,16 @@ type ImportResult struct {
 // midway; the items joined until then stay, valid but without the
 // sender's contexts, and a later import or anti-entropy round completes
 // them.
+//
+// With Config.StateDir set, the checked stream is kept there, synced,
+// until the join has committed, and Open finishes a join that a crash cut
+// short; a crash before the stream is checked leaves the node as it was,
+// and the import is redone only if its sender sends it again (a peer's
+// next pull does).
 func (n *Node) ImportState(ctx context.Context, r io.Reader) (ImportResult, error) {
+	if n.cfg.StateDir != "" {
+		return n.importDurably(ctx, r)
+	}
 	src, release, err := n.checkStream(ctx, r)
 	if err != nil {
 		return ImportResult{}, err
@@ -520,9 +529,19 @@ func (n *Node) spool(ctx context.Context, r io.Reader) (io.Reader, func(), error
 			_ = os.Remove(f.Name())
 		}
 	}
+	if err := n.copyChecked(ctx, r, f); err != nil {
+		release()
+		return nil, nil, err
+	}
+	return f, release, nil
+}
+
+// copyChecked copies r into f, checking it on the way (at most
+// Config.MaxStateBytes), and leaves f positioned at its start.
+func (n *Node) copyChecked(ctx context.Context, r io.Reader, f *os.File) error {
 	w := bufio.NewWriterSize(f, stateBuffer)
 	lr := &limitReader{r: r, left: n.cfg.MaxStateBytes, limit: n.cfg.MaxStateBytes}
-	err = checkState(ctx, bufio.NewReaderSize(lr, stateBuffer), w)
+	err := checkState(ctx, bufio.NewReaderSize(lr, stateBuffer), w)
 	if err == nil {
 		if err = w.Flush(); err != nil {
 			err = fmt.Errorf("spool state stream: %w", err)
@@ -533,11 +552,7 @@ func (n *Node) spool(ctx context.Context, r io.Reader) (io.Reader, func(), error
 			err = fmt.Errorf("spool state stream: %w", err)
 		}
 	}
-	if err != nil {
-		release()
-		return nil, nil, err
-	}
-	return f, release, nil
+	return err
 }
 
 // limitReader reads at most limit bytes of r; past them it fails with
@@ -775,6 +790,9 @@ func (in *importer) join(ctx context.Context, key string, theirs *crdt.Item) err
 	if in.pending >= importChunk {
 		n.mu.Unlock()
 		err := in.commit(ctx)
+		if err == nil {
+			hook("chunk")
+		}
 		n.mu.Lock()
 		return err
 	}

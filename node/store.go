@@ -12,7 +12,6 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	dsq "github.com/ipfs/go-datastore/query"
 	leveldb "github.com/ipfs/go-ds-leveldb"
-	"github.com/syndtr/goleveldb/leveldb/filter"
 	"github.com/syndtr/goleveldb/leveldb/util"
 )
 
@@ -172,6 +171,14 @@ func decodeSeq(b []byte) (uint64, error) {
 // machine crash (not a process crash) may lose recent writes. LevelDB locks
 // the directory: a second process on the same directory fails here.
 //
+// It refuses a damaged store with an error wrapping ErrStoreDamaged that
+// names the damaged file, instead of dropping what it cannot read as
+// LevelDB does by default (see leveldb.go): a journal or manifest that
+// fails its checksums, or a table block that does (every table is read
+// once). The journal's last record cut short by a crash is not damage and
+// is dropped: it was never acknowledged. RepairLevelDB and Repair are the
+// way out of a damaged store.
+//
 // Two options depart from LevelDB's defaults (docs/BENCHMARKS.md has the
 // figures): a 16 MiB write buffer (4 MiB by default), so that fewer, larger
 // level-0 tables are flushed and compacted; and a Bloom filter of 10 bits
@@ -180,13 +187,12 @@ func decodeSeq(b []byte) (uint64, error) {
 // changes the files' format: a store written without them opens with them
 // and the other way round.
 func OpenLevelDB(dir string, sync bool) (*leveldb.Datastore, error) {
-	store, err := leveldb.NewDatastore(dir, &leveldb.Options{
-		NoSync:      !sync,
-		WriteBuffer: levelDBWriteBuffer,
-		Filter:      filter.NewBloomFilter(10),
-	})
+	if err := checkLevelDB(dir, sync); err != nil {
+		return nil, err
+	}
+	store, err := leveldb.NewDatastore(dir, (*leveldb.Options)(levelDBOptions(sync, strictOpen)))
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w (is another crdt-catalog using this data directory?)", dir, err)
+		return nil, damaged(dir, err)
 	}
 	return store, nil
 }

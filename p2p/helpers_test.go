@@ -46,6 +46,18 @@ func testConfig(t testing.TB) Config {
 // starts its peer; both close at the end of the test.
 func startPeer(t testing.TB, cfg Config, ncfg *node.Config) *testPeer {
 	t.Helper()
+	return startPeerWith(t, cfg, ncfg, true)
+}
+
+// startUnsignedPeer is startPeer with a node without a key: one that
+// takes deltas of replicas that name no key, as a poisoned peer must.
+func startUnsignedPeer(t testing.TB, cfg Config, ncfg *node.Config) *testPeer {
+	t.Helper()
+	return startPeerWith(t, cfg, ncfg, false)
+}
+
+func startPeerWith(t testing.TB, cfg Config, ncfg *node.Config, signed bool) *testPeer {
+	t.Helper()
 	store, err := leveldb.NewDatastore("", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +67,7 @@ func startPeer(t testing.TB, cfg Config, ncfg *node.Config) *testPeer {
 		nc = *ncfg
 	}
 	nc.Logger = quietLogger()
-	if nc.Key == nil {
+	if nc.Key == nil && signed {
 		// Signed, as crdt-catalog runs it: the replica is this peer's.
 		if nc.Key, err = NodeKey(cfg.KeyFile); err != nil {
 			t.Fatal(err)

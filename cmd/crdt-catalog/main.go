@@ -5,6 +5,7 @@
 //	crdt-catalog version      print the version, VCS revision and Go version (also -version)
 //	crdt-catalog keygen -swarm-key FILE   write a new libp2p swarm key
 //	crdt-catalog reincarnate -data DIR    give a copied data directory a new replica ID
+//	crdt-catalog repair -data DIR         salvage a damaged store and re-fetch what it lost
 package main
 
 import (
@@ -41,6 +42,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			return keygen(args[1:], stdout, stderr)
 		case "reincarnate":
 			return reincarnate(ctx, args[1:], stdout, stderr)
+		case "repair":
+			return repair(ctx, args[1:], stdout, stderr)
 		case "version":
 			if len(args) > 1 {
 				return fmt.Errorf("version takes no arguments, got %q", args[1])

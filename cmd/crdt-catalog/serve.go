@@ -84,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.BoolVar(&o.version, "version", false, "print the version (as the version subcommand does) and exit")
 	fs.IntVar(&o.maxReplicas, "max-replicas", 10_000, "most replicas the causal contexts may name; deltas of further new replicas are refused (at most 500000)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR | repair -data DIR\n\n"+
 			"Runs one catalog node. Every flag can also be set by the environment\n"+
 			"variable CRDT_CATALOG_<FLAG> (e.g. CRDT_CATALOG_HTTP); the command line wins.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -111,7 +111,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (subcommands: example, version, keygen, reincarnate)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: example, version, keygen, reincarnate, repair)", fs.Arg(0))
 	}
 	return o, nil
 }
@@ -169,7 +169,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	}
 	store, err := node.OpenLevelDB(filepath.Join(o.data, "store"), o.sync)
 	if err != nil {
-		return err
+		return storeHint(err, o.data)
 	}
 	cfg := node.DefaultConfig()
 	cfg.Logger = log
@@ -177,6 +177,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	// A full state is checked whole in a temporary file before it is
 	// joined: keep it on the data directory's disk, not on a tmpfs.
 	cfg.TempDir = o.data
+	// ...and keep it there until its join has committed, so that an
+	// import cut by a crash is finished at the next start.
+	cfg.StateDir = o.data
 	cfg.MaxStateBytes = o.maxState
 	cfg.MaxClockOffset = o.maxOffset
 	cfg.MaxReplicas = o.maxReplicas
@@ -190,7 +193,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	n, err := node.Open(ctx, store, cfg)
 	if err != nil {
 		store.Close()
-		return err
+		return storeHint(err, o.data)
 	}
 
 	pcfg := p2p.DefaultConfig()
