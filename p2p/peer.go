@@ -47,6 +47,14 @@ type Peer struct {
 	sub   *pubsub.Subscription
 	dht   *dht.IpfsDHT // nil unless Config.DHT
 	proto protocol.ID
+	// boot are the bootstrap peers, parsed from Config.Bootstrap, one entry
+	// per peer. Set before the host exists, read-only after.
+	boot []peer.AddrInfo
+	// hostReady is set once h is; goroutines the host starts itself (its
+	// AutoRelay peer source) read h only after loading it.
+	hostReady atomic.Bool
+	punches   punchTracer
+	nat       natState
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -119,11 +127,18 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 		rounds:    newRoundSizes(),
 	}
 	p.writers.Store(newWriterSet(cfg.Writers))
-	h, err := newHost(&p.cfg, p.bw)
+	boot, err := parseBootstrap(cfg.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	p.boot = boot
+	h, err := p.newHost()
 	if err != nil {
 		return nil, err
 	}
 	p.h = h
+	p.hostReady.Store(true)
+	p.boot = slices.DeleteFunc(p.boot, func(ai peer.AddrInfo) bool { return ai.ID == h.ID() })
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if err := p.start(ctx); err != nil {
 		p.Close()
@@ -135,8 +150,16 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 func (p *Peer) start(ctx context.Context) error {
 	p.h.SetStreamHandler(p.proto, p.handleSync)
 	p.h.Network().Notify(&network.NotifyBundle{
-		ConnectedF: func(_ network.Network, c network.Conn) { p.requestPull(c.RemotePeer()) },
+		ConnectedF: func(n network.Network, c network.Conn) {
+			p.logConn("peer connected", n, c)
+			p.preferDirect(c)
+			p.requestPull(c.RemotePeer())
+		},
+		DisconnectedF: func(n network.Network, c network.Conn) { p.logConn("peer disconnected", n, c) },
 	})
+	if err := p.watchNAT(); err != nil {
+		return err
+	}
 	if err := p.startGossip(); err != nil {
 		return err
 	}
@@ -145,6 +168,21 @@ func (p *Peer) start(ctx context.Context) error {
 	}
 	p.goRun(p.antiEntropyLoop)
 	return nil
+}
+
+// logConn logs a connection opened or closed: at info when it is the
+// peer's first connection or its last, at debug otherwise (a second
+// transport, a relayed connection upgraded to a direct one).
+func (p *Peer) logConn(msg string, n network.Network, c network.Conn) {
+	others := len(n.ConnsToPeer(c.RemotePeer())) // includes c once opened, not once closed
+	if msg == "peer connected" {
+		others--
+	}
+	level := slog.LevelInfo
+	if others > 0 {
+		level = slog.LevelDebug
+	}
+	p.log.Log(p.ctx, level, msg, "peer", c.RemotePeer(), "addr", c.RemoteMultiaddr().String(), "connection", p.connKind(c))
 }
 
 // goRun runs f on a goroutine that Close waits for; after Close it does
