@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 const (
@@ -60,7 +62,7 @@ func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
 // startDiscovery starts the bootstrap dialers, mDNS and the DHT, as
 // configured.
 func (p *Peer) startDiscovery(ctx context.Context) error {
-	boot := p.boot
+	boot := slices.DeleteFunc(slices.Clone(p.boot), func(ai peer.AddrInfo) bool { return ai.ID == p.h.ID() })
 	for _, ai := range boot {
 		p.goRun(func() { p.keepConnected(ai, "bootstrap peer", 0) })
 	}
@@ -110,11 +112,13 @@ func (p *Peer) keepConnected(ai peer.AddrInfo, what string, giveUp time.Duration
 	var down time.Time // when the current run of failed dials began
 	for {
 		if p.h.Network().Connectedness(ai.ID) != network.Connected {
-			// Forcing a direct dial skips the swarm's own dial backoff
-			// (5 s, growing to minutes), which would keep a healed
-			// partition apart far longer than ours.
+			// The swarm backs off from addresses that failed (5 s,
+			// growing to minutes), which would keep a healed partition
+			// apart far longer than our cap: clear it first.
+			if sw, ok := p.h.Network().(*swarm.Swarm); ok {
+				sw.Backoff().Clear(ai.ID)
+			}
 			ctx, cancel := context.WithTimeout(p.ctx, redialTimeout)
-			ctx = network.WithForceDirectDial(ctx, "keep "+what+" connected")
 			err := p.h.Connect(ctx, ai)
 			cancel()
 			if err != nil {
@@ -217,6 +221,44 @@ func (p *Peer) findPeersLoop(rd *drouting.RoutingDiscovery) {
 			wait = findPeersInterval
 		}
 	}
+}
+
+// lostPeerGiveUp is how long a catalog peer that disconnected is redialled
+// before it counts as gone.
+const lostPeerGiveUp = 10 * time.Minute
+
+// redialLost redials a catalog peer whose last connection closed, at the
+// addresses the peerstore holds for it (identify keeps them current: a
+// peer behind a NAT has there the relay addresses of all its
+// reservations), until it is back or lostPeerGiveUp passes. Without it two
+// peers that found each other once, on the DHT, would wait for the next
+// lookup, and one whose relay stopped would not try its other relay.
+// Bootstrap and mDNS peers have redialers of their own; a peer being
+// backed off as bad is left alone.
+func (p *Peer) redialLost(id peer.ID) {
+	if p.h.Network().Connectedness(id) == network.Connected || p.ctx.Err() != nil {
+		return
+	}
+	if protos, err := p.h.Peerstore().GetProtocols(id); err != nil || !slices.Contains(protos, p.proto) {
+		return
+	}
+	if slices.ContainsFunc(p.boot, func(ai peer.AddrInfo) bool { return ai.ID == id }) {
+		return
+	}
+	p.mu.Lock()
+	_, bad := p.backoffs[id]
+	if bad || p.mdnsPeers[id] || p.redialing[id] {
+		p.mu.Unlock()
+		return
+	}
+	p.redialing[id] = true
+	p.mu.Unlock()
+	p.goRun(func() {
+		p.keepConnected(peer.AddrInfo{ID: id}, "catalog peer", lostPeerGiveUp)
+		p.mu.Lock()
+		delete(p.redialing, id)
+		p.mu.Unlock()
+	})
 }
 
 // mdnsNotifee connects to peers found on the local network and keeps them

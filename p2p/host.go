@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -201,22 +204,48 @@ func (p *Peer) newHost() (host.Host, error) {
 		}
 		addrs = append(addrs, m)
 	}
-	// Listen after construction, one address at a time: libp2p.New fails
-	// only when every listen address fails, and would start without a word
-	// on the others.
-	opts = append(opts, libp2p.NoListenAddrs)
+	// Listen during construction, so that nothing (AutoRelay, say) dials
+	// before the listeners exist: a QUIC dial then leaves from the listen
+	// port, which hole punching and port-preserving NATs need. libp2p.New
+	// fails only when every listen address fails, so check each after.
+	opts = append(opts, libp2p.ListenAddrs(addrs...))
+	if len(addrs) == 0 {
+		opts = append(opts, libp2p.NoListenAddrs)
+	}
 	opts = append(opts, cfg.HostOptions...)
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("libp2p host: %w", err)
 	}
+	got := h.Network().ListenAddresses()
 	for _, a := range addrs {
-		if err := h.Network().Listen(a); err != nil {
+		if !slices.ContainsFunc(got, func(l ma.Multiaddr) bool { return sameListen(a, l) }) {
 			h.Close()
-			return nil, fmt.Errorf("libp2p listen %s: %w", a, err)
+			return nil, fmt.Errorf("libp2p listen %s failed (address in use?); listening on %v", a, got)
 		}
 	}
 	return h, nil
+}
+
+// sameListen reports whether listener l serves the listen address a: the
+// same protocols and values, except a port 0 in a, which l has chosen.
+func sameListen(a, l ma.Multiaddr) bool {
+	if len(a) != len(l) {
+		return false
+	}
+	for i := range a {
+		if a[i].Protocol().Code != l[i].Protocol().Code {
+			return false
+		}
+		code := a[i].Protocol().Code
+		if (code == ma.P_TCP || code == ma.P_UDP) && a[i].Value() == "0" {
+			continue
+		}
+		if a[i].Value() != l[i].Value() {
+			return false
+		}
+	}
+	return true
 }
 
 // checkPortFree fails if a TCP listen address with a fixed port is in use
@@ -226,20 +255,28 @@ func (p *Peer) newHost() (host.Host, error) {
 // holds, each getting part of the incoming connections. A plain bind,
 // without SO_REUSEPORT, fails on a port held by anyone. (go-libp2p's
 // tcp.DisableReuseport, or LIBP2P_TCP_REUSEPORT=false, would catch the
-// clash too, at the cost of TCP hole punching.) UDP needs no check: QUIC
-// binds without SO_REUSEPORT and fails by itself.
+// clash too, at the cost of TCP hole punching.) QUIC binds its UDP port
+// without SO_REUSEPORT and fails by itself; the probe only makes the
+// error say why.
 func checkPortFree(a ma.Multiaddr) error {
-	port, err := a.ValueForProtocol(ma.P_TCP)
-	if err != nil || port == "0" {
+	network, addr, err := manet.DialArgs(a)
+	if err != nil || strings.HasSuffix(addr, ":0") {
+		return nil // not a plain TCP or UDP address, or any port will do
+	}
+	var c io.Closer
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		c, err = net.Listen(network, addr)
+	case "udp", "udp4", "udp6":
+		c, err = net.ListenPacket(network, addr)
+	default:
 		return nil
 	}
-	_, addr, err := manet.DialArgs(a)
-	if err != nil {
-		return nil // not a plain TCP address; libp2p will say
+	if err == nil {
+		return c.Close()
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
+	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("libp2p listen %s: %w", a, err)
 	}
-	return ln.Close()
+	return nil // another failure: libp2p's own listen reports it
 }

@@ -2,6 +2,8 @@ package p2p
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -35,10 +37,13 @@ func (p *Peer) relayCandidates(_ context.Context, num int) <-chan peer.AddrInfo 
 			ch <- ai
 		}
 	}
+	ready := p.hostReady.Load()
 	for _, ai := range p.boot {
-		add(ai)
+		if !ready || ai.ID != p.h.ID() {
+			add(ai)
+		}
 	}
-	if !p.hostReady.Load() {
+	if !ready {
 		return ch
 	}
 	for _, id := range p.h.Network().Peers() {
@@ -53,6 +58,7 @@ func (p *Peer) relayCandidates(_ context.Context, num int) <-chan peer.AddrInfo 
 // and when, so that PeerStatus can tell a hole-punched connection from a
 // dialled one. It is safe for concurrent use.
 type punchTracer struct {
+	log     *slog.Logger // set before the host starts
 	mu      sync.Mutex
 	punched map[peer.ID]time.Time // guarded by mu
 	total   uint64                // successful hole punches; guarded by mu
@@ -61,9 +67,15 @@ type punchTracer struct {
 // Trace implements holepunch.EventTracer.
 func (t *punchTracer) Trace(evt *holepunch.Event) {
 	end, ok := evt.Evt.(*holepunch.EndHolePunchEvt)
-	if !ok || !end.Success {
+	if !ok {
+		t.log.Debug("hole punching", "peer", evt.Remote, "event", evt.Type, "detail", fmt.Sprintf("%+v", evt.Evt))
 		return
 	}
+	if !end.Success {
+		t.log.Info("hole punch failed: staying relayed", "peer", evt.Remote, "err", end.Error, "took", end.EllapsedTime)
+		return
+	}
+	t.log.Info("hole punch succeeded: direct connection", "peer", evt.Remote, "took", end.EllapsedTime)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.punched == nil {
