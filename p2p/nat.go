@@ -218,3 +218,18 @@ func (p *Peer) preferDirect(c network.Conn) {
 		}
 	})
 }
+
+// Status is the "p2p" object of GET /status: the running totals, this
+// peer's reachability and addresses, and every connected catalog peer.
+// Every key is snake_case and no list is null.
+type Status struct {
+	Stats
+	NATStatus
+	Peers []PeerStatus `json:"peers"`
+}
+
+// Status returns the peer's status. Safe for concurrent use; the caller
+// owns the result.
+func (p *Peer) Status() Status {
+	return Status{Stats: p.Stats(), NATStatus: p.NAT(), Peers: p.Peers()}
+}

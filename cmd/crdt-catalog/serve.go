@@ -252,7 +252,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		if ids := peer.Writers(); ids != nil {
 			w = len(ids)
 		}
-		return map[string]any{"peer_id": peer.ID().String(), "listen": peer.Addrs(), "peers": peer.Peers(), "p2p": peer.Stats(), "writers": w}
+		return map[string]any{"peer_id": peer.ID().String(), "listen": peer.Addrs(), "peers": peer.Peers(), "p2p": peer.Status(), "writers": w}
 	}
 	acfg.Token = token
 	acfg.TokenForReads = o.tokenForReads
