@@ -227,14 +227,16 @@ func (p *Peer) findPeersLoop(rd *drouting.RoutingDiscovery) {
 // before it counts as gone.
 const lostPeerGiveUp = 10 * time.Minute
 
-// redialLost redials a catalog peer whose last connection closed, at the
-// addresses the peerstore holds for it (identify keeps them current: a
-// peer behind a NAT has there the relay addresses of all its
-// reservations), until it is back or lostPeerGiveUp passes. Without it two
-// peers that found each other once, on the DHT, would wait for the next
-// lookup, and one whose relay stopped would not try its other relay.
-// Bootstrap and mDNS peers have redialers of their own; a peer being
-// backed off as bad is left alone.
+// redialLost redials a catalog peer whose last connection, a relayed one,
+// closed: a relayed connection dies with its relay, and the peer is likely
+// still reachable through another. It dials the addresses the peerstore
+// holds for the peer (identify keeps them current: a peer behind a NAT has
+// there the relay addresses of all its reservations) until the peer is
+// back or lostPeerGiveUp passes; otherwise the two would wait for the next
+// DHT lookup. Direct connections that close are not redialled: the
+// connection manager trims them on purpose, and bootstrap and mDNS peers
+// have redialers of their own. A peer being backed off as bad is left
+// alone.
 func (p *Peer) redialLost(id peer.ID) {
 	if p.h.Network().Connectedness(id) == network.Connected || p.ctx.Err() != nil {
 		return

@@ -160,7 +160,9 @@ func (p *Peer) start(ctx context.Context) error {
 		},
 		DisconnectedF: func(n network.Network, c network.Conn) {
 			p.logConn("peer disconnected", n, c)
-			p.redialLost(c.RemotePeer())
+			if isCircuit(c.RemoteMultiaddr()) {
+				p.redialLost(c.RemotePeer())
+			}
 		},
 	})
 	if err := p.watchNAT(); err != nil {
