@@ -227,6 +227,7 @@ type P2PStatus struct {
 	ObservedAddrs      []string     `json:"observed_addrs"`
 	RelayReservations  []string     `json:"relay_reservations"`
 	HolePunches        uint64       `json:"hole_punches"`
+	MeshPeers          int          `json:"mesh_peers"`
 	Peers              []PeerStatus `json:"peers"`
 	FullStatesReceived uint64       `json:"full_states_received"`
 	SyncDeltasReceived uint64       `json:"sync_deltas_received"`

@@ -263,6 +263,9 @@ func (n *netnsNet) close() error {
 	if err := ipCmd("link", "del", n.bridge); err != nil {
 		errs = append(errs, err)
 	}
+	for _, b := range natBridges { // the NAT topology's, if any
+		_ = ipCmd("link", "del", fmt.Sprintf("%s%d%s", netnsPrefix, n.k, b))
+	}
 	_ = os.Remove(ownerFile(n.bridge))
 	return errors.Join(errs...)
 }
