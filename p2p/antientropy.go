@@ -194,9 +194,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			p.remember(id, theirs)
 			p.stats.rounds.Add(1)
 			p.rounds.observe(received, bytes)
-			if received > 0 {
-				p.log.Debug("anti-entropy: joined deltas", "peer", id, "deltas", received)
-			}
+			p.log.Debug("anti-entropy round", "peer", id, "deltas", received, "bytes", bytes)
 			return nil
 		case frameFull:
 			// The node checks the whole stream before it applies any of
@@ -205,6 +203,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			// arriving has FullStateTimeout, not what is left of
 			// SyncTimeout.
 			timed.setEnd(p.cfg.FullStateTimeout)
+			fstart := time.Now()
 			fctx, fcancel := context.WithTimeout(ctx, p.cfg.FullStateTimeout)
 			cr := &countingReader{r: br}
 			res, err := p.cat.ImportState(fctx, cr)
@@ -222,7 +221,8 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			p.stats.fullReceived.Add(1)
 			p.stats.rounds.Add(1)
 			p.rounds.observe(res.Items, bytes+cr.n)
-			p.log.Info("anti-entropy: joined a full state", "peer", id, "items", res.Items, "changed", res.Changed)
+			p.log.Info("anti-entropy: joined a full state", "peer", id, "items", res.Items, "changed", res.Changed,
+				"bytes", cr.n, "took", time.Since(fstart).Round(time.Millisecond))
 			return nil
 		default:
 			return p.misbehaved(s, id, fmt.Errorf("%w: unexpected frame kind %d", ErrBadMessage, f.Kind))
@@ -297,6 +297,7 @@ func (p *Peer) handleSync(s network.Stream) {
 	switch {
 	case errors.Is(err, node.ErrLogGap):
 		timed.setEnd(p.cfg.FullStateTimeout)
+		fstart, before := time.Now(), cw.n
 		fctx, fcancel := context.WithTimeout(p.ctx, p.cfg.FullStateTimeout)
 		defer fcancel()
 		// The announcement goes out at once: the puller's idle timeout
@@ -309,7 +310,8 @@ func (p *Peer) handleSync(s network.Stream) {
 		}
 		if err == nil {
 			p.stats.fullSent.Add(1)
-			p.log.Info("anti-entropy: sent a full state (the delta log does not cover the peer's gap)", "peer", id)
+			p.log.Info("anti-entropy: sent a full state (the delta log does not cover the peer's gap)", "peer", id,
+				"bytes", cw.n-before, "took", time.Since(fstart).Round(time.Millisecond))
 		}
 	case err == nil:
 		var enc []byte
