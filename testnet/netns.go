@@ -26,7 +26,7 @@ const (
 	netnsMaxPeer = 250
 	ownerDir     = "/run/crdt-testnet" // one file per bridge: owner pid and start time
 	nsHTTPPort   = 8080
-	nsP2PPort    = 4001
+	nsP2PPort    = 4101
 )
 
 // ErrNoPartition is returned by Partition and Heal in loopback mode: cutting
