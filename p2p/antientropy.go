@@ -271,6 +271,16 @@ func (p *Peer) handleSync(s network.Stream) {
 		return
 	}
 	p.remember(id, have)
+	// Pull back: a requester that holds deltas this peer lacks (it wrote
+	// while the two were apart, say) is pulled from at once, instead of
+	// when a random round happens to pick it. After a partition heals,
+	// the first exchange in either direction so brings both sides up to
+	// date; once equal, nothing more is scheduled.
+	if _, mine := p.cat.Contexts(); p.isWriter(id) {
+		if _, behind := mine.Compare(have); behind > 0 {
+			p.requestPull(id)
+		}
+	}
 	bw := bufio.NewWriterSize(timed, 64<<10)
 	cw := &countingWriter{w: bw}
 	var chunk [][]byte
