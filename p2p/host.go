@@ -103,14 +103,13 @@ func DecodeSwarmKey(b []byte) (pnet.PSK, error) {
 // between peers no hole punch can join.
 func relayResources() relayv2.Resources {
 	return relayv2.Resources{
-		Limit:                  nil,
-		ReservationTTL:         time.Hour,
-		MaxReservations:        64,
-		MaxCircuits:            8,
-		BufferSize:             2048,
-		MaxReservationsPerPeer: 1,
-		MaxReservationsPerIP:   8,
-		MaxReservationsPerASN:  32,
+		Limit:                 nil,
+		ReservationTTL:        time.Hour,
+		MaxReservations:       64,
+		MaxCircuits:           8,
+		BufferSize:            2048,
+		MaxReservationsPerIP:  8,
+		MaxReservationsPerASN: 32,
 	}
 }
 

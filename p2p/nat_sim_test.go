@@ -208,7 +208,7 @@ func TestNAT_RelayedWhenNoHolePunch(t *testing.T) {
 	via, other := relayOf(p1, p2), b
 	switch via {
 	case b.p.ID().String():
-		via, other = b.p.ID().String(), c
+		other = c
 		b.close()
 	case c.p.ID().String():
 		c.close()
