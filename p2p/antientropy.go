@@ -12,6 +12,7 @@ import (
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/crdt-catalog/crdt-catalog/node"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -368,12 +369,38 @@ func (p *Peer) misbehaved(s network.Stream, id peer.ID, err error) error {
 		if errors.Is(err, ErrStalled) {
 			p.stats.syncStalled.Add(1)
 			msg = "peer stalled a sync stream"
+			if !p.answersPing(id) {
+				// A partition stalls every stream at once; the peer is
+				// not to blame, and backing it off would keep it from
+				// being pulled for a minute after the network heals.
+				p.log.Info("sync stream stalled and the peer does not answer a ping: the network, not the peer; not backed off", "peer", id)
+				return err
+			}
 		}
 		p.badPeer(id, msg, err)
 	default:
 		p.stats.syncFailures.Add(1) // a broken stream, not a bad peer
 	}
 	return err
+}
+
+// stallPingTimeout bounds the ping that tells a stalling peer from a dead
+// link.
+const stallPingTimeout = 3 * time.Second
+
+// answersPing reports whether id answers a libp2p ping within
+// stallPingTimeout over an existing connection (it dials none). A peer
+// that stalls a sync stream but answers pings stalls on purpose, or is
+// overloaded; one that does not is cut off by the network.
+func (p *Peer) answersPing(id peer.ID) bool {
+	ctx, cancel := context.WithTimeout(network.WithNoDial(p.ctx, "stall check"), stallPingTimeout)
+	defer cancel()
+	select {
+	case r := <-ping.Ping(ctx, p.h, id):
+		return r.Error == nil
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // isGarbage reports whether err means the peer sent bytes that do not
