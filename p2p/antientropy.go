@@ -12,8 +12,8 @@ import (
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/crdt-catalog/crdt-catalog/node"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 )
 
 // antiEntropyLoop pulls from one random catalog peer every interval; with
