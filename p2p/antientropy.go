@@ -13,6 +13,7 @@ import (
 	"github.com/crdt-catalog/crdt-catalog/node"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 )
 
 // antiEntropyLoop pulls from one random catalog peer every interval; with
@@ -190,9 +191,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			p.remember(id, theirs)
 			p.stats.rounds.Add(1)
 			p.rounds.observe(received, bytes)
-			if received > 0 {
-				p.log.Debug("anti-entropy: joined deltas", "peer", id, "deltas", received)
-			}
+			p.log.Debug("anti-entropy round", "peer", id, "deltas", received, "bytes", bytes)
 			return nil
 		case frameFull:
 			// The node checks the whole stream before it applies any of
@@ -201,6 +200,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			// arriving has FullStateTimeout, not what is left of
 			// SyncTimeout.
 			timed.setEnd(p.cfg.FullStateTimeout)
+			fstart := time.Now()
 			fctx, fcancel := context.WithTimeout(ctx, p.cfg.FullStateTimeout)
 			cr := &countingReader{r: br}
 			res, err := p.cat.ImportState(fctx, cr)
@@ -218,7 +218,8 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			p.stats.fullReceived.Add(1)
 			p.stats.rounds.Add(1)
 			p.rounds.observe(res.Items, bytes+cr.n)
-			p.log.Info("anti-entropy: joined a full state", "peer", id, "items", res.Items, "changed", res.Changed)
+			p.log.Info("anti-entropy: joined a full state", "peer", id, "items", res.Items, "changed", res.Changed,
+				"bytes", cr.n, "took", time.Since(fstart).Round(time.Millisecond))
 			return nil
 		default:
 			return p.misbehaved(s, id, fmt.Errorf("%w: unexpected frame kind %d", ErrBadMessage, f.Kind))
@@ -267,6 +268,16 @@ func (p *Peer) handleSync(s network.Stream) {
 		return
 	}
 	p.remember(id, have)
+	// Pull back: a requester that holds deltas this peer lacks (it wrote
+	// while the two were apart, say) is pulled from at once, instead of
+	// when a random round happens to pick it. After a partition heals,
+	// the first exchange in either direction so brings both sides up to
+	// date; once equal, nothing more is scheduled.
+	if _, mine := p.cat.Contexts(); p.isWriter(id) {
+		if _, behind := mine.Compare(have); behind > 0 {
+			p.requestPull(id)
+		}
+	}
 	bw := bufio.NewWriterSize(timed, 64<<10)
 	cw := &countingWriter{w: bw}
 	var chunk, proofs [][]byte
@@ -293,6 +304,7 @@ func (p *Peer) handleSync(s network.Stream) {
 	switch {
 	case errors.Is(err, node.ErrLogGap):
 		timed.setEnd(p.cfg.FullStateTimeout)
+		fstart, before := time.Now(), cw.n
 		fctx, fcancel := context.WithTimeout(p.ctx, p.cfg.FullStateTimeout)
 		defer fcancel()
 		// The announcement goes out at once: the puller's idle timeout
@@ -305,7 +317,8 @@ func (p *Peer) handleSync(s network.Stream) {
 		}
 		if err == nil {
 			p.stats.fullSent.Add(1)
-			p.log.Info("anti-entropy: sent a full state (the delta log does not cover the peer's gap)", "peer", id)
+			p.log.Info("anti-entropy: sent a full state (the delta log does not cover the peer's gap)", "peer", id,
+				"bytes", cw.n-before, "took", time.Since(fstart).Round(time.Millisecond))
 		}
 	case err == nil:
 		var enc []byte
@@ -352,12 +365,38 @@ func (p *Peer) misbehaved(s network.Stream, id peer.ID, err error) error {
 		if errors.Is(err, ErrStalled) {
 			p.stats.syncStalled.Add(1)
 			msg = "peer stalled a sync stream"
+			if !p.answersPing(id) {
+				// A partition stalls every stream at once; the peer is
+				// not to blame, and backing it off would keep it from
+				// being pulled for a minute after the network heals.
+				p.log.Info("sync stream stalled and the peer does not answer a ping: the network, not the peer; not backed off", "peer", id)
+				return err
+			}
 		}
 		p.badPeer(id, msg, err)
 	default:
 		p.stats.syncFailures.Add(1) // a broken stream, not a bad peer
 	}
 	return err
+}
+
+// stallPingTimeout bounds the ping that tells a stalling peer from a dead
+// link.
+const stallPingTimeout = 3 * time.Second
+
+// answersPing reports whether id answers a libp2p ping within
+// stallPingTimeout over an existing connection (it dials none). A peer
+// that stalls a sync stream but answers pings stalls on purpose, or is
+// overloaded; one that does not is cut off by the network.
+func (p *Peer) answersPing(id peer.ID) bool {
+	ctx, cancel := context.WithTimeout(network.WithNoDial(p.ctx, "stall check"), stallPingTimeout)
+	defer cancel()
+	select {
+	case r := <-ping.Ping(ctx, p.h, id):
+		return r.Error == nil
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // isGarbage reports whether err means the peer sent bytes that do not

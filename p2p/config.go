@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -15,8 +16,10 @@ type Config struct {
 	// KeyFile holds the peer's Ed25519 identity; created (mode 0600) if
 	// missing. Required.
 	KeyFile string
-	// Listen are the multiaddrs to listen on. Default: TCP and QUIC on port
-	// 4001 of every interface.
+	// Listen are the multiaddrs to listen on. Each must be free: an address
+	// another process holds fails New (libp2p's TCP transport would
+	// otherwise share the port silently through SO_REUSEPORT). Default: TCP
+	// and QUIC on port DefaultPort of every interface.
 	Listen []string
 	// Bootstrap are /p2p/<id> multiaddrs dialled at start and redialled
 	// with backoff while disconnected; they also seed the DHT.
@@ -28,6 +31,53 @@ type Config struct {
 	DHT bool
 	// NAT turns on UPnP/NAT-PMP port mapping; it talks to the gateway.
 	NAT bool
+
+	// Profile says what kind of network the catalog spans, and sets the
+	// defaults below accordingly (memberlist's LAN and WAN configs are the
+	// model): ProfileLAN (the default) advertises private addresses and
+	// runs the DHT as a server; ProfileWAN advertises only public
+	// addresses (and relay addresses) and lets the DHT follow
+	// reachability. Loopback addresses are advertised in neither, unless
+	// the peer listens on nothing else.
+	Profile string
+	// Announce, if set, replaces the direct addresses this peer advertises
+	// to others (identify, DHT records); relay addresses are kept. For a
+	// public node behind a port forward or with an address it cannot see
+	// on its interfaces. Default none: the listen addresses and observed
+	// public addresses, filtered by Profile.
+	Announce []string
+	// AnnounceAppend are advertised in addition to the others.
+	AnnounceAppend []string
+	// NoAnnounce are CIDR prefixes (e.g. 10.0.0.0/8) whose addresses are
+	// never advertised, announced ones included.
+	NoAnnounce []string
+	// DHTMode is "auto" (client while AutoNAT finds the peer private or
+	// unknown, server once public), "client" or "server". Default: server
+	// with ProfileLAN (nothing on a LAN is ever public, and an all-client
+	// DHT has empty routing tables), auto with ProfileWAN (a peer behind a
+	// NAT must not be handed out as a DHT server nobody can reach).
+	DHTMode string
+	// Reachability overrides AutoNAT: "auto" (default), "public" or
+	// "private". Public makes a node with a known public address start its
+	// relay service and DHT server at once instead of after AutoNAT's
+	// probes; private makes a peer known to be behind a NAT take relay
+	// reservations at once.
+	Reachability string
+	// RelayService serves circuit relay v2 (with RelayResources' limits)
+	// while this peer is publicly reachable; it does nothing while AutoNAT
+	// finds the peer private or unknown. Default true: the public
+	// bootstrap node is then a relay without more configuration, which is
+	// what peers behind NATs need, and the limits keep its cost small.
+	RelayService bool
+	// RelayClient keeps relay reservations while this peer is not publicly
+	// reachable (AutoRelay), on its bootstrap peers and on connected peers
+	// that offer the relay hop protocol, and advertises /p2p-circuit
+	// addresses through them; DCUtR then upgrades relayed connections to
+	// direct ones where the NATs allow. Default true.
+	RelayClient bool
+	// HostOptions are extra libp2p options appended to the peer's own,
+	// for tests (a simulated network) and tools. Default none.
+	HostOptions []libp2p.Option
 	// Network names the catalog: the gossip topic, the sync protocol and the
 	// DHT rendezvous derive from it, so several catalogs can share peers
 	// without mixing. 1–64 bytes of [a-z0-9._-]. Default "default".
@@ -109,8 +159,12 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Listen:                []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+		Listen:                DefaultListen(),
 		DHT:                   true,
+		Profile:               ProfileLAN,
+		Reachability:          "auto",
+		RelayService:          true,
+		RelayClient:           true,
 		Network:               "default",
 		AntiEntropyInterval:   5 * time.Second,
 		HeartbeatInterval:     200 * time.Millisecond,
@@ -134,6 +188,26 @@ func DefaultConfig() Config {
 // publisher builds: up to maxBatchBytes, plus one delta of the largest
 // size, plus framing.
 const minMessageBytes = maxBatchBytes + crdt.MaxDeltaBytes + 64<<10
+
+// DefaultPort is the default libp2p port, TCP and UDP (QUIC). IPFS (kubo)
+// listens on 4001 by default, and a catalog peer often runs beside an IPFS
+// node, so the catalog uses 4101 instead.
+const DefaultPort = 4101
+
+// DefaultListen returns the default listen addresses: TCP and QUIC on
+// DefaultPort of every IPv4 interface.
+func DefaultListen() []string {
+	return []string{
+		fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", DefaultPort),
+		fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", DefaultPort),
+	}
+}
+
+// The network profiles; see Config.Profile.
+const (
+	ProfileLAN = "lan"
+	ProfileWAN = "wan"
+)
 
 var networkRE = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
 
@@ -196,6 +270,30 @@ func (c *Config) validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
+	}
+	if c.Profile == "" {
+		c.Profile = d.Profile
+	}
+	if c.Profile != ProfileLAN && c.Profile != ProfileWAN {
+		return fmt.Errorf("p2p config: Profile must be %q or %q, got %q", ProfileLAN, ProfileWAN, c.Profile)
+	}
+	if c.DHTMode == "" {
+		c.DHTMode = "server"
+		if c.Profile == ProfileWAN {
+			c.DHTMode = "auto"
+		}
+	}
+	if c.DHTMode != "auto" && c.DHTMode != "client" && c.DHTMode != "server" {
+		return fmt.Errorf("p2p config: DHTMode must be auto, client or server, got %q", c.DHTMode)
+	}
+	if c.Reachability == "" {
+		c.Reachability = d.Reachability
+	}
+	if c.Reachability != "auto" && c.Reachability != "public" && c.Reachability != "private" {
+		return fmt.Errorf("p2p config: Reachability must be auto, public or private, got %q", c.Reachability)
+	}
+	if _, err := c.addrPolicy(); err != nil {
+		return err
 	}
 	for i, id := range c.Writers {
 		if err := id.Validate(); err != nil {

@@ -34,7 +34,18 @@
 // not who wrote each delta.
 //
 // Discovery: static bootstrap multiaddrs (redialled with backoff), mDNS on
-// the local network, and the Kademlia DHT in server mode with a rendezvous
+// the local network, and the Kademlia DHT (server mode with the LAN
+// profile, following reachability with the WAN one) with a rendezvous
 // derived from the network name. A libp2p private network (pre-shared swarm
 // key) keeps foreign peers out; it works over TCP only.
+//
+// Across NATs (nat.go, addrs.go): go-libp2p's own stack, configured, not
+// rewritten. AutoNAT v1 and v2 find whether this peer is reachable; a
+// public peer serves circuit relay v2 (relayResources states the limits);
+// a peer that is not keeps reservations on its bootstrap peers and on peers
+// offering the hop protocol (AutoRelay) and advertises the relay
+// addresses; DCUtR upgrades relayed connections to direct ones, and a
+// relayed connection is closed once a direct one exists. What is
+// advertised is decided by addrPolicy: -announce, -no-announce, and the
+// profile (never loopback; with WAN, never a private address).
 package p2p

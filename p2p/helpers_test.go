@@ -42,6 +42,24 @@ func testConfig(t testing.TB) Config {
 	return cfg
 }
 
+// startNodeOnly opens a node on an in-memory store, closed at the end of
+// the test.
+func startNodeOnly(t testing.TB) *node.Node {
+	t.Helper()
+	store, err := leveldb.NewDatastore("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := node.DefaultConfig()
+	nc.Logger = quietLogger()
+	n, err := node.Open(context.Background(), store, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
 // startPeer opens a node on an in-memory store (or on store, if given) and
 // starts its peer; both close at the end of the test.
 func startPeer(t testing.TB, cfg Config, ncfg *node.Config) *testPeer {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/libp2p/go-libp2p"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -113,8 +114,8 @@ type staller struct {
 	holding atomic.Int32 // pulls being held now
 }
 
-func newStaller(t *testing.T, target *testPeer) *staller {
-	st := &staller{Host: rawHost(t)}
+func newStaller(t *testing.T, target *testPeer, opts ...libp2p.Option) *staller {
+	st := &staller{Host: rawHost(t, opts...)}
 	st.SetStreamHandler(target.p.proto, func(s network.Stream) {
 		defer s.Close()
 		st.opened.Add(1)
@@ -185,6 +186,26 @@ func TestPeer_StallingResponderDoesNotBlockPulls(t *testing.T) {
 	}
 	if target.p.h.Network().Connectedness(st.ID()) != network.Connected {
 		t.Fatal("the staller's new connection was closed: backoff only stops pulls")
+	}
+}
+
+// TestPeer_StallWithoutPingIsNotAnOffence: a peer that stalls a pull and
+// does not answer a ping either looks like what a partition does to every
+// stream: the stream is dropped and counted, but the peer is neither
+// disconnected nor backed off, so that it is pulled from again as soon as
+// the network heals.
+func TestPeer_StallWithoutPingIsNotAnOffence(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.SyncIdleTimeout = time.Second
+	target := startPeer(t, cfg, nil)
+	st := newStaller(t, target, libp2p.Ping(false))
+	connectRaw(t, st, target) // the target pulls from it at once
+	waitFor(t, 20*time.Second, "the stall counted", func() bool { return target.p.Stats().SyncStalled > 0 })
+	if s := target.p.Stats(); s.BadPeers != 0 || s.BackedOffPeers != 0 {
+		t.Fatalf("a stall without ping answers was taken for an offence: %+v", s)
+	}
+	if target.p.h.Network().Connectedness(st.ID()) != network.Connected {
+		t.Fatal("the peer was disconnected")
 	}
 }
 

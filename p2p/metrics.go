@@ -2,50 +2,51 @@ package p2p
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// Stats are the peer's running totals.
+// Stats are the peer's running totals. Their JSON keys are snake_case,
+// as GET /status shows them under "p2p".
 type Stats struct {
-	Peers     int // connected peers of this catalog (as listed by Peers)
-	MeshPeers int // peers this one forwards every gossip message to
+	Peers     int `json:"connected_peers"` // connected peers of this catalog (as listed by Peers)
+	MeshPeers int `json:"mesh_peers"`      // peers this one forwards every gossip message to
 
-	Published       uint64 // gossip messages published
-	PublishedDeltas uint64 // deltas in them
-	Received        uint64 // gossip messages received from others and joined
-	Rejected        uint64 // gossip messages rejected by the validator (the sender is disconnected)
-	Ignored         uint64 // gossip messages in a newer format, dropped without penalty
-	Gaps            uint64 // received deltas that showed a missed one
+	Published       uint64 `json:"published"`        // gossip messages published
+	PublishedDeltas uint64 `json:"published_deltas"` // deltas in them
+	Received        uint64 `json:"received"`         // gossip messages received from others and joined
+	Rejected        uint64 `json:"rejected"`         // gossip messages rejected by the validator (the sender is disconnected)
+	Ignored         uint64 `json:"ignored"`          // gossip messages in a newer format, dropped without penalty
+	Gaps            uint64 `json:"gaps"`             // received deltas that showed a missed one
 	// NotWriter counts gossip messages rejected because their origin is
 	// not on the writers list (their forwarder stays connected).
-	NotWriter uint64
+	NotWriter uint64 `json:"not_writer"`
 	// PullsSkipped counts pulls not made because the peer is not on the
 	// writers list.
-	PullsSkipped uint64
+	PullsSkipped uint64 `json:"pulls_skipped"`
 	// Writers is the length of the writers list; 0 means no list: every
 	// peer may write. Left out of JSON: GET /status shows it as
 	// "writers", a count or "any".
 	Writers int `json:"-"`
 
-	Rounds             uint64 // completed anti-entropy pulls
-	SyncFailures       uint64 // pulls or answers cut short
-	SyncRejected       uint64 // sync streams that carried garbage
-	SyncRefused        uint64 // inbound sync streams reset at once: over MaxSyncStreamsPerPeer or MaxSyncStreams
-	SyncStalled        uint64 // sync streams dropped after SyncIdleTimeout without a byte moving
-	SyncStreams        int    // inbound sync streams being answered now
-	BadPeers           uint64 // times a peer was disconnected as bad (garbage, a stall, a full state over the limits)
-	BackedOffPeers     int    // peers not pulled from now, for having been bad
-	SyncDeltasSent     uint64
-	SyncDeltasReceived uint64
-	SyncBytesSent      uint64
-	SyncBytesReceived  uint64
-	FullStatesSent     uint64
-	FullStatesReceived uint64
+	Rounds             uint64 `json:"rounds"`           // completed anti-entropy pulls
+	SyncFailures       uint64 `json:"sync_failures"`    // pulls or answers cut short
+	SyncRejected       uint64 `json:"sync_rejected"`    // sync streams that carried garbage
+	SyncRefused        uint64 `json:"sync_refused"`     // inbound sync streams reset at once: over MaxSyncStreamsPerPeer or MaxSyncStreams
+	SyncStalled        uint64 `json:"sync_stalled"`     // sync streams dropped after SyncIdleTimeout without a byte moving
+	SyncStreams        int    `json:"sync_streams"`     // inbound sync streams being answered now
+	BadPeers           uint64 `json:"bad_peers"`        // times a peer was disconnected as bad (garbage, a stall, a full state over the limits)
+	BackedOffPeers     int    `json:"backed_off_peers"` // peers not pulled from now, for having been bad
+	SyncDeltasSent     uint64 `json:"sync_deltas_sent"`
+	SyncDeltasReceived uint64 `json:"sync_deltas_received"`
+	SyncBytesSent      uint64 `json:"sync_bytes_sent"`
+	SyncBytesReceived  uint64 `json:"sync_bytes_received"`
+	FullStatesSent     uint64 `json:"full_states_sent"`
+	FullStatesReceived uint64 `json:"full_states_received"`
 
-	GossipDuplicates   uint64 // gossip messages received again and dropped
-	GossipDroppedRPCs  uint64 // GossipSub RPCs dropped on a full peer queue
-	GossipMessageBytes uint64 // message bytes queued for sending, relaying included
-	GossipControlBytes uint64 // control bytes queued (IHAVE, IWANT, IDONTWANT, GRAFT, PRUNE)
+	GossipDuplicates   uint64 `json:"gossip_duplicates"`    // gossip messages received again and dropped
+	GossipDroppedRPCs  uint64 `json:"gossip_dropped_rpcs"`  // GossipSub RPCs dropped on a full peer queue
+	GossipMessageBytes uint64 `json:"gossip_message_bytes"` // message bytes queued for sending, relaying included
+	GossipControlBytes uint64 `json:"gossip_control_bytes"` // control bytes queued (IHAVE, IWANT, IDONTWANT, GRAFT, PRUNE)
 
-	BytesSent     int64 // all libp2p traffic, gossip relaying included
-	BytesReceived int64
+	BytesSent     int64 `json:"bytes_sent"` // all libp2p traffic, gossip relaying included
+	BytesReceived int64 `json:"bytes_received"`
 }
 
 // Stats returns the current figures.

@@ -47,6 +47,14 @@ type Peer struct {
 	sub   *pubsub.Subscription
 	dht   *dht.IpfsDHT // nil unless Config.DHT
 	proto protocol.ID
+	// boot are the bootstrap peers, parsed from Config.Bootstrap, one entry
+	// per peer. Set before the host exists, read-only after.
+	boot []peer.AddrInfo
+	// hostReady is set once h is; goroutines the host starts itself (its
+	// AutoRelay peer source) read h only after loading it.
+	hostReady atomic.Bool
+	punches   punchTracer
+	nat       natState
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -65,6 +73,8 @@ type Peer struct {
 	syncInTotal int
 	// mdnsPeers are the peers found by mDNS that a goroutine keeps connected.
 	mdnsPeers map[peer.ID]bool
+	// redialing are the lost catalog peers a goroutine is redialling.
+	redialing map[peer.ID]bool
 
 	// pullSem lets Config.MaxPulls scheduled pulls run at once, each from
 	// another peer, so that a peer that stalls delays no pull but its own.
@@ -116,14 +126,22 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 		backoffs:  map[peer.ID]*backoff{},
 		syncIn:    map[peer.ID]int{},
 		mdnsPeers: map[peer.ID]bool{},
+		redialing: map[peer.ID]bool{},
 		rounds:    newRoundSizes(),
 	}
 	p.writers.Store(newWriterSet(cfg.Writers))
-	h, err := newHost(&p.cfg, p.bw)
+	p.punches.log = p.log
+	boot, err := parseBootstrap(cfg.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	p.boot = boot
+	h, err := p.newHost()
 	if err != nil {
 		return nil, err
 	}
 	p.h = h
+	p.hostReady.Store(true)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if err := p.start(ctx); err != nil {
 		p.Close()
@@ -135,8 +153,21 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 func (p *Peer) start(ctx context.Context) error {
 	p.h.SetStreamHandler(p.proto, p.handleSync)
 	p.h.Network().Notify(&network.NotifyBundle{
-		ConnectedF: func(_ network.Network, c network.Conn) { p.requestPull(c.RemotePeer()) },
+		ConnectedF: func(n network.Network, c network.Conn) {
+			p.logConn("peer connected", n, c)
+			p.preferDirect(c)
+			p.requestPull(c.RemotePeer())
+		},
+		DisconnectedF: func(n network.Network, c network.Conn) {
+			p.logConn("peer disconnected", n, c)
+			if isCircuit(c.RemoteMultiaddr()) {
+				p.redialLost(c.RemotePeer())
+			}
+		},
 	})
+	if err := p.watchNAT(); err != nil {
+		return err
+	}
 	if err := p.startGossip(); err != nil {
 		return err
 	}
@@ -145,6 +176,21 @@ func (p *Peer) start(ctx context.Context) error {
 	}
 	p.goRun(p.antiEntropyLoop)
 	return nil
+}
+
+// logConn logs a connection opened or closed: at info when it is the
+// peer's first connection or its last, at debug otherwise (a second
+// transport, a relayed connection upgraded to a direct one).
+func (p *Peer) logConn(msg string, n network.Network, c network.Conn) {
+	others := len(n.ConnsToPeer(c.RemotePeer())) // includes c once opened, not once closed
+	if msg == "peer connected" {
+		others--
+	}
+	level := slog.LevelInfo
+	if others > 0 {
+		level = slog.LevelDebug
+	}
+	p.log.Log(p.ctx, level, msg, "peer", c.RemotePeer(), "addr", c.RemoteMultiaddr().String(), "connection", p.connKind(c))
 }
 
 // goRun runs f on a goroutine that Close waits for; after Close it does
@@ -191,10 +237,21 @@ func (p *Peer) Connect(ctx context.Context, addr string) error {
 	return p.h.Connect(ctx, *ai)
 }
 
-// PeerStatus describes one connected peer.
+// PeerStatus describes one connected peer, as GET /status shows it.
 type PeerStatus struct {
-	ID    string   `json:"id"`
+	ID string `json:"id"`
+	// Addrs are the remote addresses of every connection to the peer;
+	// never nil.
 	Addrs []string `json:"addrs"`
+	// Connection is the kind of the best connection to the peer:
+	// ConnHolePunched or ConnDirect if there is a direct one, else
+	// ConnRelayed.
+	Connection string `json:"connection"`
+	// Addr is the remote address of that connection.
+	Addr string `json:"addr"`
+	// RTTMillis is the latest round-trip time measured to the peer (by
+	// identify's and ping's exchanges), in milliseconds; 0 if none yet.
+	RTTMillis float64 `json:"rtt_ms"`
 	// Known reports whether the two have exchanged causal contexts; Ahead
 	// and Behind are meaningful only then. Ahead counts the deltas this
 	// node holds that the peer lacked at the last exchange, Behind the
@@ -205,14 +262,26 @@ type PeerStatus struct {
 }
 
 // Peers lists the connected peers that speak this catalog's sync protocol
-// (and, before identification completes, every connected peer).
+// (and, before identification completes, every connected peer). It never
+// returns nil; the caller owns the slice. Safe for concurrent use.
 func (p *Peer) Peers() []PeerStatus {
 	_, mine := p.cat.Contexts()
-	var out []PeerStatus
+	out := []PeerStatus{}
 	for _, id := range p.catalogPeers() {
-		st := PeerStatus{ID: id.String()}
+		st := PeerStatus{ID: id.String(), Addrs: []string{}}
+		rank := -1 // relayed 0, direct 1
 		for _, c := range p.h.Network().ConnsToPeer(id) {
 			st.Addrs = append(st.Addrs, c.RemoteMultiaddr().String())
+			r := 1
+			if isCircuit(c.RemoteMultiaddr()) {
+				r = 0
+			}
+			if r > rank {
+				rank, st.Connection, st.Addr = r, p.connKind(c), c.RemoteMultiaddr().String()
+			}
+		}
+		if rtt := p.h.Peerstore().LatencyEWMA(id); rtt > 0 {
+			st.RTTMillis = float64(rtt.Microseconds()) / 1000
 		}
 		p.mu.Lock()
 		theirs := p.known[id]
@@ -224,6 +293,51 @@ func (p *Peer) Peers() []PeerStatus {
 		out = append(out, st)
 	}
 	return out
+}
+
+// NATStatus is this peer's view of its own reachability, as GET /status
+// shows it.
+type NATStatus struct {
+	// Reachability is "public", "private" or "unknown", as AutoNAT (or
+	// Config.Reachability) last said.
+	Reachability string `json:"reachability"`
+	// Announced are the addresses advertised to other peers (identify,
+	// DHT records), relay addresses included.
+	Announced []string `json:"announced_addrs"`
+	// Observed are the addresses other peers reported seeing this peer
+	// at, and the host adopted (see observedAddrThreshold).
+	Observed []string `json:"observed_addrs"`
+	// Relays are the peer IDs of the relays this peer holds a reservation
+	// on, through which it can be reached.
+	Relays []string `json:"relay_reservations"`
+	// HolePunches counts direct connections made by DCUtR.
+	HolePunches uint64 `json:"hole_punches"`
+}
+
+// NAT returns the peer's reachability, addresses and relay reservations.
+// No list is nil. Safe for concurrent use.
+func (p *Peer) NAT() NATStatus {
+	p.nat.mu.Lock()
+	st := NATStatus{Reachability: reachabilityName(p.nat.reachability), Relays: relayPeers(p.nat.relayAddrs)}
+	p.nat.mu.Unlock()
+	if r, ok := p.h.(interface{ Reachability() network.Reachability }); ok && st.Reachability == "unknown" {
+		st.Reachability = reachabilityName(r.Reachability())
+	}
+	st.Announced = []string{}
+	for _, a := range p.h.Addrs() {
+		st.Announced = append(st.Announced, a.String())
+	}
+	st.Observed = []string{}
+	if all, ok := p.h.(interface{ AllAddrs() []ma.Multiaddr }); ok {
+		ifaces, _ := p.h.Network().InterfaceListenAddresses()
+		for _, a := range all.AllAddrs() {
+			if !slices.ContainsFunc(ifaces, a.Equal) {
+				st.Observed = append(st.Observed, a.String())
+			}
+		}
+	}
+	st.HolePunches = p.punches.count()
+	return st
 }
 
 // catalogPeers returns the connected peers that may be peers of this

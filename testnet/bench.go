@@ -608,8 +608,8 @@ func catchUp(ctx context.Context, c *Cluster, cfg BenchConfig, res *BenchResult)
 		if err == nil && mapsEqual(st.Version, want) {
 			done := time.Now()
 			res.CatchUpFromExec, res.CatchUpFromReady = done.Sub(start), done.Sub(ready)
-			res.CatchUpFull = st.P2P["FullStatesReceived"] > 0
-			res.CatchUpDeltas = int64(st.P2P["SyncDeltasReceived"])
+			res.CatchUpFull = st.P2P.FullStatesReceived > 0
+			res.CatchUpDeltas = int64(st.P2P.SyncDeltasReceived)
 			break
 		}
 		if wctx.Err() != nil {

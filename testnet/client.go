@@ -204,13 +204,33 @@ type Status struct {
 	Collections []string          `json:"collections"`
 	PeerID      string            `json:"peer_id"`
 	Listen      []string          `json:"listen"`
-	Peers       []struct {
-		ID     string `json:"id"`
-		Known  bool   `json:"known"`
-		Ahead  uint64 `json:"ahead"`
-		Behind uint64 `json:"behind"`
-	} `json:"peers"`
-	P2P map[string]float64 `json:"p2p"`
+	Peers       []PeerStatus      `json:"peers"`
+	P2P         P2PStatus         `json:"p2p"`
+}
+
+// PeerStatus is one connected peer as GET /status lists it.
+type PeerStatus struct {
+	ID         string  `json:"id"`
+	Known      bool    `json:"known"`
+	Ahead      uint64  `json:"ahead"`
+	Behind     uint64  `json:"behind"`
+	Connection string  `json:"connection"` // direct, relayed or hole-punched
+	Addr       string  `json:"addr"`
+	RTTMillis  float64 `json:"rtt_ms"`
+}
+
+// P2PStatus is the part of the "p2p" object of GET /status the harness
+// uses.
+type P2PStatus struct {
+	Reachability       string       `json:"reachability"`
+	AnnouncedAddrs     []string     `json:"announced_addrs"`
+	ObservedAddrs      []string     `json:"observed_addrs"`
+	RelayReservations  []string     `json:"relay_reservations"`
+	HolePunches        uint64       `json:"hole_punches"`
+	MeshPeers          int          `json:"mesh_peers"`
+	Peers              []PeerStatus `json:"peers"`
+	FullStatesReceived uint64       `json:"full_states_received"`
+	SyncDeltasReceived uint64       `json:"sync_deltas_received"`
 }
 
 // Status reads GET /status.

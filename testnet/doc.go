@@ -22,6 +22,12 @@
 //     namespace, veth pair and bridge; CloseOnSignal does so on SIGINT and
 //     SIGTERM too, and a later launch removes what a killed harness left.
 //
+// NewNATNet builds a third topology, in namespaces too: a public segment
+// with nodes B and C, and two homes, each behind a router that masquerades
+// (port-preserving or port-randomising) with nftables rules written over
+// netlink; the management network of netns mode carries only the HTTP
+// APIs. TestNAT_HomesBehindNATs runs the real binary on it.
+//
 // Peers never use mDNS or NAT port mapping; the DHT is off unless
 // Options.DHT.
 //

@@ -26,7 +26,7 @@ const (
 	netnsMaxPeer = 250
 	ownerDir     = "/run/crdt-testnet" // one file per bridge: owner pid and start time
 	nsHTTPPort   = 8080
-	nsP2PPort    = 4001
+	nsP2PPort    = 4101
 )
 
 // ErrNoPartition is returned by Partition and Heal in loopback mode: cutting
@@ -262,6 +262,9 @@ func (n *netnsNet) close() error {
 	}
 	if err := ipCmd("link", "del", n.bridge); err != nil {
 		errs = append(errs, err)
+	}
+	for _, b := range natBridges { // the NAT topology's, if any
+		_ = ipCmd("link", "del", fmt.Sprintf("%s%d%s", netnsPrefix, n.k, b))
 	}
 	_ = os.Remove(ownerFile(n.bridge))
 	return errors.Join(errs...)

@@ -51,6 +51,14 @@ type options struct {
 	writers       stringList
 	writersFile   string
 	version       bool
+	profile       string
+	announce      stringList
+	announceApp   stringList
+	noAnnounce    stringList
+	dhtMode       string
+	reachability  string
+	relayService  bool
+	relayClient   bool
 }
 
 func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*options, error) {
@@ -58,8 +66,16 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs := flag.NewFlagSet("crdt-catalog", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.data, "data", "./data", "data directory of the embedded LevelDB store (created if missing)")
-	o.listen = stringList{vals: []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}}
-	fs.Var(&o.listen, "listen", "libp2p listen multiaddr; repeatable (the environment takes a comma-separated list)")
+	o.listen = stringList{vals: p2p.DefaultListen()}
+	fs.Var(&o.listen, "listen", fmt.Sprintf("libp2p listen multiaddr; repeatable (the environment takes a comma-separated list). The default port %d is not IPFS's 4001; an address in use stops the start", p2p.DefaultPort))
+	fs.StringVar(&o.profile, "profile", p2p.ProfileLAN, "network profile: lan (advertise private addresses; DHT server) or wan (advertise public and relay addresses only; DHT mode follows reachability)")
+	fs.Var(&o.announce, "announce", "multiaddr to advertise instead of the listen and observed addresses (relay addresses are kept); repeatable")
+	fs.Var(&o.announceApp, "announce-append", "multiaddr to advertise in addition to the others; repeatable")
+	fs.Var(&o.noAnnounce, "no-announce", "CIDR prefix whose addresses are never advertised, e.g. 10.0.0.0/8; repeatable")
+	fs.StringVar(&o.dhtMode, "dht-mode", "", "DHT mode: auto (client until AutoNAT finds this node public), client or server; default: server with -profile lan, auto with -profile wan")
+	fs.StringVar(&o.reachability, "reachability", "auto", "auto (AutoNAT decides), public (e.g. a bootstrap node with a public address: relay service and DHT server at once) or private")
+	fs.BoolVar(&o.relayService, "relay-service", true, "serve circuit relay v2 to peers behind NATs while this node is publicly reachable (no effect otherwise)")
+	fs.BoolVar(&o.relayClient, "relay-client", true, "while not publicly reachable, keep relay reservations on bootstrap peers and peers offering relay, and advertise relay addresses; hole punching then upgrades relayed connections")
 	fs.Var(&o.bootstrap, "bootstrap", "bootstrap peer multiaddr ending in /p2p/<peer id>, dialled at start and redialled while disconnected; repeatable")
 	fs.BoolVar(&o.mdns, "mdns", false, "discover peers by mDNS on the local network (multicasts on every interface)")
 	fs.BoolVar(&o.dht, "dht", true, "discover peers through the Kademlia DHT rendezvous of the network")
@@ -107,6 +123,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	}
 	// A repeatable flag on the command line replaces the environment's list.
 	o.listen.set, o.bootstrap.set, o.writers.set = false, false, false
+	o.announce.set, o.announceApp.set, o.noAnnounce.set = false, false, false
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -206,6 +223,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	pcfg.MeshDegree = o.meshDegree
 	pcfg.Logger = log
 	pcfg.Writers = initial
+	pcfg.Profile = o.profile
+	pcfg.Announce, pcfg.AnnounceAppend, pcfg.NoAnnounce = o.announce.vals, o.announceApp.vals, o.noAnnounce.vals
+	pcfg.DHTMode = o.dhtMode
+	pcfg.Reachability = o.reachability
+	pcfg.RelayService, pcfg.RelayClient = o.relayService, o.relayClient
 	if o.swarmKey != "" {
 		if pcfg.SwarmKey, err = os.ReadFile(o.swarmKey); err != nil {
 			n.Close()
@@ -257,7 +279,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		if peers == nil {
 			peers = []p2p.PeerStatus{}
 		}
-		return map[string]any{"peer_id": peer.ID().String(), "listen": listen, "peers": peers, "p2p": peer.Stats(), "writers": w, "build": build}
+		return map[string]any{"peer_id": peer.ID().String(), "listen": listen, "peers": peers, "p2p": peer.Status(), "writers": w, "build": build}
 	}
 	acfg.Token = token
 	acfg.TokenForReads = o.tokenForReads
