@@ -4,7 +4,7 @@
 #   head -c 32 /dev/urandom | base64 > api-token       # at least 16 characters
 #   docker run -d --name catalog -v catalog-data:/data \
 #     -v "$PWD/api-token:/run/secrets/crdt-catalog-token:ro" \
-#     -p 127.0.0.1:8080:8080 -p 4001:4001/tcp -p 4001:4001/udp crdt-catalog
+#     -p 127.0.0.1:8080:8080 -p 4101:4101/tcp -p 4101:4101/udp crdt-catalog
 #
 # Flags follow the image name (docker run ... crdt-catalog -bootstrap ADDR),
 # or are set as CRDT_CATALOG_<FLAG> variables (docker run -e ...).
@@ -37,9 +37,9 @@ VOLUME ["/data"]
 ENV CRDT_CATALOG_DATA=/data \
     CRDT_CATALOG_HTTP=0.0.0.0:8080 \
     CRDT_CATALOG_API_TOKEN_FILE=/run/secrets/crdt-catalog-token
-# 8080: HTTP API. 4001 TCP and UDP (QUIC): libp2p, the default of -listen
+# 8080: HTTP API. 4101 TCP and UDP (QUIC): libp2p, the default of -listen
 # in cmd/crdt-catalog/serve.go when this file was written; if that default
 # changes, change these two lines (and the run example above) with it.
-EXPOSE 8080/tcp 4001/tcp 4001/udp
+EXPOSE 8080/tcp 4101/tcp 4101/udp
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/crdt-catalog"]
