@@ -129,6 +129,11 @@ type Config struct {
 	// treated as a bad peer. Lower drops stalling peers sooner; too low
 	// drops honest peers on a congested link or a busy disk. Default 10s.
 	SyncIdleTimeout time.Duration
+	// HolePunchRetry is the wait before a failed hole punch (DCUtR tries
+	// once per relayed connection) is tried again, by closing the relayed
+	// connection so that a new one is made; it doubles with each failure
+	// in a row, up to 5 retries. Negative: no retries. Default 30s.
+	HolePunchRetry time.Duration
 	// MaxPulls bounds the pulls running at once, each from a different
 	// peer (one pull per peer at a time). Higher keeps stalling peers from
 	// delaying others; each concurrent pull may bring the same missed
@@ -173,6 +178,7 @@ func DefaultConfig() Config {
 		SyncTimeout:           2 * time.Minute,
 		FullStateTimeout:      30 * time.Minute,
 		SyncIdleTimeout:       10 * time.Second,
+		HolePunchRetry:        30 * time.Second,
 		MaxPulls:              4,
 		MaxSyncStreamsPerPeer: 2,
 		MaxSyncStreams:        64,
@@ -249,6 +255,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxPulls == 0 {
 		c.MaxPulls = d.MaxPulls
+	}
+	if c.HolePunchRetry == 0 {
+		c.HolePunchRetry = d.HolePunchRetry
 	}
 	if c.MaxSyncStreamsPerPeer == 0 {
 		c.MaxSyncStreamsPerPeer = d.MaxSyncStreamsPerPeer

@@ -60,8 +60,11 @@ func (p *Peer) relayCandidates(_ context.Context, num int) <-chan peer.AddrInfo 
 type punchTracer struct {
 	log     *slog.Logger // set before the host starts
 	mu      sync.Mutex
+	failed  func(peer.ID)         // told of each failed punch, once the peer runs; guarded by mu
 	punched map[peer.ID]time.Time // guarded by mu
+	fails   map[peer.ID]int       // failed punches since the last success; guarded by mu
 	total   uint64                // successful hole punches; guarded by mu
+	retried uint64                // relayed connections closed to retry a punch; guarded by mu
 }
 
 // Trace implements holepunch.EventTracer.
@@ -73,6 +76,12 @@ func (t *punchTracer) Trace(evt *holepunch.Event) {
 	}
 	if !end.Success {
 		t.log.Info("hole punch failed: staying relayed", "peer", evt.Remote, "err", end.Error, "took", end.EllapsedTime)
+		t.mu.Lock()
+		failed := t.failed
+		t.mu.Unlock()
+		if failed != nil {
+			failed(evt.Remote)
+		}
 		return
 	}
 	t.log.Info("hole punch succeeded: direct connection", "peer", evt.Remote, "took", end.EllapsedTime)
@@ -81,6 +90,7 @@ func (t *punchTracer) Trace(evt *holepunch.Event) {
 	if t.punched == nil {
 		t.punched = map[peer.ID]time.Time{}
 	}
+	delete(t.fails, evt.Remote)
 	// The connection opened while the punch ran: date it from its start.
 	t.punched[evt.Remote] = time.Now().Add(-end.EllapsedTime - time.Second)
 	t.total++
@@ -93,6 +103,60 @@ func (t *punchTracer) punchedSince(id peer.ID) (time.Time, bool) {
 	defer t.mu.Unlock()
 	at, ok := t.punched[id]
 	return at, ok
+}
+
+// failure counts a failed punch to id and returns how many failed in a
+// row.
+func (t *punchTracer) failure(id peer.ID) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.fails == nil {
+		t.fails = map[peer.ID]int{}
+	}
+	t.fails[id]++
+	return t.fails[id]
+}
+
+// punchRetries bounds the retries of failed hole punches in a row to one
+// peer; then the peers stay relayed: their NATs likely do not allow it.
+const punchRetries = 5
+
+// retryPunch gives DCUtR another attempt at a direct connection to id
+// after a failed one (it tries once per relayed connection, and a punch
+// that failed on a busy machine or a lossy path would otherwise leave two
+// peers relayed for as long as that connection lives): after
+// Config.HolePunchRetry, doubling with each failure in a row, if the peers
+// are still only relayed, it closes the relayed connections, and the
+// redial of a lost catalog peer makes a new one, on which DCUtR runs
+// again. After punchRetries failures it gives up.
+func (p *Peer) retryPunch(id peer.ID) {
+	n := p.punches.failure(id)
+	if n > punchRetries || p.cfg.HolePunchRetry < 0 {
+		return
+	}
+	p.goRun(func() {
+		if !p.sleep(p.cfg.HolePunchRetry << (n - 1)) {
+			return
+		}
+		conns := p.h.Network().ConnsToPeer(id)
+		if len(conns) == 0 || slices.ContainsFunc(conns, func(c network.Conn) bool { return !isCircuit(c.RemoteMultiaddr()) }) {
+			return // gone, or direct by now
+		}
+		p.log.Info("retrying a hole punch: reconnecting through a relay", "peer", id, "attempt", n+1)
+		p.punches.mu.Lock()
+		p.punches.retried++
+		p.punches.mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+}
+
+// failures returns how many punches to id failed in a row.
+func (t *punchTracer) failures(id peer.ID) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.fails[id]
 }
 
 func (t *punchTracer) count() uint64 {

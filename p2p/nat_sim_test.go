@@ -73,14 +73,16 @@ func simQUIC(router *blockingRouter, public bool) libp2p.Option {
 }
 
 type simNet struct {
-	t      *testing.T
-	router *blockingRouter
+	t          *testing.T
+	router     *blockingRouter
+	punchRetry time.Duration // the peers' Config.HolePunchRetry
 }
 
 // peer starts a catalog peer on the simulated network at ip, QUIC only.
 func (s *simNet) peer(ip string, public bool, bootstrap ...*testPeer) *testPeer {
 	s.t.Helper()
 	cfg := testConfig(s.t)
+	cfg.HolePunchRetry = s.punchRetry
 	cfg.Listen = []string{"/ip4/" + ip + "/udp/4101/quic-v1"}
 	cfg.Profile = ProfileWAN
 	cfg.DHT = true
@@ -169,6 +171,38 @@ func TestNAT_HolePunchedAndReplicatingWithoutBootstrap(t *testing.T) {
 	}
 }
 
+// TestNAT_FailedHolePunchIsRetried: a hole punch that fails (no packet
+// passes between the homes at first) is tried again on a new relayed
+// connection, and succeeds once the path is open.
+func TestNAT_FailedHolePunchIsRetried(t *testing.T) {
+	s := &simNet{t: t, router: &blockingRouter{}, punchRetry: time.Second}
+	homes := func(from, to net.Addr) bool {
+		f, g := from.(*net.UDPAddr), to.(*net.UDPAddr)
+		return f.IP.To4()[0] == 2 && g.IP.To4()[0] == 2
+	}
+	s.router.drop.Store(&homes)
+	b := s.peer("1.2.0.1", true)
+	p1 := s.peer("2.2.0.1", false, b)
+	p2 := s.peer("2.3.0.1", false, b)
+	retried := func() uint64 {
+		var n uint64
+		for _, p := range []*testPeer{p1, p2} {
+			p.p.punches.mu.Lock()
+			n += p.p.punches.retried
+			p.p.punches.mu.Unlock()
+		}
+		return n
+	}
+	waitFor(t, 60*time.Second, "a failed punch retried on a new relayed connection", func() bool {
+		return retried() > 0 && connKindTo(p1, p2) == ConnRelayed
+	})
+	s.router.drop.Store(nil)
+	waitFor(t, 60*time.Second, "P1 and P2 hole-punched on a retry", func() bool {
+		return connKindTo(p1, p2) == ConnHolePunched || connKindTo(p2, p1) == ConnHolePunched
+	})
+	writeSeen(t, p1, p2, "after-retry")
+}
+
 func hasRelayed(a, b *testPeer) bool {
 	for _, c := range a.p.h.Network().ConnsToPeer(b.p.ID()) {
 		if isCircuit(c.RemoteMultiaddr()) {
@@ -183,7 +217,9 @@ func hasRelayed(a, b *testPeer) bool {
 // a relay, GossipSub and anti-entropy run over it, and when one of the two
 // public relays stops they reconnect through the other.
 func TestNAT_RelayedWhenNoHolePunch(t *testing.T) {
-	s := &simNet{t: t, router: &blockingRouter{}}
+	// No retries of the failed punch: they would close the relayed
+	// connection this test follows.
+	s := &simNet{t: t, router: &blockingRouter{}, punchRetry: -1}
 	homes := func(from, to net.Addr) bool {
 		f, g := from.(*net.UDPAddr), to.(*net.UDPAddr)
 		return f.IP.To4()[0] == 2 && g.IP.To4()[0] == 2 // 2.x.x.x are the homes

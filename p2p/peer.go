@@ -143,6 +143,9 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 	p.h = h
 	p.hostReady.Store(true)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.punches.mu.Lock()
+	p.punches.failed = p.retryPunch
+	p.punches.mu.Unlock()
 	if err := p.start(ctx); err != nil {
 		p.Close()
 		return nil, err
