@@ -385,29 +385,7 @@ func TestIntegrity_ByzantineReplicasCannotHarmHonestOnes(t *testing.T) {
 					}
 				}
 			default:
-				k := key("snapshots", rapid.SampledFrom(ids).Draw(rt, "id"))
-				doc := crdt.Document{"v": []byte(fmt.Sprint(rapid.IntRange(0, 9).Draw(rt, "v")))}
-				var err error
-				switch rapid.IntRange(0, 2).Draw(rt, "op") {
-				case 0:
-					_, err = n.Add(ctx, k, doc)
-				case 1:
-					err = n.Remove(ctx, k)
-				default:
-					_, err = n.Patch(ctx, k, doc)
-				}
-				if errors.Is(err, ErrNotFound) {
-					continue
-				}
-				if err != nil {
-					rt.Fatalf("honest write refused: %v", err)
-				}
-				for c := range subs[n].C {
-					if c.Local {
-						mine = append(mine, c.Delta)
-						break
-					}
-				}
+				honestWrite(ctx, rt, n, subs[n], ids, &mine)
 			}
 		}
 		// Every node gets every Byzantine delta, then honest anti-entropy.
@@ -425,22 +403,10 @@ func TestIntegrity_ByzantineReplicasCannotHarmHonestOnes(t *testing.T) {
 				}
 			}
 		}
-		shuffled := slices.Clone(mine)
-		for i := len(shuffled) - 1; i > 0; i-- {
-			j := rapid.IntRange(0, i).Draw(rt, "swap")
-			shuffled[i], shuffled[j] = shuffled[j], shuffled[i]
-		}
-		if _, err := clean.ApplyDeltas(ctx, shuffled); err != nil {
+		if _, err := clean.ApplyDeltas(ctx, shuffled(rt, mine)); err != nil {
 			rt.Fatal(err)
 		}
-		honestItems := func(n *Node) string {
-			var s string
-			for _, id := range ids {
-				it, err := n.Get(ctx, key("snapshots", id))
-				s += fmt.Sprintf("%s=%v/%v ", id, it.Metadata, errors.Is(err, ErrNotFound))
-			}
-			return s
-		}
+		honestItems := func(n *Node) string { return itemsOf(ctx, n, ids) }
 		want := honestItems(clean)
 		_, applied0 := honest[0].Contexts()
 		for _, n := range honest {
@@ -569,4 +535,53 @@ func TestIntegrity_StateItemBeyondItsContextIsRefused(t *testing.T) {
 	if _, err := victim.Get(context.Background(), key("snapshots", "planted")); !errors.Is(err, ErrNotFound) {
 		t.Fatal("the planted item is visible")
 	}
+}
+
+// honestWrite makes one random write (add, remove or patch) of an item of
+// ids on n, and appends its delta, as n published it on sub, to mine. A
+// remove or patch of an absent item is skipped.
+func honestWrite(ctx context.Context, rt *rapid.T, n *Node, sub *Subscription, ids []string, mine *[]*crdt.Delta) {
+	k := key("snapshots", rapid.SampledFrom(ids).Draw(rt, "id"))
+	doc := crdt.Document{"v": []byte(fmt.Sprint(rapid.IntRange(0, 9).Draw(rt, "v")))}
+	var err error
+	switch rapid.IntRange(0, 2).Draw(rt, "op") {
+	case 0:
+		_, err = n.Add(ctx, k, doc)
+	case 1:
+		err = n.Remove(ctx, k)
+	default:
+		_, err = n.Patch(ctx, k, doc)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return
+	}
+	if err != nil {
+		rt.Fatalf("honest write refused: %v", err)
+	}
+	for c := range sub.C {
+		if c.Local {
+			*mine = append(*mine, c.Delta)
+			return
+		}
+	}
+}
+
+// shuffled returns the deltas in a random order.
+func shuffled(rt *rapid.T, ds []*crdt.Delta) []*crdt.Delta {
+	out := slices.Clone(ds)
+	for i := len(out) - 1; i > 0; i-- {
+		j := rapid.IntRange(0, i).Draw(rt, "swap")
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
+
+// itemsOf formats the items ids of n, present or not, for comparisons.
+func itemsOf(ctx context.Context, n *Node, ids []string) string {
+	var s string
+	for _, id := range ids {
+		it, err := n.Get(ctx, key("snapshots", id))
+		s += fmt.Sprintf("%s=%v/%v ", id, it.Metadata, errors.Is(err, ErrNotFound))
+	}
+	return s
 }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
 	"testing"
 
@@ -487,29 +486,7 @@ func TestProof_ByzantineSignersCannotHarmHonestOnes(t *testing.T) {
 					}
 				}
 			default:
-				k := key("snapshots", rapid.SampledFrom(ids).Draw(rt, "id"))
-				doc := crdt.Document{"v": []byte(fmt.Sprint(rapid.IntRange(0, 9).Draw(rt, "v")))}
-				var err error
-				switch rapid.IntRange(0, 2).Draw(rt, "op") {
-				case 0:
-					_, err = n.Add(ctx, k, doc)
-				case 1:
-					err = n.Remove(ctx, k)
-				default:
-					_, err = n.Patch(ctx, k, doc)
-				}
-				if errors.Is(err, ErrNotFound) {
-					continue
-				}
-				if err != nil {
-					rt.Fatalf("honest write refused: %v", err)
-				}
-				for c := range subs[n].C {
-					if c.Local {
-						mine = append(mine, c.Delta)
-						break
-					}
-				}
+				honestWrite(ctx, rt, n, subs[n], ids, &mine)
 			}
 		}
 		for _, n := range honest {
@@ -529,25 +506,13 @@ func TestProof_ByzantineSignersCannotHarmHonestOnes(t *testing.T) {
 		// The clean node gets the honest deltas in any order, each run's
 		// signature included (each honest delta left its node signed or
 		// followed by a signed one).
-		shuffled := slices.Clone(mine)
-		for i := len(shuffled) - 1; i > 0; i-- {
-			j := rapid.IntRange(0, i).Draw(rt, "swap")
-			shuffled[i], shuffled[j] = shuffled[j], shuffled[i]
-		}
-		if _, err := clean.ApplyDeltas(ctx, shuffled); err != nil {
+		if _, err := clean.ApplyDeltas(ctx, shuffled(rt, mine)); err != nil {
 			rt.Fatal(err)
 		}
 		for _, h := range honest {
 			pull(t, h, clean)
 		}
-		honestItems := func(n *Node) string {
-			var s string
-			for _, id := range ids {
-				it, err := n.Get(ctx, key("snapshots", id))
-				s += fmt.Sprintf("%s=%v/%v ", id, it.Metadata, errors.Is(err, ErrNotFound))
-			}
-			return s
-		}
+		honestItems := func(n *Node) string { return itemsOf(ctx, n, ids) }
 		want := honestItems(clean)
 		_, cleanApplied := clean.Contexts()
 		for _, n := range honest {
