@@ -152,13 +152,6 @@ func (p *Peer) retryPunch(id peer.ID) {
 	})
 }
 
-// failures returns how many punches to id failed in a row.
-func (t *punchTracer) failures(id peer.ID) int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.fails[id]
-}
-
 func (t *punchTracer) count() uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
