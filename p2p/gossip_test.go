@@ -118,6 +118,13 @@ func TestPeer_GossipReachesLeavesOfABootstrapHub(t *testing.T) {
 		return hub.p.Stats().Rounds >= 4
 	})
 	pulls := rounds()
+	synced := func() (n uint64) {
+		for _, p := range all {
+			n += p.p.Stats().SyncDeltasReceived
+		}
+		return n
+	}
+	syncedBefore := synced()
 	for i, p := range all {
 		for j := range 20 {
 			if _, err := p.n.Add(ctx, key(fmt.Sprintf("p%d-%d", i, j)), doc(t, `{"n":1}`)); err != nil {
@@ -129,16 +136,19 @@ func TestPeer_GossipReachesLeavesOfABootstrapHub(t *testing.T) {
 	if st := hub.n.Stats(); st.Items["snapshots"] != 100 {
 		t.Fatalf("items: %d, want 100", st.Items["snapshots"])
 	}
-	var received, dups, synced uint64
+	var received, dups uint64
 	for _, p := range all {
 		s := p.p.Stats()
 		received += s.Received
 		dups += s.GossipDuplicates
-		synced += s.SyncDeltasReceived
 	}
-	t.Logf("gossip messages received %d, duplicates %d; pulls %d after the writes, %d deltas pulled in all", received, dups, rounds()-pulls, synced)
-	if n := rounds() - pulls; n != 0 {
-		t.Fatalf("%d anti-entropy pulls after the writes: gossip missed deltas", n)
+	t.Logf("gossip messages received %d, duplicates %d; pulls %d after the writes, %d deltas pulled after them", received, dups, rounds()-pulls, synced()-syncedBefore)
+	// A pull after the writes is no failure by itself: on a busy machine
+	// GossipSub's parallel validation can deliver a peer's messages out of
+	// order, and the gap check pulls once the missing one is late. Gossip
+	// missed nothing if no such pull brought a delta.
+	if n := synced() - syncedBefore; n != 0 {
+		t.Fatalf("%d deltas arrived by anti-entropy after the writes: gossip missed them", n)
 	}
 	if dups > received {
 		t.Fatalf("%d duplicate gossip messages for %d received", dups, received)
