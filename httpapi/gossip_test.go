@@ -100,3 +100,48 @@ func TestExternalGossip_PagesBySize(t *testing.T) {
 		t.Fatalf("receiver: %d items, %d waiting", st.Items["images"], st.Waiting)
 	}
 }
+
+// Issue 9, row 5, through POST /crdt/delta on signed nodes: a delta under
+// another replica's next dot is refused with 400 if it is signed with the
+// wrong key, and waits, never joined, if it is not signed; the replica's
+// own delta under that dot then joins in its place.
+func TestExternalGossip_ForgedDeltaOfAnotherReplica(t *testing.T) {
+	n1, n2 := signedNode(t), signedNode(t)
+	s1, s2 := newServer(t, n1, nil), newServer(t, n2, nil)
+	mustDo(t, s1, 201, "POST", "/snapshots/add/x", ctJSON, `{"v":"n1"}`)
+	relay(t, s1, s2, 100)
+	mustDo(t, s1, 200, "PUT", "/snapshots/metadata/x", ctJSON, `{"v":"n1-again"}`)
+	res := mustDo(t, s1, 200, "GET", "/crdt/delta", "", "")
+	var p page
+	if err := json.Unmarshal(res.body, &p); err != nil || len(p.Deltas) != 1 {
+		t.Fatalf("page: %v %s", err, res.body)
+	}
+	var real crdt.Delta
+	if err := real.UnmarshalJSON(p.Deltas[0]); err != nil {
+		t.Fatal(err)
+	}
+	forged := real
+	forged.Item = crdt.Item{Presence: real.Item.Presence, Fields: map[string][]crdt.Entry{"v": {{Dot: real.Dot, TS: real.TS, Value: []byte(`"forged"`)}}}}
+	enc, err := crdt.EncodeDelta(&forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, wrongKey, _ := ed25519.GenerateKey(rand.Reader)
+	forged.Proof.Sig = crdt.SignHead(wrongKey, real.Dot.Replica, real.Dot.Counter, crdt.ChainNext(real.Proof.Prev, enc))
+	b, _ := json.Marshal(&forged)
+	mustDo(t, s2, 400, "POST", "/crdt/delta", ctJSON, string(b))
+	forged.Proof.Sig = nil
+	b, _ = json.Marshal(&forged)
+	if got := mustDo(t, s2, 200, "POST", "/crdt/delta", ctJSON, string(b)).obj(t); got["waiting"] != 1.0 || got["new"] != 0.0 {
+		t.Fatalf("an unsigned forgery: %v, want it waiting", got)
+	}
+	if body := string(mustDo(t, s2, 200, "GET", "/snapshots/x", "", "").body); strings.Contains(body, "forged") {
+		t.Fatalf("the forgery joined: %s", body)
+	}
+	if got := mustDo(t, s2, 200, "POST", "/crdt/delta", ctJSON, string(p.Deltas[0])).obj(t); got["new"] != 1.0 {
+		t.Fatalf("the replica's own delta: %v, want it joined", got)
+	}
+	if body := string(mustDo(t, s2, 200, "GET", "/snapshots/x", "", "").body); !strings.Contains(body, `"n1-again"`) {
+		t.Fatalf("x on n2: %s", body)
+	}
+}
