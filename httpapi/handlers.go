@@ -287,7 +287,7 @@ func (s *Server) handleGetDeltas(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		if size += len(b) + 1; size > maxDeltaPageBytes && i > 0 {
+		if size += len(b) + 1; size > s.pageBytes && i > 0 {
 			// Cut here: the last delta kept must carry the signature.
 			last := p.Deltas[i-1]
 			if err := s.c.Attest(last); err != nil {

@@ -203,6 +203,9 @@ type Server struct {
 	closing  atomic.Bool
 	metrics  *httpMetrics
 	conns    atomic.Int64 // connections open through LimitListener
+	// pageBytes bounds the JSON of a GET /crdt/delta page:
+	// maxDeltaPageBytes, lower in tests.
+	pageBytes int
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -217,13 +220,14 @@ func New(c Catalog, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		c:        c,
-		cfg:      cfg,
-		log:      cfg.Logger,
-		mux:      http.NewServeMux(),
-		colls:    map[string]bool{},
-		patterns: map[string]bool{},
-		tokenSum: sha256.Sum256([]byte(cfg.Token)),
+		pageBytes: maxDeltaPageBytes,
+		c:         c,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		mux:       http.NewServeMux(),
+		colls:     map[string]bool{},
+		patterns:  map[string]bool{},
+		tokenSum:  sha256.Sum256([]byte(cfg.Token)),
 	}
 	for _, name := range c.Collections() {
 		if err := crdt.ValidateCollection(name); err != nil {
