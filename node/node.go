@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -201,12 +199,7 @@ func (n *Node) load(ctx context.Context) error {
 
 // newReplicaID returns a new replica ID: keyed by Config.Key if the node
 // has one.
-func (n *Node) newReplicaID() (crdt.ReplicaID, error) {
-	if n.cfg.Key != nil {
-		return crdt.NewKeyedReplicaID(n.cfg.Key.Public().(ed25519.PublicKey), rand.Reader)
-	}
-	return newReplicaID()
-}
+func (n *Node) newReplicaID() (crdt.ReplicaID, error) { return replicaFor(n.cfg.Key) }
 
 // rekey gives a store whose replica this node's key does not own (one
 // written before replicas were keyed, one reincarnated, or one whose

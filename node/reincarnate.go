@@ -20,6 +20,15 @@ func newReplicaID() (crdt.ReplicaID, error) {
 	return crdt.ReplicaID(hex.EncodeToString(raw[:])), nil
 }
 
+// replicaFor returns a new replica ID: keyed by key, or, without one, a
+// random one that names no key.
+func replicaFor(key ed25519.PrivateKey) (crdt.ReplicaID, error) {
+	if key != nil {
+		return crdt.NewKeyedReplicaID(key.Public().(ed25519.PublicKey), rand.Reader)
+	}
+	return newReplicaID()
+}
+
 // Reincarnate gives the catalog held in store a new replica ID, for a
 // store that another process also uses or used (a copied data directory,
 // a restored backup): after it, this store's writes take dots of the new
@@ -45,12 +54,7 @@ func Reincarnate(ctx context.Context, store ds.Datastore, key ed25519.PrivateKey
 	if err != nil {
 		return "", "", fmt.Errorf("reincarnate: %w", err)
 	}
-	if key != nil {
-		replica, err = crdt.NewKeyedReplicaID(key.Public().(ed25519.PublicKey), rand.Reader)
-	} else {
-		replica, err = newReplicaID()
-	}
-	if err != nil {
+	if replica, err = replicaFor(key); err != nil {
 		return "", "", fmt.Errorf("reincarnate: %w", err)
 	}
 	old = crdt.ReplicaID(m.Replica)

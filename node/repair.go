@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -57,10 +58,12 @@ type RepairReport struct {
 //     that this store lost come back from peers like anyone's; a node
 //     refuses deltas of its own replica that it cannot show it wrote.
 //
-// A marker written first and deleted with the rebuilt records makes Open
+// The new replica is keyed by key, the Config.Key the node will run with
+// (nil for an unsigned node). A marker written first and deleted with the
+// rebuilt records makes Open
 // refuse the store (ErrRepairUnfinished) if Repair is cut short; running
 // it again finishes it.
-func Repair(ctx context.Context, store ds.Batching, log *slog.Logger) (RepairReport, error) {
+func Repair(ctx context.Context, store ds.Batching, key ed25519.PrivateKey, log *slog.Logger) (RepairReport, error) {
 	var rep RepairReport
 	if log == nil {
 		log = slog.Default()
@@ -142,7 +145,7 @@ func Repair(ctx context.Context, store ds.Batching, log *slog.Logger) (RepairRep
 		}
 	}
 
-	if rep.Replica, err = newReplicaID(); err != nil {
+	if rep.Replica, err = replicaFor(key); err != nil {
 		return rep, fmt.Errorf("repair: %w", err)
 	}
 	m := &meta{

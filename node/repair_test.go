@@ -68,7 +68,7 @@ func repairDir(tb testing.TB, dir string) RepairReport {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	rep, err := Repair(context.Background(), store, testConfig(nil).Logger)
+	rep, err := Repair(context.Background(), store, nil, testConfig(nil).Logger)
 	if cerr := store.Close(); err == nil {
 		err = cerr
 	}

@@ -84,7 +84,7 @@ func TestPeer_RepairedNodeGetsEverythingBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := node.Repair(ctx, store, quietLogger())
+	rep, err := node.Repair(ctx, store, ncfg.Key, quietLogger())
 	if cerr := store.Close(); err == nil {
 		err = cerr
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/crdt-catalog/crdt-catalog/node"
+	"github.com/crdt-catalog/crdt-catalog/p2p"
 )
 
 // repair salvages a stopped node's damaged store (node.RepairLevelDB) and
@@ -32,11 +33,15 @@ func repair(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("repair: %s holds no catalog: %w", *data, err)
 	}
+	key, err := p2p.NodeKey(filepath.Join(*data, "identity.key"))
+	if err != nil {
+		return fmt.Errorf("repair: %w", err)
+	}
 	store, err := node.RepairLevelDB(dir, true)
 	if err != nil {
 		return fmt.Errorf("repair (is the node still running?): %w", err)
 	}
-	rep, err := node.Repair(ctx, store, slog.New(slog.NewTextHandler(stderr, nil)))
+	rep, err := node.Repair(ctx, store, key, slog.New(slog.NewTextHandler(stderr, nil)))
 	if cerr := store.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("repair: close store: %w", cerr)
 	}
