@@ -209,32 +209,51 @@ func CheckProofs(deltas []*Delta, encs [][]byte) ([]Checked, error) {
 	return out, nil
 }
 
+// maxChecksPerReplica bounds the signatures CheckProofs checks for one
+// replica in one call, so that a replica signing many histories of its
+// own cannot make a receiver spend a signature check per delta.
+const maxChecksPerReplica = 8
+
 // checkChains proves the deltas deltas[idx] of keyed replica r.
 func checkChains(r ReplicaID, deltas []*Delta, idx []int, out []Checked) error {
 	slices.SortStableFunc(idx, func(a, b int) int {
 		return cmp.Compare(deltas[a].Dot.Counter, deltas[b].Dot.Counter)
 	})
 	// prev[k] is the position in idx of the delta that idx[k] chains from,
-	// or -1.
+	// or -1: found by its counter and chain hash, so that many deltas under
+	// one dot cost no more than as many distinct ones.
+	type link struct {
+		counter uint64
+		next    Hash
+	}
+	at := make(map[link]int, len(idx))
+	for k, i := range idx {
+		if n := out[i].Next; !n.IsZero() {
+			if _, dup := at[link{deltas[i].Dot.Counter, n}]; !dup {
+				at[link{deltas[i].Dot.Counter, n}] = k
+			}
+		}
+	}
 	prev := make([]int, len(idx))
 	for k, i := range idx {
 		prev[k] = -1
-		c := deltas[i].Dot.Counter
-		for j := k - 1; j >= 0 && deltas[idx[j]].Dot.Counter+1 >= c; j-- {
-			if deltas[idx[j]].Dot.Counter+1 == c && !out[idx[j]].Next.IsZero() && out[idx[j]].Next == deltas[i].Proof.Prev {
-				prev[k] = j
-				break
-			}
+		if j, ok := at[link{deltas[i].Dot.Counter - 1, deltas[i].Proof.Prev}]; ok && deltas[i].Dot.Counter > 1 {
+			prev[k] = j
 		}
 	}
 	// Walk from the newest: a checked signature proves its delta and every
 	// one it chains back to.
-	for k := len(idx) - 1; k >= 0; k-- {
+	// An honest replica's deltas make one chain, which one check proves; a
+	// replica that signed many histories gets maxChecksPerReplica, and
+	// the deltas left unproven wait for a later call.
+	checks := 0
+	for k := len(idx) - 1; k >= 0 && checks < maxChecksPerReplica; k-- {
 		i := idx[k]
 		d := deltas[i]
 		if out[i].Proven || d.Proof.Sig == nil || out[i].Next.IsZero() {
 			continue
 		}
+		checks++
 		if err := VerifyHead(r, d.Dot.Counter, out[i].Next, d.Proof.Sig); err != nil {
 			return fmt.Errorf("delta %d (%s): %w", i, d.Dot, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -184,4 +185,34 @@ func FuzzDecodeProof(f *testing.F) {
 			t.Fatalf("DecodeProof(%x) = %+v, which encodes as %x", b, p, got)
 		}
 	})
+}
+
+// A replica that signs many histories in one call gets at most
+// maxChecksPerReplica signature checks; the rest stays unproven.
+func TestCheckProofs_ChecksPerReplicaAreBounded(t *testing.T) {
+	ds, encs, key := signedChain(t, 1, 1)
+	r := ds[0].Dot.Replica
+	for v := range 50 {
+		d, err := AddDelta(Key{"snapshots", "s"}, nil, doc("v", fmt.Sprint(v)), Dot{r, 1}, Timestamp(1<<16))
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc, _ := EncodeDelta(d)
+		d.Proof.Prev = ChainStart(r)
+		d.Proof.Sig = SignHead(key, r, 1, ChainNext(d.Proof.Prev, enc))
+		ds, encs = append(ds, d), append(encs, enc)
+	}
+	out, err := CheckProofs(ds, encs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proven := 0
+	for _, c := range out {
+		if c.Proven {
+			proven++
+		}
+	}
+	if proven != maxChecksPerReplica {
+		t.Fatalf("%d of 51 signed histories proven, want %d", proven, maxChecksPerReplica)
+	}
 }
