@@ -224,8 +224,12 @@ func (n *Node) proveBack(ctx context.Context, g *group, x *waiter, now int64, re
 	for _, y := range ready {
 		n.parked.drop(y)
 		joined, err := n.joinRemote(ctx, g, y, now)
-		if err != nil || !joined {
+		if err != nil {
 			return err
+		}
+		if !joined {
+			res.Refused++
+			continue
 		}
 		res.New++
 		if err := n.release(ctx, g, y.d.Dot, now, res); err != nil {

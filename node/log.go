@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -107,7 +106,6 @@ func (n *Node) DeltasSince(ctx context.Context, cursor uint64, limit int, localO
 	p := Pending{Cursor: cursor}
 	next := cursor + 1
 	var lastOwn *crdt.Delta
-	var lastOwnEnc []byte
 	err := scan(ctx, n.store, "/l/s", logSeqKey(next).String(), func(key string, val []byte) (bool, error) {
 		seq, err := strconv.ParseUint(strings.TrimPrefix(key, "/l/s/"), 16, 64)
 		if err != nil {
@@ -129,14 +127,13 @@ func (n *Node) DeltasSince(ctx context.Context, cursor uint64, limit int, localO
 		if localOnly && !local {
 			return true, nil
 		}
-		_, d, enc, err := decodeLogEntry(val)
+		_, d, _, err := decodeLogEntry(val)
 		if err != nil {
 			return false, fmt.Errorf("log entry %d: %w", seq, err)
 		}
 		p.Deltas, p.Seqs = append(p.Deltas, d), append(p.Seqs, seq)
 		if d.Dot.Replica == n.replica {
-			// val is the iterator's buffer, reused by its next step.
-			lastOwn, lastOwnEnc = d, bytes.Clone(enc)
+			lastOwn = d
 		}
 		return true, nil
 	})
@@ -145,7 +142,9 @@ func (n *Node) DeltasSince(ctx context.Context, cursor uint64, limit int, localO
 	}
 	// The page's deltas of this replica are consecutive: one signature of
 	// the last proves them all to whoever the page is handed to.
-	n.sign(lastOwn, lastOwnEnc)
+	if err := n.Attest(lastOwn); err != nil {
+		return Pending{}, err
+	}
 	p.More = p.Cursor < last
 	return p, nil
 }
