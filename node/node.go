@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -63,6 +64,11 @@ type Node struct {
 	stale bool
 
 	kick     chan struct{} // wakes the commit goroutine
+	// arrived and left count the writers that entered begin and those
+	// that left it (end, or a failed begin); left signals each departure
+	// to gather. See gather.
+	arrived, departed atomic.Uint64
+	left              chan struct{}
 	stop     chan struct{}
 	finished chan struct{}
 
@@ -111,6 +117,7 @@ func Open(ctx context.Context, store ds.Batching, cfg Config) (*Node, error) {
 		overlay:  map[string]staged{},
 		subs:     map[*Subscription]struct{}{},
 		kick:     make(chan struct{}, 1),
+		left:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		finished: make(chan struct{}),
 	}
@@ -284,12 +291,67 @@ func (n *Node) Collections() []string { return slices.Clone(n.cfg.Collections) }
 // begin starts staging a write: it takes the shared gate and mu and returns
 // the group to stage into. The caller must call end.
 func (n *Node) begin() (*group, error) {
+	n.arrived.Add(1)
 	n.gate.RLock()
 	g, err := n.stage()
 	if err != nil {
 		n.gate.RUnlock()
+		n.leave()
 	}
 	return g, err
+}
+
+// leave counts a writer out of begin and tells gather.
+func (n *Node) leave() {
+	n.departed.Add(1)
+	select {
+	case n.left <- struct{}{}:
+	default:
+	}
+}
+
+// maxGather bounds how long a commit waits for writers already on their
+// way into its group; see gather.
+const maxGather = 2 * time.Millisecond
+
+// gather lets writers on their way into the filling group finish staging
+// before the commit goroutine takes it: those that entered begin and have
+// not left it, and those that keep arriving (callers just released by the
+// previous commit come back one after another), until none is left and no
+// new one came, or maxGather has passed. Concurrent callers then share one
+// commit, and with it one signature, one write of the bookkeeping
+// records, one fsync and one gossip message, instead of each taking the
+// next commit nearly alone. A lone writer has left begin before it kicks
+// the commit goroutine, so it costs one yield here.
+func (n *Node) gather() {
+	want := n.arrived.Load()
+	if n.departed.Load() >= want {
+		runtime.Gosched()
+		if n.arrived.Load() == want {
+			return
+		}
+	}
+	t := time.NewTimer(maxGather)
+	defer t.Stop()
+	for {
+		want = n.arrived.Load()
+		for n.departed.Load() < want {
+			select {
+			case <-n.left:
+			case <-t.C:
+				return
+			}
+		}
+		runtime.Gosched()
+		if n.arrived.Load() == want {
+			return
+		}
+		select {
+		case <-t.C:
+			return
+		default:
+		}
+	}
 }
 
 // stage takes mu and returns the group to stage into; on error mu is not
@@ -317,6 +379,7 @@ func (n *Node) stage() (*group, error) {
 func (n *Node) end(ctx context.Context, g *group, staged bool) error {
 	n.mu.Unlock()
 	n.gate.RUnlock()
+	n.leave()
 	return n.wait(ctx, g, staged)
 }
 
@@ -418,6 +481,7 @@ func (n *Node) commitLoop() {
 }
 
 func (n *Node) commitOnce() {
+	n.gather()
 	n.mu.Lock()
 	g := n.filling
 	n.filling = nil
