@@ -63,14 +63,14 @@ type Node struct {
 	// may be ahead of it until a probe reloads them. Only set with failed.
 	stale bool
 
-	kick     chan struct{} // wakes the commit goroutine
+	kick chan struct{} // wakes the commit goroutine
 	// arrived and left count the writers that entered begin and those
 	// that left it (end, or a failed begin); left signals each departure
 	// to gather. See gather.
 	arrived, departed atomic.Uint64
 	left              chan struct{}
-	stop     chan struct{}
-	finished chan struct{}
+	stop              chan struct{}
+	finished          chan struct{}
 
 	stats counters
 }
