@@ -64,7 +64,7 @@ type Node struct {
 	stale bool
 
 	kick chan struct{} // wakes the commit goroutine
-	// arrived and left count the writers that entered begin and those
+	// arrived and departed count the writers that entered begin and those
 	// that left it (end, or a failed begin); left signals each departure
 	// to gather. See gather.
 	arrived, departed atomic.Uint64
