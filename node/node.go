@@ -86,7 +86,6 @@ type group struct {
 	writes  map[string][]byte       // key -> value, nil for delete
 	heads   map[crdt.ReplicaID]bool // replicas whose chain head moved: staged at commit
 	changes []Change
-	ops     int
 	done    chan struct{} // closed once committed (or failed)
 	err     error         // set before done is closed
 }
@@ -530,9 +529,6 @@ func (n *Node) commitOnce() {
 	close(g.done)
 	n.stats.commits.Add(1)
 	n.stats.commitNanos.Add(uint64(took))
-	if n.cfg.OnCommit != nil && err == nil {
-		n.cfg.OnCommit(g.ops, took)
-	}
 }
 
 // signGroup signs the chain head after g's last write of this node's own

@@ -351,7 +351,6 @@ func (n *Node) stageJoin(g *group, cur, post *crdt.Item, rec []byte, d *crdt.Del
 	n.put(g, logDotKey(d.Dot), encodeSeq(n.meta.Seq))
 	n.meta.Bytes += int64(len(entry))
 	g.changes = append(g.changes, Change{Seq: n.meta.Seq, Delta: d, Encoded: enc, Local: local})
-	g.ops++
 }
 
 // ApplyResult says what ApplyDeltas did.
