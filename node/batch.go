@@ -72,7 +72,8 @@ func (e *BatchError) Unwrap() error { return e.Err }
 // dots of this replica, are logged together and committed in one store
 // batch, so they reach peers together (in one gossip message when they
 // fit in one). It returns once they are durable, with the item after each
-// operation (the zero Item for a remove). At most MaxBatchOps operations;
+// operation and its Dot (for a remove, only Collection, ID and Dot are
+// set). At most MaxBatchOps operations;
 // an empty batch does nothing.
 func (n *Node) Batch(ctx context.Context, ops []Op) ([]Item, error) {
 	if len(ops) > MaxBatchOps {
@@ -98,7 +99,7 @@ func (n *Node) Batch(ctx context.Context, ops []Op) ([]Item, error) {
 	}
 	for i, op := range ops {
 		if op.Kind == OpRemove {
-			items[i] = Item{}
+			items[i] = Item{Collection: op.Key.Collection, ID: op.Key.ID, Dot: items[i].Dot}
 		}
 	}
 	return items, nil

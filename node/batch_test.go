@@ -39,8 +39,8 @@ func TestBatch_OneCommitInOrder(t *testing.T) {
 	if got := string(items[1].Metadata["size"]); got != "2" || items[1].Metadata["tag"] != nil {
 		t.Fatalf("patch after add in one batch: %+v", items[1].Metadata)
 	}
-	if items[3].ID != "" {
-		t.Fatalf("a remove's item: %+v, want the zero Item", items[3])
+	if it := items[3]; it.ID != "old" || it.Metadata != nil || it.Dot.Counter != before.Counter+4 {
+		t.Fatalf("a remove's item: %+v, want only its key and dot", it)
 	}
 	after := n.Stats()
 	if after.Commits != before.Commits+1 {

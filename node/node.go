@@ -44,8 +44,12 @@ type Node struct {
 	overlay map[string]staged // staged writes not yet durable, by key
 	ahead   map[string][]byte // item records read ahead for the write being staged (nil: absent); see readAhead
 	subs    map[*Subscription]struct{}
-	parked  waiting // remote deltas waiting for their dependencies; see causal.go
-	fork    string  // first evidence that another process uses this replica; "" if none
+	// advanced is closed by the next successful commit, for WaitApplied;
+	// nil until someone waits.
+	advanced chan struct{}
+	wants    chan struct{} // see Wants
+	parked   waiting       // remote deltas waiting for their dependencies; see causal.go
+	fork     string        // first evidence that another process uses this replica; "" if none
 	// forked is the proof (a signed delta of this replica that this node
 	// never wrote) that stops local writes; "" if none. See ErrForked.
 	forked string
@@ -117,6 +121,7 @@ func Open(ctx context.Context, store ds.Batching, cfg Config) (*Node, error) {
 		subs:     map[*Subscription]struct{}{},
 		kick:     make(chan struct{}, 1),
 		left:     make(chan struct{}, 1),
+		wants:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		finished: make(chan struct{}),
 	}
@@ -515,6 +520,10 @@ func (n *Node) commitOnce() {
 			if s, ok := n.overlay[k]; ok && s.g == g {
 				delete(n.overlay, k)
 			}
+		}
+		if n.advanced != nil {
+			close(n.advanced)
+			n.advanced = nil
 		}
 		if len(g.changes) > 0 {
 			// Publish only now that g is durable: no peer ever sees a dot

@@ -21,6 +21,10 @@ type Item struct {
 	// Conflicts maps each field with concurrent writes to the losing
 	// entries, greatest first; nil when there are none.
 	Conflicts map[string][]crdt.Entry
+	// Dot is the dot of the local write that returned the item (a
+	// causal read token of it is crdt.Token{Dot.Replica: Dot.Counter});
+	// zero for reads.
+	Dot crdt.Dot
 }
 
 func view(k crdt.Key, it *crdt.Item) Item {
@@ -182,6 +186,7 @@ func (n *Node) writeAll(ctx context.Context, ws []write) ([]Item, error) {
 	for i, p := range plan {
 		n.stageJoin(g, p.cur, p.post, p.rec, p.d, p.enc, p.next, true)
 		items[i] = view(ws[i].k, p.post)
+		items[i].Dot = p.d.Dot
 	}
 	n.stats.ops.Add(uint64(len(plan)))
 	for _, p := range plan {
