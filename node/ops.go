@@ -24,7 +24,7 @@ type Item struct {
 	// Dot is the dot of the local write that returned the item (a
 	// causal read token of it is crdt.Token{Dot.Replica: Dot.Counter});
 	// zero for reads.
-	Dot crdt.Dot
+	Dot crdt.Dot `json:",omitzero"`
 }
 
 func view(k crdt.Key, it *crdt.Item) Item {
