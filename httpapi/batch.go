@@ -70,8 +70,9 @@ func (s *Server) handleBatch(coll string) handlerFunc {
 			return err
 		}
 		out := struct {
-			Results []batchResult `json:"results"`
-		}{make([]batchResult, len(ops))}
+			Results     []batchResult `json:"results"`
+			CausalToken string        `json:"causal_token"`
+		}{make([]batchResult, len(ops)), setToken(w, tokenOf(items...))}
 		for i, op := range ops {
 			out.Results[i] = batchResult{Op: req.Ops[i].Op, ID: op.Key.ID}
 			if op.Kind != node.OpRemove {

@@ -29,7 +29,7 @@ func TestAPI_Batch(t *testing.T) {
 				`{"op":"patch","id":"s1","item":{"id":"s1","collection":"snapshots","metadata":{"size":1}}},` +
 				`{"op":"create","id":"s2","item":{"id":"s2","collection":"snapshots","metadata":{}}},` +
 				`{"op":"replace","id":"s2","item":{"id":"s2","collection":"snapshots","metadata":{"b":true}}},` +
-				`{"op":"remove","id":"old"}]}`},
+				`{"op":"remove","id":"old"}],"causal_token":"`},
 		{name: "one commit", req: request{"GET", "/snapshots/s1", "", "", nil}, want: 200,
 			check: func(t *testing.T, _ response) {
 				if c := commits(); c != before+1 {

@@ -28,11 +28,11 @@ type Catalog interface {
 	Collections() []string
 	Add(ctx context.Context, k crdt.Key, doc crdt.Document) (node.Item, error)
 	Create(ctx context.Context, k crdt.Key, doc crdt.Document) (node.Item, error)
-	Remove(ctx context.Context, k crdt.Key) error
 	Replace(ctx context.Context, k crdt.Key, doc crdt.Document) (node.Item, error)
 	Patch(ctx context.Context, k crdt.Key, patch crdt.Document) (node.Item, error)
 	Batch(ctx context.Context, ops []node.Op) ([]node.Item, error)
 	Get(ctx context.Context, k crdt.Key) (node.Item, error)
+	WaitApplied(ctx context.Context, t crdt.Token) error
 	Query(ctx context.Context, collection, q string, limit int, cursor string) (node.Page, error)
 	GetDeltas(ctx context.Context, limit int) (node.Pending, error)
 	Attest(d *crdt.Delta) error
