@@ -16,19 +16,29 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 )
 
+// minWantGap spaces the pulls that waiting readers ask for (see
+// antiEntropyLoop): reads naming writes that do not exist cost at most
+// one extra pull per gap, however many arrive.
+const minWantGap = 250 * time.Millisecond
+
 // antiEntropyLoop pulls from one random catalog peer every interval; with
 // a writers list, from one random writer. It also pulls at once when a
 // reader waits for writes the node has not applied (Catalog.Wants: a read
-// with a causal token).
+// with a causal token), at most once per minWantGap.
 func (p *Peer) antiEntropyLoop() {
 	t := time.NewTicker(p.cfg.AntiEntropyInterval)
 	defer t.Stop()
+	var lastWant time.Time
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
 		case <-t.C:
 		case <-p.cat.Wants():
+			if time.Since(lastWant) < minWantGap {
+				continue
+			}
+			lastWant = time.Now()
 		}
 		var catalogPeers []peer.ID
 		for _, id := range p.h.Network().Peers() {
