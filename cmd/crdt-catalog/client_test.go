@@ -5,8 +5,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -30,7 +35,7 @@ type cliNode struct {
 
 // newCLINode starts a node and its API; mod, if not nil, adjusts the
 // API's config. Its /status has the fields serve adds, with one peer.
-func newCLINode(t *testing.T, mod func(*httpapi.Config)) *cliNode {
+func newCLINode(t testing.TB, mod func(*httpapi.Config)) *cliNode {
 	t.Helper()
 	store, err := leveldb.NewDatastore("", nil)
 	if err != nil {
@@ -205,5 +210,99 @@ func TestClient_Golden(t *testing.T) {
 			stderr: "crdt-catalog: get: get snapshots:-o: not found (HTTP 404 Not Found)\n", code: exitNotFound},
 	} {
 		c.check(t, cn)
+	}
+}
+
+// TestClient_Status: status prints the main fields of GET /status, and
+// -o json all of it.
+func TestClient_Status(t *testing.T) {
+	cn := newCLINode(t, nil)
+	cn.cli(t, "", "add", "snapshots", "s1", "{}")
+	out, errOut, code := cn.cli(t, "", "status")
+	if code != 0 || errOut != "" {
+		t.Fatalf("status: exit %d, stderr %q", code, errOut)
+	}
+	for _, want := range []string{"replica    R\n", "peer_id    12D3KooWself\n", "version    v9.9.9 abc123\n",
+		"writable   true\n", "items      {\"images\":0,\"snapshots\":1}\n", "counter    1\n", "peers      1 connected\n", "writers    any\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, code = cn.cli(t, "", "status", "-o", "json")
+	if code != 0 || !strings.HasPrefix(out, "{") || !strings.Contains(out, `"applied_version_vector":{"R":1}`) {
+		t.Fatalf("status -o json: exit %d:\n%s", code, out)
+	}
+}
+
+// TestClient_Reachability: a node that refuses connections, one that is
+// closing (503), and one that wants a token (401) give their exit
+// statuses; --token-file and CRDT_CATALOG_TOKEN_FILE send the token.
+func TestClient_Reachability(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	var stdout, stderr bytes.Buffer
+	if code := runCLI(t, nil, "", &stdout, &stderr, "get", "--endpoint", closed, "snapshots", "s1"); code != exitUnreachable ||
+		!strings.Contains(stderr.String(), "unreachable") || !strings.Contains(stderr.String(), "connection refused") {
+		t.Errorf("closed port: exit %d, stderr %q", code, stderr.String())
+	}
+
+	// A node that accepts the connection but never answers.
+	hang := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-hang }))
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() { close(hang) })
+	stderr.Reset()
+	if code := runCLI(t, nil, "", &stdout, &stderr, "status", "--endpoint", slow.URL, "--request-timeout", "100ms"); code != exitUnreachable ||
+		!strings.Contains(stderr.String(), "timeout awaiting response headers") {
+		t.Errorf("silent node: exit %d, stderr %q", code, stderr.String())
+	}
+
+	token := "0123456789abcdef-token"
+	cn := newCLINode(t, func(c *httpapi.Config) { c.Token = token })
+	if _, errOut, code := cn.cli(t, "", "add", "snapshots", "s1"); code != exitError ||
+		errOut != "crdt-catalog: add: missing bearer token; give the node's API token with --token-file (or CRDT_CATALOG_TOKEN_FILE) (HTTP 401 Unauthorized)\n" {
+		t.Errorf("no token: exit %d, stderr %q", code, errOut)
+	}
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := cn.cli(t, "", "add", "snapshots", "s1", "--token-file", file); code != 0 {
+		t.Errorf("--token-file: exit %d, stderr %q", code, errOut)
+	}
+	stderr.Reset()
+	env := map[string]string{"CRDT_CATALOG_ENDPOINT": cn.url, "CRDT_CATALOG_TOKEN_FILE": file}
+	if code := runCLI(t, env, "", io.Discard, &stderr, "rm", "snapshots", "s1"); code != 0 {
+		t.Errorf("CRDT_CATALOG_TOKEN_FILE: exit %d, stderr %q", code, stderr.String())
+	}
+	if _, errOut, code := cn.cli(t, "", "status", "--token-file", filepath.Join(t.TempDir(), "none")); code != exitUsage ||
+		!strings.Contains(errOut, "--token-file") {
+		t.Errorf("missing token file: exit %d, stderr %q", code, errOut)
+	}
+
+	cn.api.SetClosing(true)
+	if _, errOut, code := cn.cli(t, "", "status"); code != exitUnreachable || !strings.Contains(errOut, "server is shutting down (HTTP 503") {
+		t.Errorf("closing node: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestExitFor: every status the API documents maps to its exit status.
+func TestExitFor(t *testing.T) {
+	for status, want := range map[int]int{
+		400: exitUsage, 401: exitError, 404: exitNotFound, 405: exitError, 408: exitError, 409: exitConflict,
+		410: exitError, 412: exitConflict, 413: exitUsage, 415: exitUsage, 500: exitError, 503: exitUnreachable,
+		504: exitNotApplied, 507: exitError,
+	} {
+		if got := exitFor(status); got != want {
+			t.Errorf("HTTP %d: exit %d, want %d", status, got, want)
+		}
+	}
+	if exitCode(nil) != 0 || exitCode(flag.ErrHelp) != 0 || exitCode(errors.New("x")) != 1 ||
+		exitCode(fmt.Errorf("wrapped: %w", usageErr("bad"))) != exitUsage {
+		t.Error("exitCode")
 	}
 }

@@ -75,7 +75,7 @@ _crdt_catalog() {
 	for i := range clientCommands {
 		var fl []string
 		for _, f := range commandFlags(&clientCommands[i]) {
-			fl = append(fl, "--"+f.Name)
+			fl = append(fl, dashName(f.Name))
 		}
 		fmt.Fprintf(&b, "        %s) flags=\"%s\" ;;\n", clientCommands[i].name, strings.Join(fl, " "))
 	}
@@ -130,7 +130,7 @@ _crdt-catalog() {
 			case isBoolFlag(f):
 				action = ""
 			}
-			fmt.Fprintf(&b, "                '--%s[%s]%s' \\\n", f.Name, zshQuote(f.Usage), action)
+			fmt.Fprintf(&b, "                '%s[%s]%s' \\\n", dashName(f.Name), zshQuote(f.Usage), action)
 		}
 		arg := "'*:argument:'"
 		if c.name == "backup" || c.name == "restore" {
@@ -148,6 +148,15 @@ else
 fi
 `)
 	return b.String()
+}
+
+// dashName is how completion offers a flag: -o, --endpoint (the flag
+// package takes one dash or two for either).
+func dashName(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
 }
 
 // zshQuote makes s safe inside a single-quoted zsh _arguments or
