@@ -278,16 +278,27 @@ func parseEndpoint(s string) (*url.URL, error) {
 	return u, nil
 }
 
+// maxTokenFile bounds a token file.
+const maxTokenFile = 4096
+
 // readClientToken reads --token-file: its content, white space trimmed.
 func readClientToken(path string) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return "", usageErr("--token-file: %w", err)
 	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
 	t := strings.TrimSpace(string(b))
+	if len(b) > maxTokenFile {
+		return "", usageErr("--token-file %s: larger than %d bytes, want one line holding the token", path, maxTokenFile)
+	}
 	if t == "" || strings.ContainsAny(t, "\r\n") {
 		return "", usageErr("--token-file %s: want one line holding the token", path)
 	}
