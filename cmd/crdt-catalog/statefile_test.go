@@ -62,6 +62,23 @@ func TestClient_BackupRestore(t *testing.T) {
 	}
 	sameCatalog(t, a, c)
 
+	// A restore is a join, not a rollback: on the node the backup came
+	// from, a later remove and a later patch stay.
+	for _, args := range [][]string{{"rm", "snapshots", "s1"}, {"patch", "images", "i1", `{"os": "bsd"}`}} {
+		if _, errOut, code := a.cli(t, "", args...); code != 0 {
+			t.Fatalf("%q: exit %d: %s", args, code, errOut)
+		}
+	}
+	if out, errOut, code := a.cli(t, "", "restore", file); code != 0 || out != "restored "+file+": 2 items, 0 changed on the node\n" {
+		t.Fatalf("restore onto its origin: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if out, _, code := a.cli(t, "", "query", "--all", "images", "-o", "ndjson"); code != 0 || out != `{"id":"i1","collection":"images","metadata":{"os":"bsd"}}`+"\n" {
+		t.Fatalf("after the restore, images: %q", out)
+	}
+	if _, _, code := a.cli(t, "", "get", "snapshots", "s1"); code != exitNotFound {
+		t.Fatalf("after the restore, the removed s1: exit %d, want 3", code)
+	}
+
 	whole, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
