@@ -59,7 +59,7 @@ type clientCommand struct {
 	name    string
 	args    string // positional arguments, for the usage line
 	summary string
-	// nargs bounds the positional arguments.
+	// minArgs and maxArgs bound the positional arguments.
 	minArgs, maxArgs int
 	// flags adds the command's own flags to those every command has.
 	flags func(fs *flag.FlagSet, o *clientOpts)
@@ -72,7 +72,7 @@ var clientCommands = []clientCommand{
 	{name: "add", args: "COLLECTION ID [METADATA|-]", summary: "add an item (an upsert; --create: only if absent on the node)",
 		minArgs: 2, maxArgs: 3, flags: addFlags, run: writeCmd("add")},
 	{name: "get", args: "COLLECTION ID", summary: "print one item",
-		minArgs: 2, maxArgs: 2, flags: getFlags, run: runGet},
+		minArgs: 2, maxArgs: 2, flags: readFlags, run: runGet},
 	{name: "rm", args: "COLLECTION ID", summary: "remove an item",
 		minArgs: 2, maxArgs: 2, run: runRemove},
 	{name: "set", args: "COLLECTION ID METADATA|-", summary: "replace an item's metadata (fields not given are removed)",
@@ -129,8 +129,6 @@ func readFlags(fs *flag.FlagSet, o *clientOpts) {
 	fs.DurationVar(&o.wait, "timeout", 0, "how long the node may wait for the --after writes (default the node's, 5s; at most 1m); then exit 6")
 	fs.BoolVar(&o.conflict, "conflicts", false, "include the losing concurrent values of each field (JSON output)")
 }
-
-func getFlags(fs *flag.FlagSet, o *clientOpts) { readFlags(fs, o) }
 
 func queryFlags(fs *flag.FlagSet, o *clientOpts) {
 	readFlags(fs, o)
@@ -338,7 +336,7 @@ type request struct {
 	query        url.Values
 	header       http.Header
 	body         io.Reader
-	size         int64 // of body; -1 unknown
+	size         int64 // of body, in bytes
 }
 
 // do sends req and returns the response of a 2xx answer, whose body the
@@ -353,7 +351,7 @@ func (c *client) do(ctx context.Context, req request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	if req.body != nil && req.size >= 0 {
+	if req.body != nil {
 		r.ContentLength = req.size
 	}
 	for k, vs := range req.header {

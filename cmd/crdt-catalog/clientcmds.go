@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/crdt-catalog/crdt-catalog/p2p"
 )
 
 // headerCausalToken carries a write's causal token (httpapi's
@@ -372,53 +373,41 @@ func runStatus(ctx context.Context, c *client, _ *clientOpts, _ []string) error 
 	return tw.Flush()
 }
 
-// peerJSON is the part of a connected peer (p2p.PeerStatus) that peers
-// prints as a table.
-type peerJSON struct {
-	ID         string  `json:"id"`
-	Connection string  `json:"connection"`
-	Addr       string  `json:"addr"`
-	RTTMillis  float64 `json:"rtt_ms"`
-	Known      bool    `json:"known"`
-	Ahead      uint64  `json:"ahead"`
-	Behind     uint64  `json:"behind"`
-}
-
 // runPeers prints the connected peers of /status's p2p object.
 func runPeers(ctx context.Context, c *client, _ *clientOpts, _ []string) error {
 	_, st, err := c.getStatus(ctx)
 	if err != nil {
 		return err
 	}
-	var p2p struct {
+	var status struct {
 		Peers []json.RawMessage `json:"peers"`
 	}
-	if raw, ok := st["p2p"]; !ok || json.Unmarshal(raw, &p2p) != nil || p2p.Peers == nil {
+	if raw, ok := st["p2p"]; !ok || json.Unmarshal(raw, &status) != nil || status.Peers == nil {
 		return fmt.Errorf("the node's status has no p2p.peers list (is %s a crdt-catalog node?)", c.base.Redacted())
 	}
 	switch c.output {
 	case "json":
-		b, err := json.Marshal(p2p.Peers)
+		b, err := json.Marshal(status.Peers)
 		if err != nil {
 			return err
 		}
 		return c.printJSON(b)
 	case "ndjson":
-		for _, p := range p2p.Peers {
+		for _, p := range status.Peers {
 			if _, err := fmt.Fprintln(c.stdout, compact(p)); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	if len(p2p.Peers) == 0 {
+	if len(status.Peers) == 0 {
 		_, err := fmt.Fprintln(c.stderr, "no connected peers")
 		return err
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tCONNECTION\tADDR\tRTT\tAHEAD\tBEHIND")
-	for _, raw := range p2p.Peers {
-		var p peerJSON
+	for _, raw := range status.Peers {
+		var p p2p.PeerStatus
 		if err := json.Unmarshal(raw, &p); err != nil {
 			return fmt.Errorf("the node's p2p.peers holds something that is not a peer: %w", err)
 		}
