@@ -146,7 +146,7 @@ func commonFlags(fs *flag.FlagSet, o *clientOpts, getenv func(string) string) {
 	fs.StringVar(&o.endpoint, "endpoint", ep, "the node's HTTP API (env CRDT_CATALOG_ENDPOINT)")
 	fs.StringVar(&o.tokenFile, "token-file", getenv("CRDT_CATALOG_TOKEN_FILE"), "file holding the API's bearer token (env CRDT_CATALOG_TOKEN_FILE)")
 	fs.StringVar(&o.output, "o", "table", "output: table (for people), json (the API's JSON) or ndjson (one item per line)")
-	fs.DurationVar(&o.reqTimeout, "request-timeout", 0, "give up (exit 5) when the node has not answered this long after the request was sent; 0: 1m, and no limit for backup and restore")
+	fs.DurationVar(&o.reqTimeout, "request-timeout", 0, "give up (exit 5) when the node has not answered this long after the request was sent; 0: 1m, and no limit for restore (the node checks and joins the whole state before it answers)")
 }
 
 // newFlagSet returns cmd's flag set over o.
@@ -217,7 +217,7 @@ func runClient(ctx context.Context, cmd *clientCommand, args []string, stdin io.
 	if err != nil {
 		return err
 	}
-	if o.reqTimeout == 0 && cmd.name != "backup" && cmd.name != "restore" {
+	if o.reqTimeout == 0 && cmd.name != "restore" {
 		o.reqTimeout = time.Minute
 	}
 	// A read's wait for its token comes on top of the node's usual answer.
