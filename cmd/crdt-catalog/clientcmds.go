@@ -13,12 +13,9 @@ import (
 	"text/tabwriter"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/crdt-catalog/crdt-catalog/httpapi"
 	"github.com/crdt-catalog/crdt-catalog/p2p"
 )
-
-// headerCausalToken carries a write's causal token (httpapi's
-// Crdt-Causal-Token).
-const headerCausalToken = "Crdt-Causal-Token"
 
 // itemJSON is an item as the API shows it, its metadata kept as sent.
 type itemJSON struct {
@@ -117,7 +114,7 @@ func (c *client) printWritten(b []byte, hdr http.Header, table func() error) err
 	if err := table(); err != nil {
 		return err
 	}
-	tok := hdr.Get(headerCausalToken)
+	tok := hdr.Get(httpapi.HeaderCausalToken)
 	if tok == "" {
 		var body struct {
 			Token string `json:"causal_token"`

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,123 +10,27 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/crdt-catalog/crdt-catalog/crdt"
-	"github.com/fxamacker/cbor/v2"
+	"github.com/crdt-catalog/crdt-catalog/node"
 )
 
-// A full state (GET /crdt/state, node.ExportState) is a stream of frames,
-// each a uvarint length and a CBOR record: a header (kind 1, with the
-// format version and the causal contexts), the items (kind 2), then a
-// trailer (kind 3) with the item count. checkStateStream reads that
-// structure so that backup never keeps, and restore never sends, a file
-// that is cut short or is not a state at all; the node checks the rest
-// (order, signatures, contexts against items) when it imports.
-const (
-	stateFrameHeader = 1
-	stateFrameItem   = 2
-	stateFrameEnd    = 3
-	// maxStateFrame bounds one frame as the node does: the header holds
-	// two contexts and a signed head for each of up to 500,000 replicas.
-	maxStateFrame = 2*crdt.MaxContextBytes + 500_000*(1+crdt.MaxReplicaIDLen+8+crdt.HashSize+crdt.SigSize) + 4096
-	// mediaState is the content type of a full state.
-	mediaState = "application/vnd.crdt-catalog.state"
-)
-
-// stateFrame is the part of a full-state frame the check reads; the
-// decoder skips the other fields.
-type stateFrame struct {
-	Kind       uint   `cbor:"1,keyasint"`
-	Version    uint   `cbor:"2,keyasint,omitempty"`
-	Seen       []byte `cbor:"4,keyasint,omitempty"`
-	Applied    []byte `cbor:"5,keyasint,omitempty"`
-	Collection string `cbor:"6,keyasint,omitempty"`
-	ID         string `cbor:"7,keyasint,omitempty"`
-	Item       []byte `cbor:"8,keyasint,omitempty"`
-	Count      uint64 `cbor:"9,keyasint,omitempty"`
-}
+// mediaState is the content type of a full state.
+const mediaState = "application/vnd.crdt-catalog.state"
 
 // errNotState says a file is no full state; checkStateStream's errors
 // wrap it.
 var errNotState = errors.New("not a full state as GET /crdt/state (crdt-catalog backup) writes it")
 
-// checkStateStream reads a full state from r to its end and checks its
-// structure: a header of this format version whose contexts decode, items
-// that name a valid key and decode, and a trailer whose count matches,
-// with nothing after it. It returns the number of items. It holds one
-// frame in memory at a time, never more than the bytes r gave.
+// checkStateStream reads a full state from r to its end and checks it as
+// the node checks an import before joining it (node.CheckState), so that
+// backup never keeps, and restore never sends, a file that is cut short,
+// damaged or not a state at all. It returns the number of items. It holds
+// one frame in memory at a time.
 func checkStateStream(r io.Reader) (int, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	h, err := readStateFrame(br)
+	items, err := node.CheckState(context.Background(), r)
 	if err != nil {
-		return 0, fmt.Errorf("%w: its first frame, the header, does not decode: %v", errNotState, err)
+		return 0, fmt.Errorf("%w: %v", errNotState, err)
 	}
-	if h.Kind != stateFrameHeader {
-		return 0, fmt.Errorf("%w: its first frame is of kind %d, not a header", errNotState, h.Kind)
-	}
-	if h.Version != crdt.FormatVersion {
-		return 0, fmt.Errorf("%w: format version %d, this crdt-catalog reads version %d", errNotState, h.Version, crdt.FormatVersion)
-	}
-	for _, c := range [][]byte{h.Seen, h.Applied} {
-		if _, err := crdt.DecodeContext(c); err != nil {
-			return 0, fmt.Errorf("%w: header: %v", errNotState, err)
-		}
-	}
-	for items := 0; ; items++ {
-		f, err := readStateFrame(br)
-		if err != nil {
-			return 0, fmt.Errorf("%w: after %d items: %v", errNotState, items, err)
-		}
-		switch f.Kind {
-		case stateFrameItem:
-			k := crdt.Key{Collection: f.Collection, ID: f.ID}
-			if err := k.Validate(); err != nil {
-				return 0, fmt.Errorf("%w: item %d: %v", errNotState, items+1, err)
-			}
-			if _, err := crdt.DecodeItem(f.Item); err != nil {
-				return 0, fmt.Errorf("%w: item %s: %v", errNotState, k, err)
-			}
-		case stateFrameEnd:
-			if f.Count != uint64(items) {
-				return 0, fmt.Errorf("%w: its trailer counts %d items, it holds %d", errNotState, f.Count, items)
-			}
-			if _, err := br.ReadByte(); err == nil {
-				return 0, fmt.Errorf("%w: data after its trailer", errNotState)
-			} else if err != io.EOF {
-				return 0, err
-			}
-			return items, nil
-		default:
-			return 0, fmt.Errorf("%w: after %d items: a frame of kind %d", errNotState, items, f.Kind)
-		}
-	}
-}
-
-// readStateFrame reads one frame. An end of the stream anywhere, even
-// between frames, is a stream cut short: a state ends with its trailer.
-func readStateFrame(r *bufio.Reader) (*stateFrame, error) {
-	size, err := binary.ReadUvarint(r)
-	if err == io.EOF {
-		return nil, errors.New("cut short: the stream ends before its trailer")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("frame length: %w", err)
-	}
-	if size > maxStateFrame {
-		return nil, fmt.Errorf("a frame of %d bytes, at most %d", size, maxStateFrame)
-	}
-	// Read what is there rather than allocate what the length claims.
-	b, err := io.ReadAll(io.LimitReader(r, int64(size)))
-	if err != nil {
-		return nil, err
-	}
-	if uint64(len(b)) < size {
-		return nil, fmt.Errorf("cut short %d bytes into a frame of %d", len(b), size)
-	}
-	var f stateFrame
-	if err := cbor.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("frame: %v", err)
-	}
-	return &f, nil
+	return items, nil
 }
 
 // backupResult is what backup prints: with -o json on stdout, else on

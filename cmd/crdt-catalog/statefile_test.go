@@ -88,11 +88,11 @@ func TestClient_BackupRestore(t *testing.T) {
 		data []byte
 		want string
 	}{
-		{"cut", whole[:len(whole)-3], "not a full state as GET /crdt/state (crdt-catalog backup) writes it: after 2 items: cut short"},
+		{"cut", whole[:len(whole)-3], "not a full state as GET /crdt/state (crdt-catalog backup) writes it: state stream: after 2 items: cut short"},
 		{"cut between frames", whole[:len(whole)-5], "after 2 items: "},
 		{"empty", nil, "its first frame, the header, does not decode: cut short: the stream ends before its trailer"},
 		{"garbage", []byte("{\"items\": []}\n"), "its first frame, the header, does not decode"},
-		{"trailing data", append(append([]byte{}, whole...), 0), "data after its trailer"},
+		{"trailing data", append(append([]byte{}, whole...), 0), "data after the trailer"},
 	} {
 		f := filepath.Join(dir, bad.name)
 		if err := os.WriteFile(f, bad.data, 0o600); err != nil {
