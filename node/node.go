@@ -537,9 +537,11 @@ func (n *Node) commitOnce() {
 	g.err = err
 	n.writing = nil
 	n.mu.Unlock()
-	close(g.done)
+	// Counted before the writers are released, so that a caller's Stats
+	// after its write includes its commit.
 	n.stats.commits.Add(1)
 	n.stats.commitNanos.Add(uint64(took))
+	close(g.done)
 }
 
 // signGroup signs the chain head after g's last write of this node's own
