@@ -485,7 +485,7 @@ func (n *Node) signGroup(g *group) {
 		if c.Delta.Proof.Sig == nil {
 			return
 		}
-		entry := logEntry(c.Encoded, c.Delta.Proof, true)
+		entry := logEntry(c.Delta, c.Encoded, true)
 		n.meta.Bytes += int64(crdt.SigSize)
 		n.put(g, logSeqKey(c.Seq), entry)
 		if h := n.heads[n.replica]; h.Counter == c.Delta.Dot.Counter {

@@ -135,7 +135,8 @@ func (n *Node) local(ctx context.Context, k crdt.Key, mut mutator) (Item, error)
 		if d.Proof.Prev, err = n.chainBefore(dot); err != nil {
 			return Item{}, n.abort(g, err)
 		}
-		next = crdt.ChainNext(d.Proof.Prev, enc)
+		d.Proof.Split = true
+		next = d.Proof.Next(d, enc)
 	}
 	post, err := n.join(g, cur, d, enc, next, true)
 	if err != nil {
@@ -203,7 +204,7 @@ func (n *Node) chainBefore(dot crdt.Dot) (crdt.Hash, error) {
 // crdt.ErrTooLarge. Caller holds mu.
 func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, next crdt.Hash, local bool) (*crdt.Item, error) {
 	k := d.Key()
-	post := crdt.JoinItem(cur, n.seen, &d.Item, d.Covers())
+	post := crdt.JoinItem(cur, n.seen, &d.Item, d.JoinCovers())
 	var item []byte
 	if !post.Empty() {
 		var err error
@@ -220,7 +221,9 @@ func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, next cr
 		}
 	}
 	for _, c := range d.Context {
-		n.seen.Add(c)
+		if c != d.Dot || !d.IsStub() { // a stub's own entries are absent, not removed
+			n.seen.Add(c)
+		}
 	}
 	n.applied.Add(d.Dot)
 	if d.Dot.Replica == n.replica {
@@ -236,7 +239,7 @@ func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, next cr
 		g.heads[d.Dot.Replica] = true
 	}
 	n.meta.Seq++
-	entry := logEntry(enc, d.Proof, local)
+	entry := logEntry(d, enc, local)
 	n.put(g, logSeqKey(n.meta.Seq), entry)
 	n.put(g, logDotKey(d.Dot), encodeSeq(n.meta.Seq))
 	n.meta.Bytes += int64(len(entry))
