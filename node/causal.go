@@ -47,7 +47,7 @@ type waiter struct {
 	// settle).
 	ready bool
 	elem  *list.Element
-	bytes    int64
+	bytes int64
 }
 
 // waiting is the buffer of deltas waiting for their dependencies. Guarded
