@@ -176,6 +176,10 @@ func FuzzDecodeProof(f *testing.F) {
 	f.Add([]byte{0})
 	f.Add(append([]byte{1}, bytes.Repeat([]byte{7}, 32)...))
 	f.Add(append([]byte{2}, bytes.Repeat([]byte{7}, 96)...))
+	f.Add(append([]byte{3}, bytes.Repeat([]byte{7}, 32)...))
+	f.Add(append([]byte{4}, bytes.Repeat([]byte{7}, 96)...))
+	f.Add(append([]byte{5}, bytes.Repeat([]byte{7}, 64)...))
+	f.Add(append([]byte{6}, bytes.Repeat([]byte{7}, 128)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := DecodeProof(b)
 		if err != nil {
