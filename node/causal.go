@@ -295,10 +295,12 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 		return true, nil
 	}
 	var blocked crdt.Dot
+	alone := true // everything x depends on is applied
 	ready := n.eachDep(x.d, func(c crdt.Dot) bool {
 		if n.applied.Contains(c) {
 			return true
 		}
+		alone = false
 		if w := n.parked.byDot[c]; w == nil || w.unproven || !w.ready {
 			blocked = c
 			return false
@@ -311,12 +313,16 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 	case x.d.IsStub() && !n.seen.Contains(x.d.Dot):
 		return wait(x.d.Dot, true)
 	}
-	if s, ok := n.blockedBy(x); ok {
-		return wait(s, true)
-	}
-	members, missing, ok := n.plan(x)
-	if !ok {
-		return wait(missing, false) // a ready delta it depends on was evicted
+	members := []*waiter{x}
+	if !alone {
+		if s, ok := n.blockedBy(x); ok {
+			return wait(s, true)
+		}
+		var missing crdt.Dot
+		var ok bool
+		if members, missing, ok = n.plan(x); !ok {
+			return wait(missing, false) // a ready delta it depends on was evicted
+		}
 	}
 	if on, ok := n.uncovered(members); ok {
 		if !n.namesWaitingStub(x.d) {
@@ -329,11 +335,9 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 		}
 		x.ready = true
 		n.parked.park(x, on)
-		joined, err := n.joinReady(ctx, g, now, res)
-		if err != nil || n.parked.byDot[x.d.Dot] != x {
+		if err := n.joinReady(ctx, g, now, res); err != nil || n.parked.byDot[x.d.Dot] != x {
 			return false, err
 		}
-		_ = joined
 		return true, n.retry(ctx, g, x.d.Dot, x, now, res)
 	}
 	if bad := n.unjoinable(members); bad != nil {
@@ -424,8 +428,8 @@ func (n *Node) namesWaitingStub(d *crdt.Delta) bool {
 // stub among them is named by another member or by the seen context. It
 // starts from every ready delta and drops, until none is left to drop, the
 // stubs nobody names and the deltas that depend on a dropped one. It
-// reports how many it joined. Caller holds mu.
-func (n *Node) joinReady(ctx context.Context, g *group, now int64, res *ApplyResult) (int, error) {
+// Caller holds mu.
+func (n *Node) joinReady(ctx context.Context, g *group, now int64, res *ApplyResult) error {
 	in := map[crdt.Dot]*waiter{}
 	for dot, w := range n.parked.byDot {
 		if w.ready && !w.unproven {
@@ -476,7 +480,7 @@ func (n *Node) joinReady(ctx context.Context, g *group, now int64, res *ApplyRes
 		work = append(work, dependents[m.d.Dot]...)
 	}
 	if len(in) == 0 {
-		return 0, nil
+		return nil
 	}
 	// Dependencies first.
 	var order []*waiter
@@ -501,14 +505,14 @@ func (n *Node) joinReady(ctx context.Context, g *group, now int64, res *ApplyRes
 		n.parked.remove(bad)
 		res.Refused++
 		n.stats.deltasRefused.Add(1)
-		return 0, nil
+		return nil
 	}
 	var joined []crdt.Dot
 	for _, m := range order {
 		n.parked.remove(m)
 		ok, err := n.joinRemote(ctx, g, m, now)
 		if err != nil {
-			return len(joined), err
+			return err
 		}
 		if !ok {
 			res.Refused++
@@ -519,10 +523,10 @@ func (n *Node) joinReady(ctx context.Context, g *group, now int64, res *ApplyRes
 	}
 	for _, dot := range joined {
 		if err := n.release(ctx, g, dot, now, res); err != nil {
-			return len(joined), err
+			return err
 		}
 	}
-	return len(joined), nil
+	return nil
 }
 
 // eachDep calls fn with each dot d depends on — the previous dot of its
@@ -575,6 +579,9 @@ func (n *Node) blockedBy(x *waiter) (crdt.Dot, bool) {
 // names and that the seen context lacks: it may not join yet. Caller holds
 // mu.
 func (n *Node) uncovered(members []*waiter) (crdt.Dot, bool) {
+	if len(members) == 1 { // x alone: settle checked that a stub is named
+		return crdt.Dot{}, false
+	}
 	named := map[crdt.Dot]bool{}
 	for _, m := range members {
 		for _, c := range m.d.Context {

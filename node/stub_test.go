@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
@@ -178,4 +179,90 @@ func dumpWaiting(n *Node) string {
 			dot, x.d.IsStub(), x.ready, x.unproven, x.on, n.applied.Contains(x.on), n.seen.Contains(dot), x.d.Context)
 	}
 	return s
+}
+
+// A forwarder cannot make a node lose a write by sending the stub of a
+// live delta: the stub waits, alone or with deltas that do not name its
+// dot, the node does not claim it (its applied context lacks it), and the
+// whole delta, from anyone, joins and replaces it.
+func TestStub_ForgedStubOfALiveDeltaLosesNothing(t *testing.T) {
+	ctx := context.Background()
+	a, c := openMem(t, signedConfig(t)), openMem(t, signedConfig(t))
+	sub := a.Subscribe(10)
+	defer sub.Close()
+	mustAdd(t, a, "k", `{"v":1}`)
+	d1 := (<-sub.C).Delta
+	mustAdd(t, a, "other", `{"v":2}`)
+	d2 := (<-sub.C).Delta
+	if d1.Proof.Sig == nil || d2.Proof.Sig == nil {
+		t.Fatal("each write of a lone writer is its own signed commit")
+	}
+	forged := crdt.Stub(d1) // keeps the signature: it proves the stub
+	if !forged.IsStub() {
+		t.Fatal("no stub")
+	}
+	if res := mustApply(t, c, forged); res.Waiting != 1 || res.New != 0 {
+		t.Fatalf("a lone stub: %+v, want it waiting", res)
+	}
+	if res := mustApply(t, c, forged, d2); res.New != 0 {
+		t.Fatalf("a stub with a delta that does not name it: %+v, want nothing joined", res)
+	}
+	if _, applied := c.Contexts(); applied.Contains(d1.Dot) || !c.Gap(d1.Dot) {
+		t.Fatalf("c claims the stubbed delta (%v) or sees no gap", applied)
+	}
+	if res := pull(t, a, c); res.New != 2 {
+		t.Fatalf("pull from the writer: %+v, want both deltas joined", res)
+	}
+	if it, err := c.Get(ctx, key("snapshots", "k")); err != nil || string(it.Metadata["v"]) != "1" {
+		t.Fatalf("k on c: %+v, %v", it, err)
+	}
+	if w := c.Stats().Waiting; w != 0 {
+		t.Fatalf("%d deltas still wait", w)
+	}
+}
+
+// A superseded delta is served as its stub, which joins on a node that
+// lacks both it and the delta that superseded it; the log keeps no copy
+// of the values, live or dead.
+func TestStub_SupersededDeltasAreServedAsStubs(t *testing.T) {
+	ctx := context.Background()
+	a, b := openMem(t, signedConfig(t)), openMem(t, signedConfig(t))
+	mustAdd(t, a, "k", `{"v":"first"}`)
+	mustAdd(t, a, "k", `{"v":"second"}`)
+	mustAdd(t, a, "gone", `{"v":"third"}`)
+	if err := a.Remove(ctx, key("snapshots", "gone")); err != nil {
+		t.Fatal(err)
+	}
+	ds := servedPart(t, a, b)
+	var kinds string
+	for _, d := range ds {
+		kinds += fmt.Sprintf("%v ", d.IsStub())
+	}
+	if kinds != "true false true false " {
+		t.Fatalf("served stubs: %s, want the overwritten and the removed add as stubs", kinds)
+	}
+	if res := mustApply(t, b, ds...); res.New != 4 || b.Stats().Waiting != 0 {
+		t.Fatalf("b joined %+v, want all 4 (the stubs wait until what names them comes)", res)
+	}
+	if got, want := itemsOf(ctx, b, []string{"k", "gone"}), itemsOf(ctx, a, []string{"k", "gone"}); got != want {
+		t.Fatalf("b holds %s, a %s", got, want)
+	}
+	// Nothing in a's or b's log holds a value.
+	for _, n := range []*Node{a, b} {
+		p, err := n.DeltasSince(ctx, 0, 100, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, seq := range p.Seqs {
+			e, err := n.store.Get(ctx, logSeqKey(seq))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range []string{"first", "second", "third"} {
+				if strings.Contains(string(e), v) {
+					t.Fatalf("log entry %d holds the value %q", seq, v)
+				}
+			}
+		}
+	}
 }
