@@ -149,6 +149,13 @@ func Complete(s *Delta, it *Item) (*Delta, bool) {
 
 // withoutDot returns a copy of it without the entries of dot.
 func withoutDot(it *Item, dot Dot) Item {
+	others := len(it.Presence) > 1 || (len(it.Presence) == 1 && it.Presence[0] != dot)
+	for _, es := range it.Fields {
+		others = others || len(es) > 1 || es[0].Dot != dot
+	}
+	if !others { // an add or write of new fields: nothing else
+		return Item{}
+	}
 	out := Item{Presence: slices.DeleteFunc(slices.Clone(it.Presence), func(p Dot) bool { return p == dot })}
 	if len(out.Presence) == 0 {
 		out.Presence = nil
@@ -195,7 +202,7 @@ func SplitDigest(d *Delta) (head, own Hash) {
 			b = appendDigestDot(b, p)
 		}
 	}
-	fields := make([]string, 0, len(d.Item.Fields))
+	fields := make([]string, 0, 16) // on the stack for most deltas
 	for f := range d.Item.Fields {
 		fields = append(fields, f)
 	}
