@@ -16,14 +16,7 @@ import (
 // the signature of the chain head there.
 func signedChain(tb testing.TB, n int, signAt ...uint64) ([]*Delta, [][]byte, ed25519.PrivateKey) {
 	tb.Helper()
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	r, err := NewKeyedReplicaID(pub, rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	r, key := keyedReplica(tb)
 	h := ChainStart(r)
 	var ds []*Delta
 	var encs [][]byte

@@ -358,14 +358,20 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 	if queued {
 		n.parked.drop(x)
 	}
+	return false, n.joinAll(ctx, g, members, now, res)
+}
+
+// joinAll joins members, in order, taking those still in the buffer out
+// of it, then joins what waited for them. Caller holds mu.
+func (n *Node) joinAll(ctx context.Context, g *group, members []*waiter, now int64, res *ApplyResult) error {
 	var joined []crdt.Dot
 	for _, m := range members {
-		if m != x {
+		if n.parked.byDot[m.d.Dot] == m {
 			n.parked.remove(m)
 		}
 		ok, err := n.joinRemote(ctx, g, m, now)
 		if err != nil {
-			return false, err
+			return err
 		}
 		if !ok {
 			res.Refused++
@@ -376,10 +382,10 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 	}
 	for _, dot := range joined {
 		if err := n.release(ctx, g, dot, now, res); err != nil {
-			return false, err
+			return err
 		}
 	}
-	return false, nil
+	return nil
 }
 
 // plan returns x's plan: the ready waiting deltas that x depends on,
@@ -507,26 +513,7 @@ func (n *Node) joinReady(ctx context.Context, g *group, now int64, res *ApplyRes
 		n.stats.deltasRefused.Add(1)
 		return nil
 	}
-	var joined []crdt.Dot
-	for _, m := range order {
-		n.parked.remove(m)
-		ok, err := n.joinRemote(ctx, g, m, now)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			res.Refused++
-			continue
-		}
-		res.New++
-		joined = append(joined, m.d.Dot)
-	}
-	for _, dot := range joined {
-		if err := n.release(ctx, g, dot, now, res); err != nil {
-			return err
-		}
-	}
-	return nil
+	return n.joinAll(ctx, g, order, now, res)
 }
 
 // eachDep calls fn with each dot d depends on — the previous dot of its
