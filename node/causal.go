@@ -320,7 +320,7 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 		}
 		var missing crdt.Dot
 		var ok bool
-		if members, missing, ok = n.plan(x); !ok {
+		if members, missing, ok = n.joinPlan(x); !ok {
 			return wait(missing, false) // a ready delta it depends on was evicted
 		}
 	}
@@ -388,10 +388,10 @@ func (n *Node) joinAll(ctx context.Context, g *group, members []*waiter, now int
 	return nil
 }
 
-// plan returns x's plan: the ready waiting deltas that x depends on,
+// joinPlan returns x's plan: the ready waiting deltas that x depends on,
 // directly or through one another, dependencies first, and x last; or a
 // dot they depend on that is neither applied nor ready. Caller holds mu.
-func (n *Node) plan(x *waiter) (members []*waiter, missing crdt.Dot, ok bool) {
+func (n *Node) joinPlan(x *waiter) (members []*waiter, missing crdt.Dot, ok bool) {
 	visited := map[crdt.Dot]bool{}
 	var visit func(d *crdt.Delta) bool
 	visit = func(d *crdt.Delta) bool {
