@@ -266,3 +266,38 @@ func TestStub_SupersededDeltasAreServedAsStubs(t *testing.T) {
 		}
 	}
 }
+
+// The seed's pending deltas carry stubs through their JSON form: a page
+// of a node whose add was overwritten joins whole on another node.
+func TestStub_PendingPageWithStubsThroughJSON(t *testing.T) {
+	ctx := context.Background()
+	a, b := openMem(t, signedConfig(t)), openMem(t, signedConfig(t))
+	mustAdd(t, a, "k", `{"v":"first"}`)
+	mustAdd(t, a, "k", `{"v":"second"}`)
+	p, err := a.GetDeltas(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Deltas) != 2 || !p.Deltas[0].IsStub() || p.Deltas[1].IsStub() {
+		t.Fatalf("pending page: %+v, want the overwritten add as a stub, then the overwrite", p.Deltas)
+	}
+	var ds []*crdt.Delta
+	for _, d := range p.Deltas {
+		j, err := d.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back crdt.Delta
+		if err := back.UnmarshalJSON(j); err != nil {
+			t.Fatalf("%s: %v", j, err)
+		}
+		ds = append(ds, &back)
+	}
+	// In either order: the stub waits for the overwrite that names it.
+	if res := mustApply(t, b, ds[1], ds[0]); res.New != 2 || b.Stats().Waiting != 0 {
+		t.Fatalf("b: %+v", res)
+	}
+	if got, want := itemsOf(ctx, b, []string{"k"}), itemsOf(ctx, a, []string{"k"}); got != want {
+		t.Fatalf("b holds %s, a %s", got, want)
+	}
+}
