@@ -46,6 +46,9 @@ type waiter struct {
 	// ready themselves, which waits only for stubs to be named (see
 	// settle).
 	ready bool
+	// call is the result of the ApplyDeltas call that brought it, whose
+	// Waiting count it leaves if it joins before that call returns.
+	call  *ApplyResult
 	elem  *list.Element
 	bytes int64
 }
@@ -159,6 +162,7 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, c
 	x := &waiter{d: d, enc: enc, next: chk.Next, bytes: int64(len(enc)), unproven: chk.Keyed && !chk.Proven}
 	if x.unproven {
 		n.enqueue(x)
+		x.call = res
 		res.Waiting++
 		return nil
 	}
@@ -285,6 +289,7 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 	wait := func(on crdt.Dot, ready bool) (bool, error) {
 		if !queued {
 			n.enqueue(x)
+			x.call = res
 		}
 		x.ready = ready
 		n.parked.park(x, on)
@@ -338,6 +343,9 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 		if err := n.joinReady(ctx, g, now, res); err != nil || n.parked.byDot[x.d.Dot] != x {
 			return false, err
 		}
+		if !queued {
+			x.call = res
+		}
 		return true, n.retry(ctx, g, x.d.Dot, x, now, res)
 	}
 	if bad := n.unjoinable(members); bad != nil {
@@ -378,6 +386,9 @@ func (n *Node) joinAll(ctx context.Context, g *group, members []*waiter, now int
 			continue
 		}
 		res.New++
+		if m.call == res {
+			res.Waiting-- // it waited within this call only
+		}
 		joined = append(joined, m.d.Dot)
 	}
 	for _, dot := range joined {

@@ -367,10 +367,11 @@ type ApplyResult struct {
 	// they unblocked.
 	New       int
 	Duplicate int // deltas already applied: nothing changed
-	// Waiting counts the deltas of the call that wait for a delta they
-	// depend on (an earlier dot of their replica, or a dot of their
-	// context) that this node has not applied, or for a later delta of
-	// their replica whose signature proves them; see causal.go. They are
+	// Waiting counts the deltas of the call that still wait when it
+	// returns, for a delta they depend on (an earlier dot of their
+	// replica, or a dot of their context) that this node has not applied,
+	// for a later delta of their replica whose signature proves them, or,
+	// for a stub, for a delta that names it; see causal.go. They are
 	// joined once it arrives; meanwhile they are not durable here.
 	Waiting int
 	// Refused counts valid deltas this node will not join: deltas of its
