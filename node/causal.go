@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 )
@@ -329,6 +331,19 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 			return wait(missing, false) // a ready delta it depends on was evicted
 		}
 	}
+	if bad := n.crossNamer(members); bad != nil {
+		res.Refused++
+		n.stats.deltasRefused.Add(1)
+		n.log.Debug("refusing a delta that names a waiting stub of another item", "dot", bad.d.Dot)
+		if bad != x {
+			n.parked.remove(bad)
+			return wait(bad.d.Dot, false)
+		}
+		if queued {
+			n.parked.drop(x)
+		}
+		return false, nil
+	}
 	if on, ok := n.uncovered(members); ok {
 		if !n.namesWaitingStub(x.d) {
 			return wait(on, true)
@@ -352,6 +367,8 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 		// A delta of the plan contradicts its replica's chain or needs
 		// room for a replica: joinRemote would refuse it, and stubs
 		// before it would join without what names them. Refuse it now.
+		res.Refused++
+		n.stats.deltasRefused.Add(1)
 		if bad != x {
 			n.parked.remove(bad)
 			return wait(bad.d.Dot, false)
@@ -359,8 +376,6 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 		if queued {
 			n.parked.drop(x)
 		}
-		res.Refused++
-		n.stats.deltasRefused.Add(1)
 		return false, nil
 	}
 	if queued {
@@ -433,7 +448,7 @@ func (n *Node) joinPlan(x *waiter) (members []*waiter, missing crdt.Dot, ok bool
 // named. Caller holds mu.
 func (n *Node) namesWaitingStub(d *crdt.Delta) bool {
 	for _, c := range d.Context {
-		if w := n.parked.byDot[c]; c != d.Dot && w != nil && w.ready && w.on == c {
+		if w := n.parked.byDot[c]; c != d.Dot && w != nil && w.ready && w.on == c && sameItem(w.d, d) {
 			return true
 		}
 	}
@@ -444,8 +459,8 @@ func (n *Node) namesWaitingStub(d *crdt.Delta) bool {
 // together: each depends only on applied dots and on members, and each
 // stub among them is named by another member or by the seen context. It
 // starts from every ready delta and drops, until none is left to drop, the
-// stubs nobody names and the deltas that depend on a dropped one. It
-// Caller holds mu.
+// stubs nobody names and the deltas that depend on a dropped one. Caller
+// holds mu.
 func (n *Node) joinReady(ctx context.Context, g *group, now int64, res *ApplyResult) error {
 	in := map[crdt.Dot]*waiter{}
 	for dot, w := range n.parked.byDot {
@@ -463,10 +478,16 @@ func (n *Node) joinReady(ctx context.Context, g *group, now int64, res *ApplyRes
 			return true
 		})
 		for _, c := range m.d.Context {
-			if c != m.d.Dot || !m.d.IsStub() {
+			if s := in[c]; s != nil && s != m && s.d.IsStub() && sameItem(s.d, m.d) {
 				namers[c]++
 			}
 		}
+	}
+	if bad := n.crossNamer(slices.Collect(maps.Values(in))); bad != nil {
+		n.parked.remove(bad)
+		res.Refused++
+		n.stats.deltasRefused.Add(1)
+		return nil
 	}
 	bad := func(m *waiter) bool {
 		if m.d.IsStub() && namers[m.d.Dot] == 0 && !n.seen.Contains(m.d.Dot) {
@@ -488,9 +509,9 @@ func (n *Node) joinReady(ctx context.Context, g *group, now int64, res *ApplyRes
 		}
 		delete(in, m.d.Dot)
 		for _, c := range m.d.Context {
-			if c != m.d.Dot || !m.d.IsStub() {
-				if namers[c]--; namers[c] == 0 && in[c] != nil && bad(in[c]) {
-					work = append(work, in[c])
+			if s := in[c]; s != nil && s.d.IsStub() && sameItem(s.d, m.d) {
+				if namers[c]--; bad(s) {
+					work = append(work, s)
 				}
 			}
 		}
@@ -567,33 +588,70 @@ func (n *Node) blockedBy(x *waiter) (crdt.Dot, bool) {
 		return crdt.Dot{}, false
 	}
 	s := w.on
-	if s == w.d.Dot || n.applied.Contains(s) || n.seen.Contains(s) || x.d.JoinCovers().Contains(s) {
+	if s == w.d.Dot || n.applied.Contains(s) || n.seen.Contains(s) {
+		return crdt.Dot{}, false
+	}
+	if st := n.parked.byDot[s]; st == nil || (x.d.JoinCovers().Contains(s) && sameItem(st.d, x.d)) {
 		return crdt.Dot{}, false
 	}
 	return s, true
 }
 
 // uncovered returns the dot of a stub among members that no other member
-// names and that the seen context lacks: it may not join yet. Caller holds
-// mu.
+// about the same item names and that the seen context lacks: it may not
+// join yet. Caller holds mu.
 func (n *Node) uncovered(members []*waiter) (crdt.Dot, bool) {
 	if len(members) == 1 { // x alone: settle checked that a stub is named
 		return crdt.Dot{}, false
 	}
+	stubs := map[crdt.Dot]*waiter{}
+	for _, m := range members {
+		if m.d.IsStub() {
+			stubs[m.d.Dot] = m
+		}
+	}
 	named := map[crdt.Dot]bool{}
 	for _, m := range members {
 		for _, c := range m.d.Context {
-			if c != m.d.Dot || !m.d.IsStub() {
+			if s := stubs[c]; s != nil && s != m && sameItem(s.d, m.d) {
 				named[c] = true
 			}
 		}
 	}
-	for _, m := range members {
-		if m.d.IsStub() && !named[m.d.Dot] && !n.seen.Contains(m.d.Dot) {
-			return m.d.Dot, true
+	for dot := range stubs {
+		if !named[dot] && !n.seen.Contains(dot) {
+			return dot, true
 		}
 	}
 	return crdt.Dot{}, false
+}
+
+// sameItem reports whether deltas a and b are about the same item.
+func sameItem(a, b *crdt.Delta) bool { return a.ID == b.ID && a.Collection == b.Collection }
+
+// crossNamer returns a member that names a stub among members about
+// another item: no honest delta does (a context names the writes the
+// operation observed on its own item), and joining it before the stub's
+// own namers would put the stub's dot in the seen context and drop the
+// entries those namers carry. Caller holds mu.
+func (n *Node) crossNamer(members []*waiter) *waiter {
+	if len(members) == 1 {
+		return nil
+	}
+	stubs := map[crdt.Dot]*waiter{}
+	for _, m := range members {
+		if m.d.IsStub() {
+			stubs[m.d.Dot] = m
+		}
+	}
+	for _, m := range members {
+		for _, c := range m.d.Context {
+			if s := stubs[c]; s != nil && s != m && !sameItem(s.d, m.d) {
+				return m
+			}
+		}
+	}
+	return nil
 }
 
 // unjoinable returns the first of members, joined in order, that

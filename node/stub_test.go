@@ -301,3 +301,27 @@ func TestStub_PendingPageWithStubsThroughJSON(t *testing.T) {
 		t.Fatalf("b holds %s, a %s", got, want)
 	}
 }
+
+// Only a delta about the stub's own item lets the stub join: a Byzantine
+// replica's delta about another item that names a live delta's dot does
+// not make a forged stub of it join, which would lose its values here
+// while every node holding the whole delta keeps them.
+func TestStub_NamerOfAnotherItemDoesNotCoverAStub(t *testing.T) {
+	ctx := context.Background()
+	a, victim, clean := openMem(t, signedConfig(t)), openMem(t, signedConfig(t)), openMem(t, signedConfig(t))
+	sub := a.Subscribe(10)
+	defer sub.Close()
+	mustAdd(t, a, "k", `{"v":1}`)
+	x := (<-sub.C).Delta
+	byz := newByzSigner(t)
+	b := byz.sign(t, forgedRemove(key("snapshots", "elsewhere"), byz.dot(), x.Dot), true)
+	mustApply(t, victim, crdt.Stub(x), b)
+	mustApply(t, clean, x, b)
+	pull(t, a, victim)
+	if got, want := itemsOf(ctx, victim, []string{"k"}), itemsOf(ctx, clean, []string{"k"}); got != want {
+		t.Fatalf("victim holds %s, a node that got the whole delta %s", got, want)
+	}
+	if _, err := victim.Get(ctx, key("snapshots", "k")); err != nil {
+		t.Fatalf("the live write is lost on the victim: %v", err)
+	}
+}
