@@ -331,10 +331,18 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 			return wait(missing, false) // a ready delta it depends on was evicted
 		}
 	}
-	if bad := n.crossNamer(members); bad != nil {
+	// A delta that names a waiting stub of another item, or that joinRemote
+	// would refuse (it contradicts its replica's chain or needs room for a
+	// replica) while stubs before it in the plan would join without what
+	// names them, is refused now.
+	bad := n.crossNamer(members)
+	if bad == nil {
+		bad = n.unjoinable(members)
+	}
+	if bad != nil {
 		res.Refused++
 		n.stats.deltasRefused.Add(1)
-		n.log.Debug("refusing a delta that names a waiting stub of another item", "dot", bad.d.Dot)
+		n.log.Debug("refusing a delta that names a waiting stub of another item, or that cannot join with its plan", "dot", bad.d.Dot)
 		if bad != x {
 			n.parked.remove(bad)
 			return wait(bad.d.Dot, false)
@@ -362,21 +370,6 @@ func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now
 			x.call = res
 		}
 		return true, n.retry(ctx, g, x.d.Dot, x, now, res)
-	}
-	if bad := n.unjoinable(members); bad != nil {
-		// A delta of the plan contradicts its replica's chain or needs
-		// room for a replica: joinRemote would refuse it, and stubs
-		// before it would join without what names them. Refuse it now.
-		res.Refused++
-		n.stats.deltasRefused.Add(1)
-		if bad != x {
-			n.parked.remove(bad)
-			return wait(bad.d.Dot, false)
-		}
-		if queued {
-			n.parked.drop(x)
-		}
-		return false, nil
 	}
 	if queued {
 		n.parked.drop(x)
