@@ -545,9 +545,12 @@ func (n *Node) commitOnce() {
 }
 
 // signGroup signs the chain head after g's last write of this node's own
-// replica, in its log entry, its change and the replica's chain head, so
-// that gossip, which carries each group's writes together, carries their
-// proof. Caller holds mu.
+// replica, in its change and the replica's chain head, so that gossip,
+// which carries each group's writes together, carries their proof. The
+// log entry is not rewritten with the signature: whoever serves this
+// replica's deltas from the log signs the end of what it serves
+// (DeltasFor, Attest), so a stored one would only take 64 bytes per
+// commit. Caller holds mu.
 func (n *Node) signGroup(g *group) {
 	for i := len(g.changes) - 1; i >= 0; i-- {
 		c := g.changes[i]
@@ -558,9 +561,6 @@ func (n *Node) signGroup(g *group) {
 		if c.Delta.Proof.Sig == nil {
 			return
 		}
-		entry := logEntry(c.Encoded, c.Delta.Proof, true)
-		n.meta.Bytes += int64(crdt.SigSize)
-		n.put(g, logSeqKey(c.Seq), entry)
 		if h := n.heads[n.replica]; h.Counter == c.Delta.Dot.Counter {
 			h.Sig = c.Delta.Proof.Sig
 			n.heads[n.replica] = h
