@@ -121,8 +121,13 @@ func (d *Delta) Validate() error {
 	if d.Op == OpAdd && !slices.Contains(d.Item.Presence, d.Dot) {
 		return fmt.Errorf("%w: add delta lacks its presence dot", ErrInvalid)
 	}
-	if d.Proof.Sig != nil && (len(d.Proof.Sig) != SigSize || d.Proof.Prev.IsZero()) {
-		return fmt.Errorf("%w: delta %s: a signature of %d bytes needs a chain hash and %d bytes", ErrInvalid, d.Dot, len(d.Proof.Sig), SigSize)
+	return d.Proof.check(d.Dot)
+}
+
+// check validates the proof of the delta with dot.
+func (p *Proof) check(dot Dot) error {
+	if p.Sig != nil && (len(p.Sig) != SigSize || p.Prev.IsZero()) {
+		return fmt.Errorf("%w: delta %s: a signature of %d bytes needs a chain hash and %d bytes", ErrInvalid, dot, len(p.Sig), SigSize)
 	}
 	return nil
 }
