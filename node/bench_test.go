@@ -172,19 +172,19 @@ func benchDeltas(tb testing.TB, signed bool) *benchPool {
 	return pool
 }
 
-// decode decodes the pool's deltas i..j-1, with their proofs.
-func (p *benchPool) decode(tb testing.TB, i, j int) []*crdt.Delta {
+// decode decodes the pool's deltas i..j-1 with their proofs, sealed, as
+// p2p decodes a peer's.
+func (p *benchPool) decode(tb testing.TB, i, j int) []*crdt.Sealed {
 	tb.Helper()
-	out := make([]*crdt.Delta, j-i)
+	out := make([]*crdt.Sealed, j-i)
 	for k := range out {
-		d, err := crdt.DecodeDelta(p.encs[i+k])
-		if err == nil {
-			d.Proof, err = crdt.DecodeProof(p.proofs[i+k])
-		}
+		pr, err := crdt.DecodeProof(p.proofs[i+k])
 		if err != nil {
 			tb.Fatal(err)
 		}
-		out[k] = d
+		if out[k], err = crdt.DecodeSealed(p.encs[i+k], pr); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	return out
 }
@@ -194,8 +194,9 @@ func (p *benchPool) decode(tb testing.TB, i, j int) []*crdt.Delta {
 const benchChunk = 10_000
 
 // BenchmarkApplyDeltas applies remote add deltas in batches of benchBatch,
-// one caller. Deltas are decoded benchChunk at a time with the timer
-// stopped (decoding is the transport's work). When the pool of pre-made
+// one caller, sealed as p2p seals a peer's (ApplySealed). Deltas are
+// decoded benchChunk at a time with the timer stopped (decoding is the
+// transport's work). When the pool of pre-made
 // deltas is used up, the rest goes to a fresh node (outside the timer),
 // since re-applying would only measure the duplicate check. The signed
 // variants apply a signed node's deltas, proofs checked, on a signed
@@ -234,7 +235,7 @@ func BenchmarkApplyDeltas(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			next, joined, waiting := 0, 0, 0
-			var chunk []*crdt.Delta
+			var chunk []*crdt.Sealed
 			for done := 0; done < b.N; {
 				if len(chunk) == 0 {
 					b.StopTimer()
@@ -249,7 +250,7 @@ func BenchmarkApplyDeltas(b *testing.B) {
 					b.StartTimer()
 				}
 				k := min(benchBatch, len(chunk))
-				res, err := n.ApplyDeltas(ctx, chunk[:k])
+				res, err := n.ApplySealed(ctx, chunk[:k])
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -471,7 +472,7 @@ func benchCatalog(b *testing.B) *Node {
 			// sub-benchmarks and by -count repetitions.
 			n := benchOpenMem(b, testConfig(nil))
 			for i := 0; i < len(pool.encs); i += 1000 {
-				if _, err := n.ApplyDeltas(context.Background(), pool.decode(b, i, min(i+1000, len(pool.encs)))); err != nil {
+				if _, err := n.ApplySealed(context.Background(), pool.decode(b, i, min(i+1000, len(pool.encs)))); err != nil {
 					b.Fatal(err)
 				}
 			}

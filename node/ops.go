@@ -271,37 +271,53 @@ func (n *Node) ApplyDelta(ctx context.Context, d *crdt.Delta) (ApplyResult, erro
 	return n.ApplyDeltas(ctx, []*crdt.Delta{d})
 }
 
-// ApplyDeltas joins remote deltas, in any order, and returns once the ones
-// it joined are durable. Every delta is validated first, and the
-// signatures of its proof checked (crdt.CheckProofs): if any fails, none
+// ApplyDeltas seals remote deltas (crdt.Seal: each is validated and
+// encoded once) and joins them as ApplySealed does. If one fails to seal,
+// none is applied and the error names its index. The node keeps its own
+// copies: the caller may reuse deltas.
+func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResult, error) {
+	sealed := make([]*crdt.Sealed, len(deltas))
+	for i, d := range deltas {
+		if d == nil {
+			n.stats.deltasRejected.Add(1)
+			return ApplyResult{}, fmt.Errorf("delta %d: %w: nil", i, crdt.ErrInvalid)
+		}
+		s, err := crdt.Seal(d)
+		if err != nil {
+			n.stats.deltasRejected.Add(1)
+			return ApplyResult{}, fmt.Errorf("delta %d (%s): %w", i, d.Dot, err)
+		}
+		sealed[i] = s
+	}
+	return n.ApplySealed(ctx, sealed)
+}
+
+// ApplySealed joins remote deltas, in any order, and returns once the ones
+// it joined are durable. They were validated and encoded when they were
+// sealed (crdt.DecodeSealed, crdt.Seal) and are not again; the signatures
+// of their proofs are checked first (crdt.CheckProofs): if one fails, none
 // is applied and the error names its index. A delta of a keyed replica is
 // joined only if a signature of its origin covers it, and a delta of a
 // replica that is not keyed only by a node without Config.Key; others are
 // refused. A delta is joined only
 // once every delta it depends on is applied (causal delivery, see
 // causal.go); until then it waits in memory, and it is joined by whichever
-// later call applies its last dependency. A delta that passes validation
-// but cannot be joined (its item would exceed crdt.MaxItemBytes, or the
-// store fails to read) stops the call there: the deltas before it stay
-// applied. A delta already applied changes nothing and counts as a
-// duplicate. New deltas are logged under their own dots, so this node can
-// serve them to others, and are passed to subscribers.
-func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResult, error) {
+// later call applies its last dependency. A delta that cannot be joined
+// (its item would exceed crdt.MaxItemBytes, or the store fails to read)
+// stops the call there: the deltas before it stay applied. A delta already
+// applied changes nothing and counts as a duplicate. New deltas are logged
+// under their own dots, so this node can serve them to others, and are
+// passed to subscribers.
+func (n *Node) ApplySealed(ctx context.Context, sealed []*crdt.Sealed) (ApplyResult, error) {
 	var res ApplyResult
-	encs := make([][]byte, len(deltas))
-	for i, d := range deltas {
-		if d == nil {
+	deltas := make([]*crdt.Delta, len(sealed))
+	encs := make([][]byte, len(sealed))
+	for i, s := range sealed {
+		if s == nil || s.Delta() == nil {
 			n.stats.deltasRejected.Add(1)
 			return res, fmt.Errorf("delta %d: %w: nil", i, crdt.ErrInvalid)
 		}
-		err := d.Validate()
-		if err == nil {
-			encs[i], err = crdt.EncodeDelta(d)
-		}
-		if err != nil {
-			n.stats.deltasRejected.Add(1)
-			return res, fmt.Errorf("delta %d (%s): %w", i, d.Dot, err)
-		}
+		deltas[i], encs[i] = s.Delta(), s.Bytes()
 	}
 	checked, err := crdt.CheckProofs(deltas, encs)
 	if err != nil {
