@@ -249,16 +249,26 @@ func JoinItem(a *Item, actx DotSet, b *Item, bctx DotSet) *Item {
 // emptyItem stands for a nil item in JoinItem; it is never modified.
 var emptyItem Item
 
-// noneIn reports whether ds holds no dot of it.
+// noneIn reports whether ds holds no dot of it. The dots of an item
+// written by one operation are mostly one dot, looked up once.
 func noneIn(it *Item, ds DotSet) bool {
+	var last Dot
+	looked := false
+	in := func(d Dot) bool {
+		if looked && d == last {
+			return false
+		}
+		last, looked = d, true
+		return ds.Contains(d)
+	}
 	for _, d := range it.Presence {
-		if ds.Contains(d) {
+		if in(d) {
 			return false
 		}
 	}
 	for _, es := range it.Fields {
 		for _, e := range es {
-			if ds.Contains(e.Dot) {
+			if in(e.Dot) {
 				return false
 			}
 		}
