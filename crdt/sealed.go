@@ -13,7 +13,9 @@ import (
 // Seal, which validates and encodes a Delta once. Whoever joins it can
 // trust both without checking or encoding it again. Its fields are
 // unexported, so code outside this package cannot make one whose bytes and
-// delta disagree; the zero Sealed holds no delta (Delta returns nil) and
+// delta disagree; the delta and bytes it hands out are shared, read-only
+// views (Go has no const; copying them for every reader would cost what
+// sealing saves). The zero Sealed holds no delta (Delta returns nil), and
 // node rejects it. A Sealed is safe for concurrent use.
 type Sealed struct {
 	d   *Delta
