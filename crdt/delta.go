@@ -75,6 +75,29 @@ func (d *Delta) Kind() string {
 // Covers returns Context as a DotSet.
 func (d *Delta) Covers() DotSet { return dotList(d.Context) }
 
+// JoinInto returns the join of item cur, whose causal context is seen, with
+// the delta, as JoinItem(cur, seen, &d.Item, d.Covers()) does; d must be
+// valid (see Validate). Neither is modified. For the common case — cur is
+// empty and seen holds no dot of d's context, so the delta brings a new
+// item — it is d's own Item, found with a lookup per context dot (every
+// dot of d's item is in its context).
+func (d *Delta) JoinInto(cur *Item, seen DotSet) *Item {
+	if cur.Empty() && noneSeen(d.Context, seen) {
+		return &d.Item
+	}
+	return JoinItem(cur, seen, &d.Item, dotList(d.Context))
+}
+
+// noneSeen reports whether seen holds none of ds.
+func noneSeen(ds []Dot, seen DotSet) bool {
+	for _, x := range ds {
+		if seen.Contains(x) {
+			return false
+		}
+	}
+	return true
+}
+
 // Validate checks that d is well formed: valid names, dots and
 // timestamps, sorted dot lists, every entry's dot in Context, values that are
 // valid compact JSON, and the size limits. A delta that passes can be joined

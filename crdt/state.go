@@ -35,7 +35,7 @@ func (s *State) Apply(d *Delta) bool {
 		return false
 	}
 	k := d.Key()
-	it := JoinItem(s.Items[k], s.Seen, &d.Item, d.Covers())
+	it := d.JoinInto(s.Items[k], s.Seen)
 	if it.Empty() {
 		delete(s.Items, k)
 	} else {

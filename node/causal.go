@@ -158,9 +158,9 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, c
 		}
 		n.parked.remove(y) // a proven delta replaces one that was not
 	}
-	if !chk.Keyed {
-		d = withProof(d, crdt.Proof{})
-	} else if chk.Sig == nil && d.Proof.Sig != nil {
+	if !chk.Keyed && (!d.Proof.Prev.IsZero() || d.Proof.Sig != nil) {
+		d = withProof(d, crdt.Proof{}) // a replica that is not keyed has no chain
+	} else if chk.Keyed && chk.Sig == nil && d.Proof.Sig != nil {
 		d = withProof(d, crdt.Proof{Prev: d.Proof.Prev}) // keep only signatures that were checked
 	}
 	x := &waiter{d: d, enc: enc, next: chk.Next, bytes: int64(len(enc)), unproven: chk.Keyed && !chk.Proven}

@@ -203,7 +203,7 @@ func (n *Node) chainBefore(dot crdt.Dot) (crdt.Hash, error) {
 // crdt.ErrTooLarge. Caller holds mu.
 func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, next crdt.Hash, local bool) (*crdt.Item, error) {
 	k := d.Key()
-	post := crdt.JoinItem(cur, n.seen, &d.Item, d.Covers())
+	post := d.JoinInto(cur, n.seen)
 	var item []byte
 	if !post.Empty() {
 		var err error
