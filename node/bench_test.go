@@ -6,6 +6,7 @@ import (
 	"runtime/pprof"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,11 +235,14 @@ func BenchmarkApplyDeltas(b *testing.B) {
 			n := bc.open(b)
 			b.ReportAllocs()
 			b.ResetTimer()
+			var cpu cpuClock
+			cpu.start()
 			next, joined, waiting := 0, 0, 0
 			var chunk []*crdt.Sealed
 			for done := 0; done < b.N; {
 				if len(chunk) == 0 {
 					b.StopTimer()
+					cpu.stop()
 					if next == len(pool.encs) {
 						waiting += n.Stats().Waiting
 						if err := n.Close(); err != nil {
@@ -247,6 +251,7 @@ func BenchmarkApplyDeltas(b *testing.B) {
 						n, next = bc.open(b), 0
 					}
 					chunk = pool.decode(b, next, min(next+benchChunk, len(pool.encs), next+b.N-done))
+					cpu.start()
 					b.StartTimer()
 				}
 				k := min(benchBatch, len(chunk))
@@ -260,7 +265,9 @@ func BenchmarkApplyDeltas(b *testing.B) {
 				done += k
 			}
 			b.StopTimer()
+			cpu.stop()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deltas/s")
+			b.ReportMetric(float64(cpu.total.Nanoseconds())/1e3/float64(b.N), "cpu-us/delta")
 			if waiting += n.Stats().Waiting; joined+waiting != b.N || waiting > benchBatch {
 				b.Fatalf("of %d deltas %d joined and %d wait", b.N, joined, waiting)
 			}
@@ -270,6 +277,26 @@ func BenchmarkApplyDeltas(b *testing.B) {
 		})
 	}
 }
+
+// cpuClock sums the CPU time of the whole process (user and system, all
+// threads: the caller, the commit goroutine, LevelDB's compaction, the
+// garbage collector) over the spans between start and stop. Unlike wall
+// time, other processes on a shared machine change it little, so it
+// compares two trees when the machine is not quiet.
+type cpuClock struct {
+	total, from time.Duration
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func (c *cpuClock) start() { c.from = processCPU() }
+func (c *cpuClock) stop()  { c.total += processCPU() - c.from }
 
 // benchOpenDir opens a node on a fresh on-disk LevelDB; the caller closes
 // it.
