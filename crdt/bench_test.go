@@ -204,3 +204,31 @@ func BenchmarkDecodeItem(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEncodeJoined encodes the item that an add delta brings, as
+// node's join does: from the delta's encoding, and for comparison with
+// EncodeItem.
+func BenchmarkEncodeJoined(b *testing.B) {
+	d := benchAddDelta(b)
+	enc, err := EncodeDelta(d)
+	if err != nil {
+		b.Fatal(err)
+	}
+	post := d.JoinInto(nil, NewContext())
+	b.Run("from-delta", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := EncodeJoined(d, enc, post); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("EncodeItem", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := EncodeItem(post); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

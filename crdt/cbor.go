@@ -1004,3 +1004,77 @@ func distinctSpans(b []byte, spans []span) bool {
 	}
 	return true
 }
+
+// encodeNewItem returns encodeItemRecord(&d.Item) for a delta whose item
+// is what one operation wrote: every entry under the delta's own dot and
+// timestamp, and no presence dot but its own. It writes the record from
+// enc, d's encoding, copying field names and values in the order enc
+// holds them (CBOR key order, the item record's too), so it neither walks
+// d's field map nor sorts it; a lookup per field checks that enc holds
+// d's fields and values. It returns nil, for the caller to encode the
+// item itself, if d's item has another shape or enc is not d's record.
+func encodeNewItem(d *Delta, enc []byte) []byte {
+	it := &d.Item
+	if len(it.Fields) == 0 || len(it.Presence) > 1 || (len(it.Presence) == 1 && it.Presence[0] != d.Dot) {
+		return nil
+	}
+	raw := getRaw()
+	defer putRaw(raw)
+	if !parseDelta(enc, raw) || len(raw.table) == 0 || raw.counter != d.Dot.Counter || raw.ts != uint64(d.TS) ||
+		len(raw.fields) != len(it.Fields) {
+		return nil
+	}
+	if own := raw.table[0]; string(enc[own.start:own.end]) != string(d.Dot.Replica) {
+		return nil
+	}
+	if len(it.Presence) == 1 {
+		if len(raw.presence) != 2 || raw.presence[0] != 0 || raw.presence[1] != d.Dot.Counter {
+			return nil
+		}
+	} else if len(raw.presence) != 0 {
+		return nil
+	}
+	// The field names of enc are distinct (the parser requires them in
+	// increasing order) and as many as d's: each found in d, with one
+	// entry of d's dot, timestamp and value, makes them d's fields.
+	for _, f := range raw.fields {
+		if f.end-f.first != 1 {
+			return nil
+		}
+		e := &raw.entries[f.first]
+		es := it.Fields[string(enc[f.name.start:f.name.end])]
+		if e.hasDot || e.hasTS || e.val.start < 0 || len(es) != 1 || es[0].Dot != d.Dot || es[0].TS != d.TS ||
+			string(es[0].Value) != string(enc[e.val.start:e.val.end]) {
+			return nil
+		}
+	}
+	// [4, version, [own replica], presence, {name: [{1: value, 2: [0,
+	// counter], 3: ts}], ...}]
+	var tail [24]byte
+	t := append(tail[:0], cborUint|2, cborArray|2, cborUint|0)
+	t = appendHead(t, cborUint, d.Dot.Counter)
+	t = append(t, cborUint|3)
+	t = appendHead(t, cborUint, uint64(d.TS))
+	own := raw.table[0]
+	size := 8 + own.end - own.start + 12 + len(enc) + len(raw.fields)*(len(t)+4)
+	b := make([]byte, 0, size)
+	b = append(b, cborArray|4, cborUint|FormatVersion, cborArray|1)
+	b = appendText(b, string(d.Dot.Replica))
+	if len(it.Presence) == 0 {
+		b = append(b, cborNull)
+	} else {
+		b = append(b, cborArray|2, cborUint|0)
+		b = appendHead(b, cborUint, d.Dot.Counter)
+	}
+	b = appendHead(b, cborMap, uint64(len(raw.fields)))
+	for _, f := range raw.fields {
+		v := raw.entries[f.first].val
+		b = appendHead(b, cborText, uint64(f.name.end-f.name.start))
+		b = append(b, enc[f.name.start:f.name.end]...)
+		b = append(b, cborArray|1, cborMap|3, cborUint|1)
+		b = appendHead(b, cborBytes, uint64(v.end-v.start))
+		b = append(b, enc[v.start:v.end]...)
+		b = append(b, t...)
+	}
+	return b
+}

@@ -211,6 +211,23 @@ func EncodeItem(it *Item) ([]byte, error) {
 	return b, nil
 }
 
+// EncodeJoined returns EncodeItem(post) for post, the item that joining
+// delta d gave (Delta.JoinInto), where enc is EncodeDelta(d). When post is
+// d's own item — the delta brought a new item — the record is written from
+// enc's field names and values as they lie, without walking and sorting
+// d's fields; an enc that is not d's record is noticed and ignored.
+func EncodeJoined(d *Delta, enc []byte, post *Item) ([]byte, error) {
+	if post == &d.Item {
+		if b := encodeNewItem(d, enc); b != nil {
+			if len(b) > MaxItemBytes {
+				return nil, fmt.Errorf("encode item: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxItemBytes)
+			}
+			return b, nil
+		}
+	}
+	return EncodeItem(post)
+}
+
 // DecodeItem decodes and validates an item record.
 func DecodeItem(b []byte) (*Item, error) { return decodeItem(b, true) }
 

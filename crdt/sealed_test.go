@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"slices"
@@ -256,5 +257,58 @@ func FuzzDecodeSealed(f *testing.F) {
 		if err != nil || !reflect.DeepEqual(again, s) {
 			t.Fatalf("Seal of the decoded delta: %+v, %v; want %+v", again, err, s)
 		}
+		requireEncodeJoined(t, s.Delta(), s.Bytes())
+		requireEncodeJoined(t, s.Delta(), b)
 	})
+}
+
+// requireEncodeJoined fails unless EncodeJoined(d, enc, &d.Item) is
+// EncodeItem(&d.Item), whether or not enc is d's record.
+func requireEncodeJoined(t interface {
+	Helper()
+	Fatalf(string, ...any)
+}, d *Delta, enc []byte) {
+	t.Helper()
+	want, werr := EncodeItem(&d.Item)
+	got, err := EncodeJoined(d, enc, &d.Item)
+	if !sameError(err, werr) || !bytes.Equal(got, want) {
+		t.Fatalf("EncodeJoined of %s:\n %x, %v\nEncodeItem:\n %x, %v", d.Dot, got, err, want, werr)
+	}
+}
+
+// TestEncodeJoined_NewItem: the record of a new item written from its
+// delta's encoding is EncodeItem's, and an encoding of another delta
+// changes nothing.
+func TestEncodeJoined_NewItem(t *testing.T) {
+	samples := sealSamples(t)
+	fast := 0
+	for i, d := range samples {
+		enc := mustEncodeDelta(t, d)
+		if encodeNewItem(d, enc) != nil {
+			fast++
+		}
+		requireEncodeJoined(t, d, enc)
+		requireEncodeJoined(t, d, mustEncodeDelta(t, samples[(i+1)%len(samples)]))
+		post := d.JoinInto(nil, NewContext())
+		want := mustEncodeItem(t, post)
+		if got, err := EncodeJoined(d, enc, post); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: %x, %v; want %x", d.Dot, got, err, want)
+		}
+	}
+	if fast == 0 {
+		t.Error("no sample delta takes the fast path")
+	}
+	// An add whose values differ from its encoding's, and one with a
+	// field more.
+	d := samples[0]
+	enc := mustEncodeDelta(t, d)
+	other := *d
+	other.Item = *d.Item.Clone()
+	for _, es := range other.Item.Fields {
+		es[0].Value = json.RawMessage(`"other"`)
+		break
+	}
+	requireEncodeJoined(t, &other, enc)
+	other.Item.Fields["extra"] = []Entry{{Dot: d.Dot, TS: d.TS, Value: json.RawMessage("1")}}
+	requireEncodeJoined(t, &other, enc)
 }

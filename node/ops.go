@@ -207,7 +207,7 @@ func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, next cr
 	var item []byte
 	if !post.Empty() {
 		var err error
-		if item, err = crdt.EncodeItem(post); err != nil {
+		if item, err = crdt.EncodeJoined(d, enc, post); err != nil {
 			return nil, fmt.Errorf("item %s with delta %s: %w", k, d.Dot, err)
 		}
 	}
