@@ -299,15 +299,14 @@ func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResu
 // is applied and the error names its index. A delta of a keyed replica is
 // joined only if a signature of its origin covers it, and a delta of a
 // replica that is not keyed only by a node without Config.Key; others are
-// refused. A delta is joined only
-// once every delta it depends on is applied (causal delivery, see
-// causal.go); until then it waits in memory, and it is joined by whichever
-// later call applies its last dependency. A delta that cannot be joined
-// (its item would exceed crdt.MaxItemBytes, or the store fails to read)
-// stops the call there: the deltas before it stay applied. A delta already
-// applied changes nothing and counts as a duplicate. New deltas are logged
-// under their own dots, so this node can serve them to others, and are
-// passed to subscribers.
+// refused. A delta is joined only once every delta it depends on is
+// applied (causal delivery, see causal.go); until then it waits in memory,
+// and it is joined by whichever later call applies its last dependency. A
+// delta that cannot be joined (its item would exceed crdt.MaxItemBytes, or
+// the store fails to read) stops the call there: the deltas before it stay
+// applied. A delta already applied changes nothing and counts as a
+// duplicate. New deltas are logged under their own dots, so this node can
+// serve them to others, and are passed to subscribers.
 func (n *Node) ApplySealed(ctx context.Context, sealed []*crdt.Sealed) (ApplyResult, error) {
 	var res ApplyResult
 	deltas := make([]*crdt.Delta, len(sealed))
