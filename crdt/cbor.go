@@ -1051,7 +1051,7 @@ func encodeNewItem(d *Delta, enc []byte) []byte {
 	// [4, version, [own replica], presence, {name: [{1: value, 2: [0,
 	// counter], 3: ts}], ...}]
 	var tail [24]byte
-	t := append(tail[:0], cborUint|2, cborArray|2, cborUint|0)
+	t := append(tail[:0], cborUint|2, cborArray|2, cborUint) // replica index 0
 	t = appendHead(t, cborUint, d.Dot.Counter)
 	t = append(t, cborUint|3)
 	t = appendHead(t, cborUint, uint64(d.TS))
@@ -1063,7 +1063,7 @@ func encodeNewItem(d *Delta, enc []byte) []byte {
 	if len(it.Presence) == 0 {
 		b = append(b, cborNull)
 	} else {
-		b = append(b, cborArray|2, cborUint|0)
+		b = append(b, cborArray|2, cborUint) // replica index 0
 		b = appendHead(b, cborUint, d.Dot.Counter)
 	}
 	b = appendHead(b, cborMap, uint64(len(raw.fields)))
