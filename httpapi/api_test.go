@@ -131,7 +131,7 @@ func TestAPI_Items(t *testing.T) {
 		{name: "patch not object", req: request{"PATCH", "/snapshots/metadata/snap2", ctPatch, `[]`, nil}, want: 400},
 
 		// DELETE /{collection}/remove/{id}
-		{name: "remove", req: request{"DELETE", "/images/remove/img2", "", "", nil}, want: 200, substr: `{"removed":"img2"}`},
+		{name: "remove", req: request{"DELETE", "/images/remove/img2", "", "", nil}, want: 200, substr: `{"removed":"img2","causal_token":"`},
 		{name: "remove again", req: request{"DELETE", "/images/remove/img2", "", "", nil}, want: 404},
 		{name: "get removed", req: request{"GET", "/images/img2", "", "", nil}, want: 404},
 		{name: "remove bad id", req: request{"DELETE", "/images/remove/-%00", "", "", nil}, want: 400},

@@ -13,6 +13,7 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"PATCH", "/snapshots/metadata/x"},
 	{"POST", "/crdt/delta/clear"},
 	{"POST", "/crdt/state"},
+	{"POST", "/snapshots/batch"},
 }
 
 // FuzzDecodeRequest sends random bodies and content types through the
@@ -34,7 +35,10 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add(uint8(5), ctState, state)
 	f.Add(uint8(5), ctOctets, state[:len(state)-1])
 	f.Add(uint8(5), ctState, append(state[:len(state)/2:len(state)/2], 0x01, 0xff))
-	allowed := map[int]bool{200: true, 201: true, 400: true, 404: true, 413: true, 415: true}
+	f.Add(uint8(6), ctJSON, []byte(`{"ops":[{"op":"add","id":"y","metadata":{"a":1}},{"op":"patch","id":"x","metadata":{"a":null}},{"op":"remove","id":"y"}]}`))
+	f.Add(uint8(6), ctJSON, []byte(`{"ops":[{"op":"create","id":"x"}]}`))
+	// 412: a batch's create of a present item.
+	allowed := map[int]bool{200: true, 201: true, 400: true, 404: true, 412: true, 413: true, 415: true}
 	f.Fuzz(func(t *testing.T, route uint8, ct string, body []byte) {
 		rt := fuzzRoutes[int(route)%len(fuzzRoutes)]
 		r := request{rt.method, rt.path, ct, string(body), nil}.build()

@@ -33,6 +33,9 @@ type itemJSON struct {
 	Collection string                    `json:"collection"`
 	Metadata   crdt.Document             `json:"metadata"`
 	Conflicts  map[string][]conflictJSON `json:"conflicts,omitzero"`
+	// CausalToken is the token of the write that returned the item
+	// (also in the Crdt-Causal-Token header); absent on reads.
+	CausalToken string `json:"causal_token,omitempty"`
 }
 
 // conflictJSON is one losing write of a field.
@@ -114,9 +117,17 @@ func (s *Server) handleAdd(coll string) handlerFunc {
 			return err
 		}
 		w.Header().Set("Location", "/"+coll+"/"+k.ID)
-		s.writeJSON(w, r, http.StatusCreated, toItem(it, false))
+		s.writeJSON(w, r, http.StatusCreated, s.written(w, it))
 		return nil
 	}
+}
+
+// written renders the item a write returned, with the write's causal
+// token, which it also sets as the response's Crdt-Causal-Token header.
+func (s *Server) written(w http.ResponseWriter, it node.Item) itemJSON {
+	out := toItem(it, false)
+	out.CausalToken = setToken(w, tokenOf(it))
+	return out
 }
 
 // createOnlyPrecondition reports whether the request asks for a
@@ -133,6 +144,12 @@ func createOnlyPrecondition(r *http.Request) (bool, error) {
 	return false, badRequest("If-None-Match: only * is supported (add only if absent); this API issues no entity tags")
 }
 
+// removedJSON is the body of a remove's response.
+type removedJSON struct {
+	Removed     string `json:"removed"`
+	CausalToken string `json:"causal_token"`
+}
+
 // handleRemove serves DELETE /{collection}/remove/{id}.
 func (s *Server) handleRemove(coll string) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
@@ -140,10 +157,15 @@ func (s *Server) handleRemove(coll string) handlerFunc {
 		if err != nil {
 			return err
 		}
-		if err := s.c.Remove(r.Context(), k); err != nil {
+		// A batch of one, for the dot of the remove.
+		items, err := s.c.Batch(r.Context(), []node.Op{{Kind: node.OpRemove, Key: k}})
+		if be := (*node.BatchError)(nil); errors.As(err, &be) {
+			err = be.Err
+		}
+		if err != nil {
 			return err
 		}
-		s.writeJSON(w, r, http.StatusOK, map[string]string{"removed": k.ID})
+		s.writeJSON(w, r, http.StatusOK, removedJSON{k.ID, setToken(w, tokenOf(items...))})
 		return nil
 	}
 }
@@ -167,7 +189,7 @@ func (s *Server) handleReplace(coll string) handlerFunc {
 		if err != nil {
 			return err
 		}
-		s.writeJSON(w, r, http.StatusOK, toItem(it, false))
+		s.writeJSON(w, r, http.StatusOK, s.written(w, it))
 		return nil
 	}
 }
@@ -191,7 +213,7 @@ func (s *Server) handlePatch(coll string) handlerFunc {
 		if err != nil {
 			return err
 		}
-		s.writeJSON(w, r, http.StatusOK, toItem(it, false))
+		s.writeJSON(w, r, http.StatusOK, s.written(w, it))
 		return nil
 	}
 }
@@ -205,6 +227,9 @@ func (s *Server) handleGet(coll string) handlerFunc {
 		}
 		conflicts, err := boolParam(r.URL.Query(), "conflicts")
 		if err != nil {
+			return err
+		}
+		if err := s.waitAfter(r); err != nil {
 			return err
 		}
 		it, err := s.c.Get(r.Context(), k)
@@ -235,6 +260,9 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) error {
 	}
 	conflicts, err := boolParam(params, "conflicts")
 	if err != nil {
+		return err
+	}
+	if err := s.waitAfter(r); err != nil {
 		return err
 	}
 	page, err := s.c.Query(r.Context(), coll, params.Get("q"), limit, params.Get("cursor"))

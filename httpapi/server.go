@@ -28,10 +28,11 @@ type Catalog interface {
 	Collections() []string
 	Add(ctx context.Context, k crdt.Key, doc crdt.Document) (node.Item, error)
 	Create(ctx context.Context, k crdt.Key, doc crdt.Document) (node.Item, error)
-	Remove(ctx context.Context, k crdt.Key) error
 	Replace(ctx context.Context, k crdt.Key, doc crdt.Document) (node.Item, error)
 	Patch(ctx context.Context, k crdt.Key, patch crdt.Document) (node.Item, error)
+	Batch(ctx context.Context, ops []node.Op) ([]node.Item, error)
 	Get(ctx context.Context, k crdt.Key) (node.Item, error)
+	WaitApplied(ctx context.Context, t crdt.Token) error
 	Query(ctx context.Context, collection, q string, limit int, cursor string) (node.Page, error)
 	GetDeltas(ctx context.Context, limit int) (node.Pending, error)
 	Attest(d *crdt.Delta) error
@@ -260,7 +261,7 @@ type route struct {
 // answers 405 with Allow, and a catch-all that answers 404, so that the
 // mux never writes its own plain-text errors.
 func (s *Server) routes() {
-	var rs []route
+	var rs, batches []route
 	add := func(method, path string, h handlerFunc) {
 		rs = append(rs, route{method, path, s.wrap(h)})
 	}
@@ -270,6 +271,9 @@ func (s *Server) routes() {
 		add(http.MethodPut, "/"+coll+"/metadata/{id}", s.handleReplace(coll))
 		add(http.MethodPatch, "/"+coll+"/metadata/{id}", s.handlePatch(coll))
 		add(http.MethodGet, "/"+coll+"/{id}", s.handleGet(coll))
+		// No method-less fallback for this path: it would answer 405 to
+		// GET /{collection}/batch, the item whose id is "batch".
+		batches = append(batches, route{http.MethodPost, "/" + coll + "/batch", s.wrap(s.handleBatch(coll))})
 	}
 	add(http.MethodGet, "/catalog/query", s.handleQuery)
 	add(http.MethodGet, "/crdt/delta", s.handleGetDeltas)
@@ -300,6 +304,11 @@ func (s *Server) routes() {
 	}
 	for _, p := range paths {
 		s.mux.Handle(p, s.wrap(methodNotAllowed(strings.Join(allow[p], ", "))))
+		s.patterns[p] = true
+	}
+	for _, r := range batches {
+		p := r.method + " " + r.path
+		s.mux.Handle(p, r.h)
 		s.patterns[p] = true
 	}
 	s.mux.Handle("/", s.wrap(s.notFound))

@@ -98,10 +98,6 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives events. Default slog.Default().
 	Logger *slog.Logger
-	// OnCommit, if set, is called after every group commit with the number
-	// of operations in it and how long the durable write took. It runs on
-	// the commit goroutine and must not block.
-	OnCommit func(ops int, took time.Duration)
 }
 
 // maxReplicasLimit is the largest Config.MaxReplicas: contexts naming that

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -43,8 +44,12 @@ type Node struct {
 	overlay map[string]staged // staged writes not yet durable, by key
 	ahead   map[string][]byte // item records read ahead for the write being staged (nil: absent); see readAhead
 	subs    map[*Subscription]struct{}
-	parked  waiting // remote deltas waiting for their dependencies; see causal.go
-	fork    string  // first evidence that another process uses this replica; "" if none
+	// advanced is closed by the next successful commit, for WaitApplied;
+	// nil until someone waits.
+	advanced chan struct{}
+	wants    chan struct{} // see Wants
+	parked   waiting       // remote deltas waiting for their dependencies; see causal.go
+	fork     string        // first evidence that another process uses this replica; "" if none
 	// forked is the proof (a signed delta of this replica that this node
 	// never wrote) that stops local writes; "" if none. See ErrForked.
 	forked string
@@ -62,9 +67,14 @@ type Node struct {
 	// may be ahead of it until a probe reloads them. Only set with failed.
 	stale bool
 
-	kick     chan struct{} // wakes the commit goroutine
-	stop     chan struct{}
-	finished chan struct{}
+	kick chan struct{} // wakes the commit goroutine
+	// arrived and departed count the writers that entered begin and those
+	// that left it (end, or a failed begin); left signals each departure
+	// to gather. See gather.
+	arrived, departed atomic.Uint64
+	left              chan struct{}
+	stop              chan struct{}
+	finished          chan struct{}
 
 	stats counters
 }
@@ -80,7 +90,6 @@ type group struct {
 	writes  map[string][]byte       // key -> value, nil for delete
 	heads   map[crdt.ReplicaID]bool // replicas whose chain head moved: staged at commit
 	changes []Change
-	ops     int
 	done    chan struct{} // closed once committed (or failed)
 	err     error         // set before done is closed
 }
@@ -111,6 +120,8 @@ func Open(ctx context.Context, store ds.Batching, cfg Config) (*Node, error) {
 		overlay:  map[string]staged{},
 		subs:     map[*Subscription]struct{}{},
 		kick:     make(chan struct{}, 1),
+		left:     make(chan struct{}, 1),
+		wants:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		finished: make(chan struct{}),
 	}
@@ -284,12 +295,67 @@ func (n *Node) Collections() []string { return slices.Clone(n.cfg.Collections) }
 // begin starts staging a write: it takes the shared gate and mu and returns
 // the group to stage into. The caller must call end.
 func (n *Node) begin() (*group, error) {
+	n.arrived.Add(1)
 	n.gate.RLock()
 	g, err := n.stage()
 	if err != nil {
 		n.gate.RUnlock()
+		n.leave()
 	}
 	return g, err
+}
+
+// leave counts a writer out of begin and tells gather.
+func (n *Node) leave() {
+	n.departed.Add(1)
+	select {
+	case n.left <- struct{}{}:
+	default:
+	}
+}
+
+// maxGather bounds how long a commit waits for writers already on their
+// way into its group; see gather.
+const maxGather = 2 * time.Millisecond
+
+// gather lets writers on their way into the filling group finish staging
+// before the commit goroutine takes it: those that entered begin and have
+// not left it, and those that keep arriving (callers just released by the
+// previous commit come back one after another), until none is left and no
+// new one came, or maxGather has passed. Concurrent callers then share one
+// commit, and with it one signature, one write of the bookkeeping
+// records, one fsync and one gossip message, instead of each taking the
+// next commit nearly alone. A lone writer has left begin before it kicks
+// the commit goroutine, so it costs one yield here.
+func (n *Node) gather() {
+	want := n.arrived.Load()
+	if n.departed.Load() >= want {
+		runtime.Gosched()
+		if n.arrived.Load() == want {
+			return
+		}
+	}
+	t := time.NewTimer(maxGather)
+	defer t.Stop()
+	for {
+		want = n.arrived.Load()
+		for n.departed.Load() < want {
+			select {
+			case <-n.left:
+			case <-t.C:
+				return
+			}
+		}
+		runtime.Gosched()
+		if n.arrived.Load() == want {
+			return
+		}
+		select {
+		case <-t.C:
+			return
+		default:
+		}
+	}
 }
 
 // stage takes mu and returns the group to stage into; on error mu is not
@@ -317,6 +383,7 @@ func (n *Node) stage() (*group, error) {
 func (n *Node) end(ctx context.Context, g *group, staged bool) error {
 	n.mu.Unlock()
 	n.gate.RUnlock()
+	n.leave()
 	return n.wait(ctx, g, staged)
 }
 
@@ -418,6 +485,7 @@ func (n *Node) commitLoop() {
 }
 
 func (n *Node) commitOnce() {
+	n.gather()
 	n.mu.Lock()
 	g := n.filling
 	n.filling = nil
@@ -453,6 +521,10 @@ func (n *Node) commitOnce() {
 				delete(n.overlay, k)
 			}
 		}
+		if n.advanced != nil {
+			close(n.advanced)
+			n.advanced = nil
+		}
 		if len(g.changes) > 0 {
 			// Publish only now that g is durable: no peer ever sees a dot
 			// that a failed commit could hand out again (see fail).
@@ -466,9 +538,6 @@ func (n *Node) commitOnce() {
 	close(g.done)
 	n.stats.commits.Add(1)
 	n.stats.commitNanos.Add(uint64(took))
-	if n.cfg.OnCommit != nil && err == nil {
-		n.cfg.OnCommit(g.ops, took)
-	}
 }
 
 // signGroup signs the chain head after g's last write of this node's own

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -20,6 +21,10 @@ type Item struct {
 	// Conflicts maps each field with concurrent writes to the losing
 	// entries, greatest first; nil when there are none.
 	Conflicts map[string][]crdt.Entry
+	// Dot is the dot of the local write that returned the item (a
+	// causal read token of it is crdt.Token{Dot.Replica: Dot.Counter});
+	// zero for reads.
+	Dot crdt.Dot `json:",omitzero"`
 }
 
 func view(k crdt.Key, it *crdt.Item) Item {
@@ -40,10 +45,7 @@ func (n *Node) checkKey(k crdt.Key) error {
 // Add adds the item with metadata doc, or, if it is present, makes doc its
 // whole metadata. It returns once the write is durable.
 func (n *Node) Add(ctx context.Context, k crdt.Key, doc crdt.Document) (Item, error) {
-	doc = canonicalDoc(doc)
-	return n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
-		return crdt.AddDelta(k, cur, doc, dot, ts)
-	})
+	return n.local(ctx, k, addMutator(k, doc))
 }
 
 // Create adds the item with metadata doc only if it is not present on this
@@ -54,40 +56,66 @@ func (n *Node) Add(ctx context.Context, k crdt.Key, doc crdt.Document) (Item, er
 // add, and both adds then stand (concurrent adds merge, as Add's do). It
 // returns once the write is durable.
 func (n *Node) Create(ctx context.Context, k crdt.Key, doc crdt.Document) (Item, error) {
-	doc = canonicalDoc(doc)
-	return n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
-		if cur.Visible() {
-			return nil, fmt.Errorf("create %s: %w", k, ErrExists)
-		}
-		return crdt.AddDelta(k, cur, doc, dot, ts)
-	})
+	return n.local(ctx, k, createMutator(k, doc))
 }
 
 // Remove removes a present item with all its observed metadata; a
 // concurrent add on another replica wins over it. ErrNotFound if absent.
 func (n *Node) Remove(ctx context.Context, k crdt.Key) error {
-	_, err := n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
-		return crdt.RemoveDelta(k, cur, dot, ts)
-	})
+	_, err := n.local(ctx, k, removeMutator(k))
 	return err
 }
 
 // Replace makes doc the whole metadata of a present item (fields absent
 // from doc are removed). ErrNotFound if absent.
 func (n *Node) Replace(ctx context.Context, k crdt.Key, doc crdt.Document) (Item, error) {
-	doc = canonicalDoc(doc)
-	return n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
-		return crdt.ReplaceDelta(k, cur, doc, dot, ts)
-	})
+	return n.local(ctx, k, replaceMutator(k, doc))
 }
 
 // Patch applies a JSON merge patch (RFC 7396) to the metadata of a present
 // item. ErrNotFound if absent.
 func (n *Node) Patch(ctx context.Context, k crdt.Key, patch crdt.Document) (Item, error) {
+	return n.local(ctx, k, patchMutator(k, patch))
+}
+
+// The mutators of the local operations. Each canonicalizes its document
+// before the write takes mu, so that under mu it is checked in one pass.
+
+func addMutator(k crdt.Key, doc crdt.Document) mutator {
+	doc = canonicalDoc(doc)
+	return func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
+		return crdt.AddDelta(k, cur, doc, dot, ts)
+	}
+}
+
+func createMutator(k crdt.Key, doc crdt.Document) mutator {
+	doc = canonicalDoc(doc)
+	return func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
+		if cur.Visible() {
+			return nil, fmt.Errorf("create %s: %w", k, ErrExists)
+		}
+		return crdt.AddDelta(k, cur, doc, dot, ts)
+	}
+}
+
+func removeMutator(k crdt.Key) mutator {
+	return func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
+		return crdt.RemoveDelta(k, cur, dot, ts)
+	}
+}
+
+func replaceMutator(k crdt.Key, doc crdt.Document) mutator {
+	doc = canonicalDoc(doc)
+	return func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
+		return crdt.ReplaceDelta(k, cur, doc, dot, ts)
+	}
+}
+
+func patchMutator(k crdt.Key, patch crdt.Document) mutator {
 	patch = canonicalDoc(patch)
-	return n.local(ctx, k, func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
+	return func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
 		return crdt.PatchDelta(k, cur, patch, dot, ts)
-	})
+	}
 }
 
 // canonicalDoc returns a valid doc in canonical form, so that the mutator,
@@ -103,61 +131,131 @@ func canonicalDoc(doc crdt.Document) crdt.Document {
 
 type mutator func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error)
 
+// write is one local operation: the item it is about and how it changes
+// it.
+type write struct {
+	k   crdt.Key
+	mut mutator
+}
+
+// planned is a local write computed but not staged: its delta, the item
+// before and after it, and the item's record.
+type planned struct {
+	d         *crdt.Delta
+	enc       []byte
+	next      crdt.Hash
+	cur, post *crdt.Item
+	rec       []byte
+}
+
 // local runs one local operation: it takes the next dot and timestamp,
 // computes the delta, joins it, and waits until it is durable.
 func (n *Node) local(ctx context.Context, k crdt.Key, mut mutator) (Item, error) {
 	if err := n.checkKey(k); err != nil {
 		return Item{}, err
 	}
+	items, err := n.writeAll(ctx, []write{{k, mut}})
+	if err != nil {
+		var be *BatchError
+		if errors.As(err, &be) {
+			err = be.Err
+		}
+		return Item{}, err
+	}
+	return items[0], nil
+}
+
+// writeAll runs local operations as one atomic write: it computes every
+// delta, each on the state its predecessors leave, and stages them only if
+// all succeed, so a failure (an error wrapped in a *BatchError naming the
+// operation) leaves the node as it was. It waits until they are durable
+// and returns the items after each operation. The keys are checked.
+func (n *Node) writeAll(ctx context.Context, ws []write) ([]Item, error) {
 	g, err := n.begin()
 	if err != nil {
-		return Item{}, err
+		return nil, err
 	}
 	if n.forked != "" {
-		return Item{}, n.abort(g, ErrForked)
+		return nil, n.abort(g, ErrForked)
 	}
-	cur, err := n.readItem(ctx, k)
+	plan, err := n.plan(ctx, ws)
 	if err != nil {
-		return Item{}, n.abort(g, err)
+		return nil, n.abort(g, err)
 	}
-	dot := crdt.Dot{Replica: n.replica, Counter: n.meta.Counter + 1}
-	d, err := mut(cur, dot, n.clock.Now(n.now()))
-	if err != nil {
-		return Item{}, n.abort(g, err)
+	items := make([]Item, len(plan))
+	for i, p := range plan {
+		n.stageJoin(g, p.cur, p.post, p.rec, p.d, p.enc, p.next, true)
+		items[i] = view(ws[i].k, p.post)
+		items[i].Dot = p.d.Dot
 	}
-	enc, err := crdt.EncodeDelta(d)
-	if err != nil {
-		return Item{}, n.abort(g, err)
-	}
-	var next crdt.Hash
-	if n.cfg.Key != nil {
-		// The commit signs the chain head after the group's last write.
-		if d.Proof.Prev, err = n.chainBefore(dot); err != nil {
-			return Item{}, n.abort(g, err)
-		}
-		next = crdt.ChainNext(d.Proof.Prev, enc)
-	}
-	post, err := n.join(g, cur, d, enc, next, true)
-	if err != nil {
-		return Item{}, n.abort(g, err)
-	}
-	n.stats.ops.Add(1)
-	if len(n.parked.on[dot]) > 0 {
-		// Remote deltas that named this write before it existed join now,
-		// as they would on every other node once it arrives there. One
-		// that fails to join (an item over its limit, a store read) is
-		// dropped from the buffer, as an evicted one is, and comes back
-		// by anti-entropy; the write itself stands.
-		var res ApplyResult
-		if err := n.release(ctx, g, dot, n.now(), &res); err != nil {
-			n.log.Warn("joining deltas that waited for a local write", "dot", dot, "err", err)
-		}
-		n.stats.deltasNew.Add(uint64(res.New))
+	n.stats.ops.Add(uint64(len(plan)))
+	for _, p := range plan {
+		n.releaseFor(ctx, g, p.d.Dot)
 	}
 	if err := n.end(ctx, g, true); err != nil {
-		return Item{}, err
+		return nil, err
 	}
-	return view(k, post), nil
+	return items, nil
+}
+
+// plan computes the deltas of ws on this node's state without staging
+// anything: the i-th takes the i-th next dot and sees the items as the
+// writes before it leave them. Caller holds mu.
+func (n *Node) plan(ctx context.Context, ws []write) ([]planned, error) {
+	plan := make([]planned, len(ws))
+	after := map[crdt.Key]*crdt.Item{} // items as the planned writes leave them
+	var prev crdt.Hash
+	for i, w := range ws {
+		cur, ok := after[w.k]
+		if !ok {
+			var err error
+			if cur, err = n.readItem(ctx, w.k); err != nil {
+				return nil, &BatchError{i, err}
+			}
+		}
+		dot := crdt.Dot{Replica: n.replica, Counter: n.meta.Counter + 1 + uint64(i)}
+		d, err := w.mut(cur, dot, n.clock.Now(n.now()))
+		if err != nil {
+			return nil, &BatchError{i, err}
+		}
+		p := planned{d: d, cur: cur}
+		if p.enc, err = crdt.EncodeDelta(d); err != nil {
+			return nil, &BatchError{i, err}
+		}
+		if n.cfg.Key != nil {
+			// The commit signs the chain head after the group's last write.
+			if i == 0 {
+				if prev, err = n.chainBefore(dot); err != nil {
+					return nil, &BatchError{i, err}
+				}
+			}
+			d.Proof.Prev = prev
+			p.next = crdt.ChainNext(prev, p.enc)
+			prev = p.next
+		}
+		if p.post, p.rec, err = n.joined(cur, d, p.enc); err != nil {
+			return nil, &BatchError{i, err}
+		}
+		after[w.k] = p.post
+		plan[i] = p
+	}
+	return plan, nil
+}
+
+// releaseFor joins the remote deltas that named this node's own dot
+// before it existed, as they would join on every other node once it
+// arrives there. One that fails to join (an item over its limit, a store
+// read) is dropped from the buffer, as an evicted one is, and comes back
+// by anti-entropy; the write itself stands. Caller holds mu.
+func (n *Node) releaseFor(ctx context.Context, g *group, dot crdt.Dot) {
+	if len(n.parked.on[dot]) == 0 {
+		return
+	}
+	var res ApplyResult
+	if err := n.release(ctx, g, dot, n.now(), &res); err != nil {
+		n.log.Warn("joining deltas that waited for a local write", "dot", dot, "err", err)
+	}
+	n.stats.deltasNew.Add(uint64(res.New))
 }
 
 // abort ends a write that staged nothing and returns err.
@@ -198,20 +296,37 @@ func (n *Node) chainBefore(dot crdt.Dot) (crdt.Hash, error) {
 // join joins a validated delta into the item it is about (whose current
 // state is cur), stages the item, the contexts, the log entry and, for a
 // delta with a proof, its replica's chain head (next is the chain hash
-// after it), and returns the item's new state. If the joined item would exceed
-// crdt.MaxItemBytes it stages nothing and returns an error wrapping
+// after it), and returns the item's new state. If the joined item would
+// exceed crdt.MaxItemBytes it stages nothing and returns an error wrapping
 // crdt.ErrTooLarge. Caller holds mu.
 func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, next crdt.Hash, local bool) (*crdt.Item, error) {
-	k := d.Key()
-	post := d.JoinInto(cur, n.seen)
-	var item []byte
+	post, rec, err := n.joined(cur, d, enc)
+	if err != nil {
+		return nil, err
+	}
+	n.stageJoin(g, cur, post, rec, d, enc, next, local)
+	return post, nil
+}
+
+// joined returns the state of the item d is about (now cur) once d is
+// joined, and the record to store for it (nil if the item is empty); enc
+// is d's encoding. It changes nothing. Caller holds mu.
+func (n *Node) joined(cur *crdt.Item, d *crdt.Delta, enc []byte) (post *crdt.Item, rec []byte, err error) {
+	post = d.JoinInto(cur, n.seen)
 	if !post.Empty() {
-		var err error
-		if item, err = crdt.EncodeJoined(d, enc, post); err != nil {
-			return nil, fmt.Errorf("item %s with delta %s: %w", k, d.Dot, err)
+		if rec, err = crdt.EncodeJoined(d, enc, post); err != nil {
+			return nil, nil, fmt.Errorf("item %s with delta %s: %w", d.Key(), d.Dot, err)
 		}
 	}
-	n.put(g, itemKey(k), item)
+	return post, rec, nil
+}
+
+// stageJoin stages what joining d moved the item from cur to post (with
+// record rec) changes: the item, the visible count, the contexts, the
+// counter, the chain head, the log entry and the change. Caller holds mu.
+func (n *Node) stageJoin(g *group, cur, post *crdt.Item, rec []byte, d *crdt.Delta, enc []byte, next crdt.Hash, local bool) {
+	k := d.Key()
+	n.put(g, itemKey(k), rec)
 	if was, is := cur.Visible(), post.Visible(); was != is {
 		if is {
 			n.meta.Visible[k.Collection]++
@@ -241,8 +356,6 @@ func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, next cr
 	n.put(g, logDotKey(d.Dot), encodeSeq(n.meta.Seq))
 	n.meta.Bytes += int64(len(entry))
 	g.changes = append(g.changes, Change{Seq: n.meta.Seq, Delta: d, Encoded: enc, Local: local})
-	g.ops++
-	return post, nil
 }
 
 // ApplyResult says what ApplyDeltas did.

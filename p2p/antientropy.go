@@ -17,7 +17,9 @@ import (
 )
 
 // antiEntropyLoop pulls from one random catalog peer every interval; with
-// a writers list, from one random writer.
+// a writers list, from one random writer. It also pulls at once when a
+// reader waits for writes the node has not applied (Catalog.Wants: a read
+// with a causal token).
 func (p *Peer) antiEntropyLoop() {
 	t := time.NewTicker(p.cfg.AntiEntropyInterval)
 	defer t.Stop()
@@ -26,6 +28,7 @@ func (p *Peer) antiEntropyLoop() {
 		case <-p.ctx.Done():
 			return
 		case <-t.C:
+		case <-p.cat.Wants():
 		}
 		var catalogPeers []peer.ID
 		for _, id := range p.h.Network().Peers() {

@@ -31,6 +31,7 @@ type Catalog interface {
 	DeltasSince(ctx context.Context, cursor uint64, limit int, localOnly bool) (node.Pending, error)
 	ExportState(ctx context.Context, w io.Writer) error
 	ImportState(ctx context.Context, r io.Reader) (node.ImportResult, error)
+	Wants() <-chan struct{}
 }
 
 var _ Catalog = (*node.Node)(nil)
