@@ -295,8 +295,10 @@ func (n *Node) Collections() []string { return slices.Clone(n.cfg.Collections) }
 // begin starts staging a write: it takes the shared gate and mu and returns
 // the group to stage into. The caller must call end.
 func (n *Node) begin() (*group, error) {
-	n.arrived.Add(1)
 	n.gate.RLock()
+	// Counted once past the gate: writers held at it by an import are not
+	// on their way into a group, and gather must not wait for them.
+	n.arrived.Add(1)
 	g, err := n.stage()
 	if err != nil {
 		n.gate.RUnlock()
