@@ -46,6 +46,9 @@ type waiter struct {
 	bytes    int64
 }
 
+// escape returns a copy of x on the heap, for the waiting buffer.
+func (x waiter) escape() *waiter { return &x }
+
 // waiting is the buffer of deltas waiting for their dependencies. Guarded
 // by Node.mu.
 type waiting struct {
@@ -163,24 +166,26 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, c
 	} else if chk.Keyed && chk.Sig == nil && d.Proof.Sig != nil {
 		d = withProof(d, crdt.Proof{Prev: d.Proof.Prev}) // keep only signatures that were checked
 	}
-	x := &waiter{d: d, enc: enc, next: chk.Next, bytes: int64(len(enc)), unproven: chk.Keyed && !chk.Proven}
+	// x stays on the stack unless it waits (most deltas join at once).
+	x := waiter{d: d, enc: enc, next: chk.Next, bytes: int64(len(enc)), unproven: chk.Keyed && !chk.Proven}
 	if x.unproven {
-		n.enqueue(x)
+		n.enqueue(x.escape())
 		res.Waiting++
 		return nil
 	}
 	if chk.Keyed {
-		if err := n.proveBack(ctx, g, x, now, res); err != nil {
+		if err := n.proveBack(ctx, g, &x, now, res); err != nil {
 			return err
 		}
 	}
 	if on, ok := n.unmet(d); ok {
-		n.enqueue(x)
-		n.parked.park(x, on)
+		w := x.escape()
+		n.enqueue(w)
+		n.parked.park(w, on)
 		res.Waiting++
 		return nil
 	}
-	joined, err := n.joinRemote(ctx, g, x, now)
+	joined, err := n.joinRemote(ctx, g, &x, now)
 	if err != nil || !joined {
 		if err == nil {
 			res.Refused++
