@@ -333,6 +333,9 @@ type cborReader struct {
 	b  []byte
 	i  int
 	ok bool
+	// loose records an empty array or map where the encoders write null
+	// (a form the decoders accept but the encoders never write).
+	loose bool
 }
 
 func (r *cborReader) fail() {
@@ -430,6 +433,7 @@ type rawEntry struct {
 	counter uint64
 	ts      uint64
 	hasDot  bool
+	hasTS   bool // the timestamp is spelled out (key 3)
 }
 
 type rawField struct {
@@ -447,6 +451,8 @@ type rawRecord struct {
 	// Delta header.
 	counter, ts, op uint64
 	coll, id        span
+	// loose: see cborReader.loose.
+	loose bool
 }
 
 var rawPool = sync.Pool{New: func() any { return new(rawRecord) }}
@@ -470,6 +476,7 @@ func (raw *rawRecord) outsized() bool {
 func (raw *rawRecord) reset() {
 	raw.table, raw.context, raw.presence = raw.table[:0], raw.context[:0], raw.presence[:0]
 	raw.fields, raw.entries = raw.fields[:0], raw.entries[:0]
+	raw.loose = false
 }
 
 func (r *cborReader) table(raw *rawRecord) {
@@ -477,6 +484,7 @@ func (r *cborReader) table(raw *rawRecord) {
 		return
 	}
 	n := r.count(cborArray, maxArrayItems)
+	r.loose = r.loose || n == 0
 	for range n {
 		s, e := r.str(cborText)
 		raw.table = append(raw.table, span{s, e})
@@ -488,6 +496,7 @@ func (r *cborReader) pairs(dst []uint64) []uint64 {
 		return dst
 	}
 	n := r.count(cborArray, maxArrayItems)
+	r.loose = r.loose || n == 0
 	for range n {
 		dst = append(dst, r.uint())
 	}
@@ -500,6 +509,7 @@ func (r *cborReader) fields(raw *rawRecord) {
 		return
 	}
 	n := r.count(cborMap, maxMapPairs)
+	r.loose = r.loose || n == 0
 	prev := span{-1, -1}
 	for range n {
 		var f rawField
@@ -582,7 +592,7 @@ func (r *cborReader) storedEntry(e *rawEntry) bool {
 	if len(b)-j < n+6 || b[j+n] != cborUint|2 || b[j+n+1] != cborArray|2 || b[j+n+2] >= 24 {
 		return false
 	}
-	*e = rawEntry{val: span{j, j + n}, hasDot: true, ri: uint64(b[j+n+2])}
+	*e = rawEntry{val: span{j, j + n}, hasDot: true, hasTS: true, ri: uint64(b[j+n+2])}
 	r.i = j + n + 3
 	e.counter = r.uint()
 	// Three keys in increasing order: the last one can only be 3.
@@ -621,6 +631,7 @@ func (r *cborReader) entry(e *rawEntry) {
 			e.ri = r.uint()
 			e.counter = r.uint()
 		case 3:
+			e.hasTS = true
 			e.ts = r.uint()
 		}
 	}
@@ -653,6 +664,7 @@ func parseDelta(b []byte, raw *rawRecord) bool {
 	raw.context = r.pairs(raw.context)
 	raw.presence = r.pairs(raw.presence)
 	r.fields(raw)
+	raw.loose = r.loose
 	return r.ok && r.i == len(b) && raw.op <= 0xff
 }
 
@@ -857,38 +869,46 @@ func fastDecodeItem(b []byte, values bool) *Item {
 func fastDecodeDelta(b []byte) *Delta {
 	raw := getRaw()
 	defer putRaw(raw)
+	d, _ := decodeDeltaRaw(b, raw)
+	return d
+}
+
+// decodeDeltaRaw is fastDecodeDelta with the parsed record left in raw. It
+// also returns the copy of b that the delta's values alias, or nil if it
+// made none (a delta without entries).
+func decodeDeltaRaw(b []byte, raw *rawRecord) (*Delta, []byte) {
 	if !parseDelta(b, raw) || len(raw.table) == 0 {
-		return nil
+		return nil, nil
 	}
 	for _, s := range raw.table {
 		if !validReplicaID(b[s.start:s.end]) {
-			return nil
+			return nil, nil
 		}
 	}
 	nt := uint64(len(raw.table))
 	for _, ps := range [][]uint64{raw.context, raw.presence} {
 		if len(ps)%2 != 0 {
-			return nil
+			return nil, nil
 		}
 		for i := 0; i < len(ps); i += 2 {
 			if ps[i] >= nt {
-				return nil
+				return nil, nil
 			}
 		}
 	}
 	for _, e := range raw.entries {
 		if e.hasDot && e.ri >= nt {
-			return nil
+			return nil, nil
 		}
 	}
 	// The generic decoder rejects text that is not UTF-8 before Validate
 	// sees it; leave such records to it, so the error stays the same.
 	if !validUTF8(b[raw.coll.start:raw.coll.end]) || !validUTF8(b[raw.id.start:raw.id.end]) {
-		return nil
+		return nil, nil
 	}
 	for _, f := range raw.fields {
 		if !validUTF8(b[f.name.start:f.name.end]) {
-			return nil
+			return nil, nil
 		}
 	}
 	rs := newRecordStrings(b, len(raw.entries) > 0)
@@ -901,5 +921,160 @@ func fastDecodeDelta(b []byte) *Delta {
 	}
 	d.Item.Presence = buildDots(table, raw.presence)
 	d.Item.Fields = raw.buildFields(&rs, table, d.Dot, d.TS)
-	return d
+	return d, rs.b
+}
+
+// canonicalDelta reports whether the delta record b, parsed into raw and
+// decoded into a delta that passed Validate, is exactly what EncodeDelta
+// writes for that delta. The parser has checked the shortest heads and the
+// order of map keys; what is left is what the decoders accept in more than
+// one spelling: an empty array or map where the encoder writes null, an
+// entry's dot or timestamp spelled out although it equals the delta's own,
+// and the replica table, which the encoder fills with distinct IDs in order
+// of first use (the delta's own replica, the context's, the presence dots',
+// then the entries' dots visiting field names bytewise).
+func (raw *rawRecord) canonicalDelta(b []byte) bool {
+	if raw.loose {
+		return false
+	}
+	next := uint64(1) // the table's first index not used yet; 0 is the own replica
+	use := func(ri uint64) bool {
+		if ri == next {
+			next++
+		}
+		return ri < next
+	}
+	for _, ps := range [][]uint64{raw.context, raw.presence} {
+		for i := 0; i < len(ps); i += 2 {
+			if !use(ps[i]) {
+				return false
+			}
+		}
+	}
+	allKnown := true
+	for i := range raw.entries {
+		e := &raw.entries[i]
+		if e.val.start < 0 || (e.hasTS && (e.ts == 0 || e.ts == raw.ts)) || (e.hasDot && e.ri == 0 && e.counter == raw.counter) {
+			return false
+		}
+		allKnown = allKnown && (!e.hasDot || e.ri < next)
+	}
+	if !allKnown {
+		order := make([]int, len(raw.fields))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortFunc(order, func(i, j int) int {
+			fi, fj := raw.fields[i].name, raw.fields[j].name
+			return bytes.Compare(b[fi.start:fi.end], b[fj.start:fj.end])
+		})
+		for _, k := range order {
+			for _, e := range raw.entries[raw.fields[k].first:raw.fields[k].end] {
+				if e.hasDot && !use(e.ri) {
+					return false
+				}
+			}
+		}
+	}
+	if next != uint64(len(raw.table)) {
+		return false
+	}
+	return distinctSpans(b, raw.table)
+}
+
+// distinctSpans reports whether the strings at spans of b are distinct.
+func distinctSpans(b []byte, spans []span) bool {
+	if len(spans) <= linearTableMax {
+		for i, s := range spans {
+			for _, t := range spans[:i] {
+				if bytes.Equal(b[s.start:s.end], b[t.start:t.end]) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	seen := make(map[string]struct{}, len(spans))
+	for _, s := range spans {
+		k := string(b[s.start:s.end])
+		if _, dup := seen[k]; dup {
+			return false
+		}
+		seen[k] = struct{}{}
+	}
+	return true
+}
+
+// encodeNewItem returns encodeItemRecord(&d.Item) for a delta whose item
+// is what one operation wrote: every entry under the delta's own dot and
+// timestamp, and no presence dot but its own. It writes the record from
+// enc, d's encoding, copying field names and values in the order enc
+// holds them (CBOR key order, the item record's too), so it neither walks
+// d's field map nor sorts it; a lookup per field checks that enc holds
+// d's fields and values. It returns nil, for the caller to encode the
+// item itself, if d's item has another shape or enc is not d's record.
+func encodeNewItem(d *Delta, enc []byte) []byte {
+	it := &d.Item
+	if len(it.Fields) == 0 || len(it.Presence) > 1 || (len(it.Presence) == 1 && it.Presence[0] != d.Dot) {
+		return nil
+	}
+	raw := getRaw()
+	defer putRaw(raw)
+	if !parseDelta(enc, raw) || len(raw.table) == 0 || raw.counter != d.Dot.Counter || raw.ts != uint64(d.TS) ||
+		len(raw.fields) != len(it.Fields) {
+		return nil
+	}
+	if own := raw.table[0]; string(enc[own.start:own.end]) != string(d.Dot.Replica) {
+		return nil
+	}
+	if len(it.Presence) == 1 {
+		if len(raw.presence) != 2 || raw.presence[0] != 0 || raw.presence[1] != d.Dot.Counter {
+			return nil
+		}
+	} else if len(raw.presence) != 0 {
+		return nil
+	}
+	// The field names of enc are distinct (the parser requires them in
+	// increasing order) and as many as d's: each found in d, with one
+	// entry of d's dot, timestamp and value, makes them d's fields.
+	for _, f := range raw.fields {
+		if f.end-f.first != 1 {
+			return nil
+		}
+		e := &raw.entries[f.first]
+		es := it.Fields[string(enc[f.name.start:f.name.end])]
+		if e.hasDot || e.hasTS || e.val.start < 0 || len(es) != 1 || es[0].Dot != d.Dot || es[0].TS != d.TS ||
+			string(es[0].Value) != string(enc[e.val.start:e.val.end]) {
+			return nil
+		}
+	}
+	// [4, version, [own replica], presence, {name: [{1: value, 2: [0,
+	// counter], 3: ts}], ...}]
+	var tail [24]byte
+	t := append(tail[:0], cborUint|2, cborArray|2, cborUint) // replica index 0
+	t = appendHead(t, cborUint, d.Dot.Counter)
+	t = append(t, cborUint|3)
+	t = appendHead(t, cborUint, uint64(d.TS))
+	own := raw.table[0]
+	size := 8 + own.end - own.start + 12 + len(enc) + len(raw.fields)*(len(t)+4)
+	b := make([]byte, 0, size)
+	b = append(b, cborArray|4, cborUint|FormatVersion, cborArray|1)
+	b = appendText(b, string(d.Dot.Replica))
+	if len(it.Presence) == 0 {
+		b = append(b, cborNull)
+	} else {
+		b = append(b, cborArray|2, cborUint) // replica index 0
+		b = appendHead(b, cborUint, d.Dot.Counter)
+	}
+	b = appendHead(b, cborMap, uint64(len(raw.fields)))
+	for _, f := range raw.fields {
+		v := raw.entries[f.first].val
+		b = appendHead(b, cborText, uint64(f.name.end-f.name.start))
+		b = append(b, enc[f.name.start:f.name.end]...)
+		b = append(b, cborArray|1, cborMap|3, cborUint|1)
+		b = appendHead(b, cborBytes, uint64(v.end-v.start))
+		b = append(b, enc[v.start:v.end]...)
+		b = append(b, t...)
+	}
+	return b
 }

@@ -1,8 +1,10 @@
 package crdt
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -211,6 +213,23 @@ func EncodeItem(it *Item) ([]byte, error) {
 	return b, nil
 }
 
+// EncodeJoined returns EncodeItem(post) for post, the item that joining
+// delta d gave (Delta.JoinInto), where enc is EncodeDelta(d). When post is
+// d's own item — the delta brought a new item — the record is written from
+// enc's field names and values as they lie, without walking and sorting
+// d's fields; an enc that is not d's record is noticed and ignored.
+func EncodeJoined(d *Delta, enc []byte, post *Item) ([]byte, error) {
+	if post == &d.Item {
+		if b := encodeNewItem(d, enc); b != nil {
+			if len(b) > MaxItemBytes {
+				return nil, fmt.Errorf("encode item: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxItemBytes)
+			}
+			return b, nil
+		}
+	}
+	return EncodeItem(post)
+}
+
 // DecodeItem decodes and validates an item record.
 func DecodeItem(b []byte) (*Item, error) { return decodeItem(b, true) }
 
@@ -267,33 +286,65 @@ func decodeItemGeneric(b []byte, values bool) (*Item, error) {
 	return it, nil
 }
 
-// EncodeContext returns the binary encoding of a causal context.
+// EncodeContext returns the binary encoding of a causal context: the
+// wireContext that encMode writes, written by hand (the commit goroutine
+// encodes two contexts per commit).
 func EncodeContext(c *Context) ([]byte, error) {
-	w := wireContext{Version: FormatVersion, VV: make(map[string]uint64, len(c.vv))}
+	vv := make([]ReplicaID, 0, len(c.vv))
+	size := 8
 	for r, n := range c.vv {
 		if n > 0 {
-			w.VV[string(r)] = n
+			vv = append(vv, r)
+			size += len(r) + 12
 		}
 	}
-	if len(c.cloud) > 0 {
-		w.Cloud = make(map[string][]uint64, len(c.cloud))
-		for r, cl := range c.cloud {
-			ks := make([]uint64, 0, len(cl))
-			for k := range cl {
+	cloud := make([]ReplicaID, 0, len(c.cloud))
+	for r, cl := range c.cloud {
+		cloud = append(cloud, r)
+		size += len(r) + 12 + 9*len(cl)
+	}
+	sortCBORKeys(vv)
+	sortCBORKeys(cloud)
+	b := make([]byte, 0, size)
+	b = append(b, cborArray|3, cborUint|FormatVersion)
+	b = appendHead(b, cborMap, uint64(len(vv)))
+	for _, r := range vv {
+		b = appendText(b, string(r))
+		b = appendHead(b, cborUint, c.vv[r])
+	}
+	if len(cloud) == 0 {
+		b = append(b, cborNull)
+	} else {
+		b = appendHead(b, cborMap, uint64(len(cloud)))
+		var ks []uint64
+		for _, r := range cloud {
+			ks = ks[:0]
+			for k := range c.cloud[r] {
 				ks = append(ks, k)
 			}
-			sort.Slice(ks, func(i, j int) bool { return ks[i] < ks[j] })
-			w.Cloud[string(r)] = ks
+			slices.Sort(ks)
+			b = appendText(b, string(r))
+			b = appendHead(b, cborArray, uint64(len(ks)))
+			for _, k := range ks {
+				b = appendHead(b, cborUint, k)
+			}
 		}
-	}
-	b, err := encMode.Marshal(&w)
-	if err != nil {
-		return nil, fmt.Errorf("encode context: %w", err)
 	}
 	if len(b) > MaxContextBytes {
 		return nil, fmt.Errorf("encode context: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxContextBytes)
 	}
 	return b, nil
+}
+
+// sortCBORKeys sorts text map keys as deterministic CBOR orders them: by
+// their encodings, so shorter first, then bytewise.
+func sortCBORKeys(rs []ReplicaID) {
+	slices.SortFunc(rs, func(a, b ReplicaID) int {
+		if len(a) != len(b) {
+			return cmp.Compare(len(a), len(b))
+		}
+		return strings.Compare(string(a), string(b))
+	})
 }
 
 // DecodeContext decodes and validates a causal context.

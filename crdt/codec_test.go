@@ -141,6 +141,9 @@ func TestContext_BinaryRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if want := referenceEncodeContext(c); !bytes.Equal(b, want) {
+				t.Fatalf("EncodeContext(%v %v):\n got  %x\n want %x", c.Version(), c.Cloud(), b, want)
+			}
 			got, err := DecodeContext(b)
 			if err != nil {
 				t.Fatalf("DecodeContext(EncodeContext(%v %v)): %v", c.Version(), c.Cloud(), err)

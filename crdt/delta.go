@@ -75,6 +75,29 @@ func (d *Delta) Kind() string {
 // Covers returns Context as a DotSet.
 func (d *Delta) Covers() DotSet { return dotList(d.Context) }
 
+// JoinInto returns the join of item cur, whose causal context is seen, with
+// the delta, as JoinItem(cur, seen, &d.Item, d.Covers()) does; d must be
+// valid (see Validate). Neither is modified. For the common case — cur is
+// empty and seen holds no dot of d's context, so the delta brings a new
+// item — it is d's own Item, found with a lookup per context dot (every
+// dot of d's item is in its context).
+func (d *Delta) JoinInto(cur *Item, seen DotSet) *Item {
+	if cur.Empty() && noneSeen(d.Context, seen) {
+		return &d.Item
+	}
+	return JoinItem(cur, seen, &d.Item, d.JoinCovers())
+}
+
+// noneSeen reports whether seen holds none of ds.
+func noneSeen(ds []Dot, seen DotSet) bool {
+	for _, x := range ds {
+		if seen.Contains(x) {
+			return false
+		}
+	}
+	return true
+}
+
 // Validate checks that d is well formed: valid names, dots and
 // timestamps, sorted dot lists, every entry's dot in Context, values that are
 // valid compact JSON, and the size limits. A delta that passes can be joined
@@ -119,15 +142,25 @@ func (d *Delta) Validate() error {
 		return err
 	}
 	// An add holds its presence, unless it holds none of its own entries:
-	// a stub's encoding (see stub.go) is decoded before its proof.
+	// a stub's encoding (see stub.go) is decoded before its proof, and
+	// checkProof checks again once the proof is known.
 	if d.Op == OpAdd && !slices.Contains(d.Item.Presence, d.Dot) && d.HasOwn() {
 		return fmt.Errorf("%w: add delta lacks its presence dot", ErrInvalid)
 	}
+	return d.checkProof()
+}
+
+// checkProof validates d's proof: its form, and a stub's own (see
+// stub.go).
+func (d *Delta) checkProof() error {
 	if err := d.validateStub(); err != nil {
 		return err
 	}
-	if d.Proof.Sig != nil && (len(d.Proof.Sig) != SigSize || d.Proof.Prev.IsZero()) {
-		return fmt.Errorf("%w: delta %s: a signature of %d bytes needs a chain hash and %d bytes", ErrInvalid, d.Dot, len(d.Proof.Sig), SigSize)
+	if d.Op == OpAdd && !d.IsStub() && !slices.Contains(d.Item.Presence, d.Dot) {
+		return fmt.Errorf("%w: add delta lacks its presence dot", ErrInvalid)
+	}
+	if p := &d.Proof; p.Sig != nil && (len(p.Sig) != SigSize || p.Prev.IsZero()) {
+		return fmt.Errorf("%w: delta %s: a signature of %d bytes needs a chain hash and %d bytes", ErrInvalid, d.Dot, len(p.Sig), SigSize)
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 )
 
 // Document is a metadata document: field name to compact JSON value.
@@ -23,24 +22,19 @@ func ParseDocument(b []byte) (Document, error) {
 	if len(b) == 0 || b[0] != '{' {
 		return nil, fmt.Errorf("%w: metadata must be a JSON object", ErrInvalid)
 	}
-	var raw map[string]json.RawMessage
+	var raw Document
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return nil, fmt.Errorf("%w: metadata: %v", ErrInvalid, err)
 	}
-	doc := make(Document, len(raw))
-	for f, v := range raw {
-		doc[f] = v
-	}
-	if err := doc.normalize(); err != nil {
-		return nil, err
-	}
-	return doc, nil
+	return canonical(raw)
 }
 
 // Validate checks the limits, every field name and every value of d. The
 // mutators store the canonical form of each value.
 func (d Document) Validate() error {
-	return maps.Clone(d).normalize()
+	var arr [16]docField
+	_, _, err := canonicalFields(d, arr[:0])
+	return err
 }
 
 // Canonical returns a validated copy of d with every value in canonical
@@ -50,29 +44,6 @@ func (d Document) Validate() error {
 // caller that holds a lock around a mutator can do this work before taking
 // it.
 func (d Document) Canonical() (Document, error) { return canonical(d) }
-
-// normalize validates d and compacts its values in place.
-func (d Document) normalize() error {
-	if len(d) > MaxFields {
-		return fmt.Errorf("%w: metadata has %d fields, limit %d", ErrTooLarge, len(d), MaxFields)
-	}
-	size := 0
-	for f, v := range d {
-		if err := ValidateFieldName(f); err != nil {
-			return err
-		}
-		c, err := canonicalJSON(v)
-		if err != nil {
-			return fmt.Errorf("%w: field %q: %v", ErrInvalid, f, err)
-		}
-		d[f] = c
-		size += len(f) + len(c)
-	}
-	if size > MaxDocumentBytes {
-		return fmt.Errorf("%w: metadata document is %d bytes, limit %d", ErrTooLarge, size, MaxDocumentBytes)
-	}
-	return nil
-}
 
 // canonicalJSON returns the canonical form of one JSON value: compact,
 // object keys sorted, numbers as written, and no escape that is not needed
@@ -116,22 +87,6 @@ func marshalCanonical(x any) (json.RawMessage, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
-
-// compactJSON returns v without insignificant white space, or an error if v
-// is not one valid JSON value.
-func compactJSON(v []byte) (json.RawMessage, error) {
-	if len(v) == 0 {
-		return nil, fmt.Errorf("empty value")
-	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, v); err != nil {
-		return nil, err
-	}
-	if buf.Len() == len(v) {
-		return json.RawMessage(v), nil
-	}
-	return json.RawMessage(buf.Bytes()), nil
 }
 
 // isCanonical reports whether v is one JSON value in canonical form. The

@@ -160,7 +160,8 @@ func TestDocument_MergePatchRFC7396(t *testing.T) {
 			if !jsonEqual(t, got, []byte(tc.want)) {
 				t.Fatalf("mergePatch(%s, %s) = %s, want %s", tc.target, tc.patch, got, tc.want)
 			}
-			if c, err := compactJSON(got); err != nil || !bytes.Equal(c, got) {
+			var c bytes.Buffer
+			if err := json.Compact(&c, got); err != nil || !bytes.Equal(c.Bytes(), got) {
 				t.Fatalf("result %s is not compact JSON", got)
 			}
 		})

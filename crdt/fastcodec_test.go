@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -524,4 +525,31 @@ func TestMetadataReader_OnePassTakesShortEntries(t *testing.T) {
 		t.Fatalf("the one-pass path declines % x", b)
 	}
 	requireReaderAgrees(t, &r, b)
+}
+
+// referenceEncodeContext is EncodeContext through the generic CBOR
+// encoder.
+func referenceEncodeContext(c *Context) []byte {
+	w := wireContext{Version: FormatVersion, VV: make(map[string]uint64, len(c.vv))}
+	for r, n := range c.vv {
+		if n > 0 {
+			w.VV[string(r)] = n
+		}
+	}
+	if len(c.cloud) > 0 {
+		w.Cloud = make(map[string][]uint64, len(c.cloud))
+		for r, cl := range c.cloud {
+			ks := make([]uint64, 0, len(cl))
+			for k := range cl {
+				ks = append(ks, k)
+			}
+			slices.Sort(ks)
+			w.Cloud[string(r)] = ks
+		}
+	}
+	b, err := encMode.Marshal(&w)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

@@ -171,6 +171,9 @@ func FuzzDecodeContext(f *testing.F) {
 		if err != nil {
 			t.Fatalf("EncodeContext of a decoded context: %v", err)
 		}
+		if want := referenceEncodeContext(c); !bytes.Equal(e1, want) {
+			t.Fatalf("EncodeContext:\n got  %x\n want %x", e1, want)
+		}
 		c2, err := DecodeContext(e1)
 		if err != nil {
 			t.Fatalf("DecodeContext of a re-encoding: %v\n%x", err, e1)

@@ -78,6 +78,7 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 		if fastDecodeDelta(db) == nil {
 			t.Fatalf("the fast path declines a well-formed delta record %x", db)
 		}
+		requireEncodeJoined(t, d, db)
 		got, err := DecodeDelta(db)
 		if err != nil {
 			t.Fatalf("DecodeDelta of an encoded valid delta: %v\n%x", err, db)

@@ -133,3 +133,16 @@ func mustApply(tb testing.TB, r *replica, d *Delta) {
 	}
 	r.apply(d, 0)
 }
+
+// fieldsOf makes one entry per field of a canonical doc, all tagged with
+// dot: the reference for what the mutators write.
+func fieldsOf(doc Document, dot Dot, ts Timestamp) map[string][]Entry {
+	if len(doc) == 0 {
+		return nil
+	}
+	fs := make(map[string][]Entry, len(doc))
+	for f, v := range doc {
+		fs[f] = []Entry{{Dot: dot, TS: ts, Value: v}}
+	}
+	return fs
+}

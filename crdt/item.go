@@ -195,13 +195,22 @@ func (it *Item) restrict(ds DotSet) *Item {
 // item b, whose causal context is bctx: an entry survives if both hold it,
 // or if one holds it and the other's context lacks its dot (so the other has
 // not yet seen it, rather than removed it). Either item may be nil. Neither
-// input is modified.
+// input is modified; when one is empty and the other's context lacks every
+// dot of the other, the result is that other item itself (items are
+// values, never modified in place), which is the common case of a delta
+// joined into an item the store does not hold.
 func JoinItem(a *Item, actx DotSet, b *Item, bctx DotSet) *Item {
 	if a == nil {
 		a = &emptyItem
 	}
 	if b == nil {
 		b = &emptyItem
+	}
+	switch {
+	case a.Empty() && b != &emptyItem && noneIn(b, actx):
+		return b
+	case b.Empty() && a != &emptyItem && noneIn(a, bctx):
+		return a
 	}
 	out := &Item{Presence: joinDots(a.Presence, actx, b.Presence, bctx)}
 	if len(a.Fields)+len(b.Fields) == 0 {
@@ -239,6 +248,33 @@ func JoinItem(a *Item, actx DotSet, b *Item, bctx DotSet) *Item {
 
 // emptyItem stands for a nil item in JoinItem; it is never modified.
 var emptyItem Item
+
+// noneIn reports whether ds holds no dot of it. The dots of an item
+// written by one operation are mostly one dot, looked up once.
+func noneIn(it *Item, ds DotSet) bool {
+	var last Dot
+	looked := false
+	in := func(d Dot) bool {
+		if looked && d == last {
+			return false
+		}
+		last, looked = d, true
+		return ds.Contains(d)
+	}
+	for _, d := range it.Presence {
+		if in(d) {
+			return false
+		}
+	}
+	for _, es := range it.Fields {
+		for _, e := range es {
+			if in(e.Dot) {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // joinDots merges two sorted dot lists by the join rule.
 func joinDots(a []Dot, actx DotSet, b []Dot, bctx DotSet) []Dot {

@@ -149,9 +149,11 @@ type docField struct {
 	value json.RawMessage
 }
 
-// canonicalFields validates doc as Document.normalize does, failing as it
-// does, and appends its fields with their canonical values (which may alias
-// doc's) to fs. It returns them and the values' total size.
+// canonicalFields is the one check of a metadata document: the number of
+// fields, every field name, every value (valid JSON, put in canonical
+// form) and the total size. It appends the fields with their canonical
+// values (which may alias doc's) to fs and returns them with the values'
+// total size.
 func canonicalFields(doc Document, fs []docField) ([]docField, int, error) {
 	if len(doc) > MaxFields {
 		return nil, 0, fmt.Errorf("%w: metadata has %d fields, limit %d", ErrTooLarge, len(doc), MaxFields)
@@ -212,23 +214,6 @@ func entriesOf(doc Document, dot Dot, ts Timestamp) (map[string][]Entry, error) 
 		out[f.name] = es[i : i+1 : i+1]
 	}
 	return out, nil
-}
-
-// fieldsOf makes one entry per field of a canonical doc, all tagged with
-// dot.
-func fieldsOf(doc Document, dot Dot, ts Timestamp) map[string][]Entry {
-	if len(doc) == 0 {
-		return nil
-	}
-	fs := make(map[string][]Entry, len(doc))
-	es := make([]Entry, len(doc))
-	i := 0
-	for f, v := range doc {
-		es[i] = Entry{Dot: dot, TS: ts, Value: v}
-		fs[f] = es[i : i+1 : i+1]
-		i++
-	}
-	return fs
 }
 
 // newDelta builds the delta of an operation that removed the entries with

@@ -198,3 +198,45 @@ func TestState_MembershipMatchesTombstoneORSet(t *testing.T) {
 		}
 	})
 }
+
+// TestDelta_JoinIntoIsJoinItem: Delta.JoinInto, with its shortcut for a
+// delta that brings a new item, gives what JoinItem gives for any delta
+// delivered to any replica state, and on an absent item both keep exactly
+// the delta's entries that the state has not seen.
+func TestDelta_JoinIntoIsJoinItem(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		rs, all := history(t, 3)
+		for _, r := range rs {
+			for _, d := range all {
+				cur := r.st.Items[d.Key()]
+				got := d.JoinInto(cur, r.st.Seen)
+				if want := JoinItem(cur, r.st.Seen, &d.Item, d.Covers()); !got.Equal(want) {
+					t.Fatalf("delta %s on %s: JoinInto %+v, JoinItem %+v", d.Dot, r.id, got, want)
+				}
+				// Where both take a shortcut, the reference: the
+				// delta's entries whose dots seen lacks.
+				if cur.Empty() {
+					want := &Item{}
+					for _, p := range d.Item.Presence {
+						if !r.st.Seen.Contains(p) {
+							want.Presence = append(want.Presence, p)
+						}
+					}
+					for f, es := range d.Item.Fields {
+						for _, e := range es {
+							if !r.st.Seen.Contains(e.Dot) {
+								if want.Fields == nil {
+									want.Fields = map[string][]Entry{}
+								}
+								want.Fields[f] = append(want.Fields[f], e)
+							}
+						}
+					}
+					if !got.Equal(want) {
+						t.Fatalf("delta %s on %s (no item): got %+v, want %+v", d.Dot, r.id, got, want)
+					}
+				}
+			}
+		}
+	})
+}

@@ -38,7 +38,7 @@ func (s *State) Apply(d *Delta) bool {
 		return false
 	}
 	k := d.Key()
-	it := JoinItem(s.Items[k], s.Seen, &d.Item, d.JoinCovers())
+	it := d.JoinInto(s.Items[k], s.Seen)
 	if it.Empty() {
 		delete(s.Items, k)
 	} else {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,19 +177,19 @@ func benchDeltas(tb testing.TB, signed bool) *benchPool {
 	return pool
 }
 
-// decode decodes the pool's deltas i..j-1, with their proofs.
-func (p *benchPool) decode(tb testing.TB, i, j int) []*crdt.Delta {
+// decode decodes the pool's deltas i..j-1 with their proofs, sealed, as
+// p2p decodes a peer's.
+func (p *benchPool) decode(tb testing.TB, i, j int) []*crdt.Sealed {
 	tb.Helper()
-	out := make([]*crdt.Delta, j-i)
+	out := make([]*crdt.Sealed, j-i)
 	for k := range out {
-		d, err := crdt.DecodeDelta(p.encs[i+k])
-		if err == nil {
-			d.Proof, err = crdt.DecodeProof(p.proofs[i+k])
-		}
+		pr, err := crdt.DecodeProof(p.proofs[i+k])
 		if err != nil {
 			tb.Fatal(err)
 		}
-		out[k] = d
+		if out[k], err = crdt.DecodeSealed(p.encs[i+k], pr); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	return out
 }
@@ -198,8 +199,9 @@ func (p *benchPool) decode(tb testing.TB, i, j int) []*crdt.Delta {
 const benchChunk = 10_000
 
 // BenchmarkApplyDeltas applies remote add deltas in batches of benchBatch,
-// one caller. Deltas are decoded benchChunk at a time with the timer
-// stopped (decoding is the transport's work). When the pool of pre-made
+// one caller, sealed as p2p seals a peer's (ApplySealed). Deltas are
+// decoded benchChunk at a time with the timer stopped (decoding is the
+// transport's work). When the pool of pre-made
 // deltas is used up, the rest goes to a fresh node (outside the timer),
 // since re-applying would only measure the duplicate check. The signed
 // variants apply a signed node's deltas, proofs checked, on a signed
@@ -237,11 +239,14 @@ func BenchmarkApplyDeltas(b *testing.B) {
 			n := bc.open(b)
 			b.ReportAllocs()
 			b.ResetTimer()
+			var cpu cpuClock
+			cpu.start()
 			next, joined, waiting := 0, 0, 0
-			var chunk []*crdt.Delta
+			var chunk []*crdt.Sealed
 			for done := 0; done < b.N; {
 				if len(chunk) == 0 {
 					b.StopTimer()
+					cpu.stop()
 					if next == len(pool.encs) {
 						waiting += n.Stats().Waiting
 						if err := n.Close(); err != nil {
@@ -250,10 +255,11 @@ func BenchmarkApplyDeltas(b *testing.B) {
 						n, next = bc.open(b), 0
 					}
 					chunk = pool.decode(b, next, min(next+benchChunk, len(pool.encs), next+b.N-done))
+					cpu.start()
 					b.StartTimer()
 				}
 				k := min(benchBatch, len(chunk))
-				res, err := n.ApplyDeltas(ctx, chunk[:k])
+				res, err := n.ApplySealed(ctx, chunk[:k])
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -263,7 +269,9 @@ func BenchmarkApplyDeltas(b *testing.B) {
 				done += k
 			}
 			b.StopTimer()
+			cpu.stop()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deltas/s")
+			b.ReportMetric(float64(cpu.total.Nanoseconds())/1e3/float64(b.N), "cpu-us/delta")
 			if waiting += n.Stats().Waiting; joined+waiting != b.N || waiting > benchBatch {
 				b.Fatalf("of %d deltas %d joined and %d wait", b.N, joined, waiting)
 			}
@@ -273,6 +281,26 @@ func BenchmarkApplyDeltas(b *testing.B) {
 		})
 	}
 }
+
+// cpuClock sums the CPU time of the whole process (user and system, all
+// threads: the caller, the commit goroutine, LevelDB's compaction, the
+// garbage collector) over the spans between start and stop. Unlike wall
+// time, other processes on a shared machine change it little, so it
+// compares two trees when the machine is not quiet.
+type cpuClock struct {
+	total, from time.Duration
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func (c *cpuClock) start() { c.from = processCPU() }
+func (c *cpuClock) stop()  { c.total += processCPU() - c.from }
 
 // benchOpenDir opens a node on a fresh on-disk LevelDB; the caller closes
 // it.
@@ -475,7 +503,7 @@ func benchCatalog(b *testing.B) *Node {
 			// sub-benchmarks and by -count repetitions.
 			n := benchOpenMem(b, testConfig(nil))
 			for i := 0; i < len(pool.encs); i += 1000 {
-				if _, err := n.ApplyDeltas(context.Background(), pool.decode(b, i, min(i+1000, len(pool.encs)))); err != nil {
+				if _, err := n.ApplySealed(context.Background(), pool.decode(b, i, min(i+1000, len(pool.encs)))); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -155,7 +155,9 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, c
 		n.parked.remove(y)
 	}
 	if !chk.Keyed {
-		d = withProof(d, crdt.Proof{})
+		if !d.Proof.Prev.IsZero() || d.Proof.Sig != nil || d.Proof.Split || !d.Proof.Elided.IsZero() {
+			d = withProof(d, crdt.Proof{}) // a replica that is not keyed has no chain
+		}
 	} else if chk.Sig == nil && d.Proof.Sig != nil {
 		p := d.Proof
 		p.Sig = nil

@@ -233,7 +233,7 @@ func (n *Node) plan(ctx context.Context, ws []write) ([]planned, error) {
 			p.next = d.Proof.Next(d, p.enc)
 			prev = p.next
 		}
-		if p.post, p.rec, err = n.joined(cur, d); err != nil {
+		if p.post, p.rec, err = n.joined(cur, d, p.enc); err != nil {
 			return nil, &BatchError{i, err}
 		}
 		after[w.k] = p.post
@@ -300,7 +300,7 @@ func (n *Node) chainBefore(dot crdt.Dot) (crdt.Hash, error) {
 // exceed crdt.MaxItemBytes it stages nothing and returns an error wrapping
 // crdt.ErrTooLarge. Caller holds mu.
 func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, next crdt.Hash, local bool) (*crdt.Item, error) {
-	post, rec, err := n.joined(cur, d)
+	post, rec, err := n.joined(cur, d, enc)
 	if err != nil {
 		return nil, err
 	}
@@ -309,12 +309,12 @@ func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, next cr
 }
 
 // joined returns the state of the item d is about (now cur) once d is
-// joined, and the record to store for it (nil if the item is empty). It
-// changes nothing. Caller holds mu.
-func (n *Node) joined(cur *crdt.Item, d *crdt.Delta) (post *crdt.Item, rec []byte, err error) {
-	post = crdt.JoinItem(cur, n.seen, &d.Item, d.JoinCovers())
+// joined, and the record to store for it (nil if the item is empty); enc
+// is d's encoding. It changes nothing. Caller holds mu.
+func (n *Node) joined(cur *crdt.Item, d *crdt.Delta, enc []byte) (post *crdt.Item, rec []byte, err error) {
+	post = d.JoinInto(cur, n.seen)
 	if !post.Empty() {
-		if rec, err = crdt.EncodeItem(post); err != nil {
+		if rec, err = crdt.EncodeJoined(d, enc, post); err != nil {
 			return nil, nil, fmt.Errorf("item %s with delta %s: %w", d.Key(), d.Dot, err)
 		}
 	}
@@ -387,37 +387,52 @@ func (n *Node) ApplyDelta(ctx context.Context, d *crdt.Delta) (ApplyResult, erro
 	return n.ApplyDeltas(ctx, []*crdt.Delta{d})
 }
 
-// ApplyDeltas joins remote deltas, in any order, and returns once the ones
-// it joined are durable. Every delta is validated first, and the
-// signatures of its proof checked (crdt.CheckProofs): if any fails, none
-// is applied and the error names its index. A delta of a keyed replica is
-// joined only if a signature of its origin covers it, and a delta of a
-// replica that is not keyed only by a node without Config.Key; others are
-// refused. A delta is joined only
-// once every delta it depends on is applied (causal delivery, see
-// causal.go); until then it waits in memory, and it is joined by whichever
-// later call applies its last dependency. A delta that passes validation
-// but cannot be joined (its item would exceed crdt.MaxItemBytes, or the
-// store fails to read) stops the call there: the deltas before it stay
-// applied. A delta already applied changes nothing and counts as a
-// duplicate. New deltas are logged under their own dots, so this node can
-// serve them to others, and are passed to subscribers.
+// ApplyDeltas seals remote deltas (crdt.Seal: each is validated and
+// encoded once) and joins them as ApplySealed does. If one fails to seal,
+// none is applied and the error names its index. The node keeps its own
+// copies: the caller may reuse deltas.
 func (n *Node) ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (ApplyResult, error) {
-	var res ApplyResult
-	encs := make([][]byte, len(deltas))
+	sealed := make([]*crdt.Sealed, len(deltas))
 	for i, d := range deltas {
 		if d == nil {
 			n.stats.deltasRejected.Add(1)
-			return res, fmt.Errorf("delta %d: %w: nil", i, crdt.ErrInvalid)
+			return ApplyResult{}, fmt.Errorf("delta %d: %w: nil", i, crdt.ErrInvalid)
 		}
-		err := d.Validate()
-		if err == nil {
-			encs[i], err = crdt.EncodeDelta(d)
-		}
+		s, err := crdt.Seal(d)
 		if err != nil {
 			n.stats.deltasRejected.Add(1)
-			return res, fmt.Errorf("delta %d (%s): %w", i, d.Dot, err)
+			return ApplyResult{}, fmt.Errorf("delta %d (%s): %w", i, d.Dot, err)
 		}
+		sealed[i] = s
+	}
+	return n.ApplySealed(ctx, sealed)
+}
+
+// ApplySealed joins remote deltas, in any order, and returns once the ones
+// it joined are durable. They were validated and encoded when they were
+// sealed (crdt.DecodeSealed, crdt.Seal) and are not again; the signatures
+// of their proofs are checked first (crdt.CheckProofs): if one fails, none
+// is applied and the error names its index. A delta of a keyed replica is
+// joined only if a signature of its origin covers it, and a delta of a
+// replica that is not keyed only by a node without Config.Key; others are
+// refused. A delta is joined only once every delta it depends on is
+// applied (causal delivery, see causal.go); until then it waits in memory,
+// and it is joined by whichever later call applies its last dependency. A
+// delta that cannot be joined (its item would exceed crdt.MaxItemBytes, or
+// the store fails to read) stops the call there: the deltas before it stay
+// applied. A delta already applied changes nothing and counts as a
+// duplicate. New deltas are logged under their own dots, so this node can
+// serve them to others, and are passed to subscribers.
+func (n *Node) ApplySealed(ctx context.Context, sealed []*crdt.Sealed) (ApplyResult, error) {
+	var res ApplyResult
+	deltas := make([]*crdt.Delta, len(sealed))
+	encs := make([][]byte, len(sealed))
+	for i, s := range sealed {
+		if s == nil || s.Delta() == nil {
+			n.stats.deltasRejected.Add(1)
+			return res, fmt.Errorf("delta %d: %w: nil", i, crdt.ErrInvalid)
+		}
+		deltas[i], encs[i] = s.Delta(), s.Bytes()
 	}
 	checked, err := crdt.CheckProofs(deltas, encs)
 	if err != nil {

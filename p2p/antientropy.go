@@ -200,7 +200,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			if err != nil {
 				return p.misbehaved(s, id, err)
 			}
-			if _, err := p.cat.ApplyDeltas(sctx, ds); err != nil {
+			if _, err := p.cat.ApplySealed(sctx, ds); err != nil {
 				return p.misbehaved(s, id, err)
 			}
 			received += len(ds)

@@ -131,17 +131,18 @@ func (p *Peer) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubs
 		return pubsub.ValidationReject
 	}
 	var checked crdt.ReplicaID // a message's deltas are usually of one replica
-	for _, d := range ds {
-		if d.Dot.Replica == checked {
+	for _, s := range ds {
+		dot := s.Dot()
+		if dot.Replica == checked {
 			continue
 		}
-		checked = d.Dot.Replica
+		checked = dot.Replica
 		// A peer publishes only its own writes: a delta of a replica
 		// keyed by another peer is a forgery, whatever its proof says.
-		if owner := d.Dot.Replica.Peer(); owner != "" && owner != m.GetFrom().String() {
+		if owner := dot.Replica.Peer(); owner != "" && owner != m.GetFrom().String() {
 			p.stats.rejected.Add(1)
 			p.log.Warn("rejected gossip message: a delta of another peer's replica; disconnecting the peer that sent it",
-				"peer", from, "origin", m.GetFrom(), "dot", d.Dot)
+				"peer", from, "origin", m.GetFrom(), "dot", dot)
 			p.goRun(func() { _ = p.h.Network().ClosePeer(from) })
 			return pubsub.ValidationReject
 		}
@@ -295,7 +296,7 @@ func (p *Peer) receiveLoop() {
 		if err != nil {
 			return // closed
 		}
-		if _, ok := m.ValidatorData.([]*crdt.Delta); !ok || m.ReceivedFrom == p.h.ID() {
+		if _, ok := m.ValidatorData.([]*crdt.Sealed); !ok || m.ReceivedFrom == p.h.ID() {
 			continue
 		}
 		select {
@@ -331,14 +332,15 @@ func (p *Peer) applyLoop(in <-chan *pubsub.Message) {
 			dot  crdt.Dot
 			from peer.ID
 		}
-		var ds []*crdt.Delta
+		var ds []*crdt.Sealed
 		lowest := map[crdt.ReplicaID]first{}
 		for _, m := range msgs {
 			p.stats.received.Add(1)
-			for _, d := range m.ValidatorData.([]*crdt.Delta) {
-				ds = append(ds, d)
-				if l, ok := lowest[d.Dot.Replica]; !ok || d.Dot.Counter < l.dot.Counter {
-					lowest[d.Dot.Replica] = first{d.Dot, m.ReceivedFrom}
+			for _, s := range m.ValidatorData.([]*crdt.Sealed) {
+				ds = append(ds, s)
+				dot := s.Dot()
+				if l, ok := lowest[dot.Replica]; !ok || dot.Counter < l.dot.Counter {
+					lowest[dot.Replica] = first{dot, m.ReceivedFrom}
 				}
 			}
 		}
@@ -348,7 +350,7 @@ func (p *Peer) applyLoop(in <-chan *pubsub.Message) {
 				gaps = append(gaps, f)
 			}
 		}
-		if _, err := p.cat.ApplyDeltas(p.ctx, ds); err != nil && p.ctx.Err() == nil {
+		if _, err := p.cat.ApplySealed(p.ctx, ds); err != nil && p.ctx.Err() == nil {
 			// Validated deltas fail only if the store fails or an item
 			// would overflow; anti-entropy retries what was not joined.
 			p.log.Warn("joining gossiped deltas", "messages", len(msgs), "err", err)

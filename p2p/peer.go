@@ -24,7 +24,7 @@ import (
 // Catalog is what the peer needs from the node; *node.Node satisfies it.
 type Catalog interface {
 	Subscribe(buffer int) *node.Subscription
-	ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (node.ApplyResult, error)
+	ApplySealed(ctx context.Context, deltas []*crdt.Sealed) (node.ApplyResult, error)
 	Gap(dot crdt.Dot) bool
 	Contexts() (seen, applied *crdt.Context)
 	DeltasFor(ctx context.Context, have *crdt.Context, fn func(d *crdt.Delta, enc []byte) error) (int, error)

@@ -72,7 +72,7 @@ func peekVersion(b []byte, key uint64) uint {
 }
 
 // decodeGossip decodes and validates a gossip message of network.
-func decodeGossip(b []byte, network string, maxBytes int) ([]*crdt.Delta, error) {
+func decodeGossip(b []byte, network string, maxBytes int) ([]*crdt.Sealed, error) {
 	if len(b) > maxBytes {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrBadMessage, len(b), maxBytes)
 	}
@@ -103,26 +103,29 @@ func decodeGossip(b []byte, network string, maxBytes int) ([]*crdt.Delta, error)
 	return out, nil
 }
 
-// decodeDeltas decodes deltas and their proofs, two lists of one length.
-// An error wraps crdt.ErrVersion for a delta of another format version,
-// else ErrBadMessage.
-func decodeDeltas(deltas, proofs [][]byte) ([]*crdt.Delta, error) {
+// decodeDeltas decodes and seals deltas and their proofs, two lists of
+// one length: each is validated here, once, and keeps its encoding, so
+// the node neither validates nor encodes it again. An error wraps
+// crdt.ErrVersion for a delta of another format version, else
+// ErrBadMessage.
+func decodeDeltas(deltas, proofs [][]byte) ([]*crdt.Sealed, error) {
 	if len(proofs) != len(deltas) {
 		return nil, fmt.Errorf("%w: %d deltas, %d proofs", ErrBadMessage, len(deltas), len(proofs))
 	}
-	out := make([]*crdt.Delta, len(deltas))
+	out := make([]*crdt.Sealed, len(deltas))
 	for i, enc := range deltas {
-		d, err := crdt.DecodeDelta(enc)
+		p, perr := crdt.DecodeProof(proofs[i])
+		s, err := crdt.DecodeSealed(enc, p)
 		if errors.Is(err, crdt.ErrVersion) {
 			return nil, fmt.Errorf("delta %d: %w", i, err)
 		}
 		if err == nil {
-			d.Proof, err = crdt.DecodeProof(proofs[i])
+			err = perr
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: delta %d: %v", ErrBadMessage, i, err)
 		}
-		out[i] = d
+		out[i] = s
 	}
 	return out, nil
 }

@@ -52,12 +52,15 @@ func FuzzDecodeGossip(f *testing.F) {
 			return
 		}
 		var encs, proofs [][]byte
-		for _, d := range ds {
-			enc, err := crdt.EncodeDelta(d)
+		for _, s := range ds {
+			enc, err := crdt.EncodeDelta(s.Delta())
 			if err != nil {
 				t.Fatal(err)
 			}
-			encs, proofs = appendDelta(encs, proofs, d, enc)
+			if !bytes.Equal(enc, s.Bytes()) {
+				t.Fatalf("delta %s sealed with\n %x\nEncodeDelta writes\n %x", s.Dot(), s.Bytes(), enc)
+			}
+			encs, proofs = appendDelta(encs, proofs, s.Delta(), enc)
 		}
 		msg, err := encodeGossip("net", encs, proofs)
 		if err != nil {
