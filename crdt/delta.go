@@ -142,12 +142,22 @@ func (d *Delta) Validate() error {
 		return err
 	}
 	// An add holds its presence, unless it holds none of its own entries:
-	// a stub's encoding (see stub.go) is decoded before its proof, and
-	// checkProof checks again once the proof is known.
+	// a stub's encoding (see stub.go) is decoded before its proof.
+	// checkSealed checks again once the proof is known.
 	if d.Op == OpAdd && !slices.Contains(d.Item.Presence, d.Dot) && d.HasOwn() {
 		return fmt.Errorf("%w: add delta lacks its presence dot", ErrInvalid)
 	}
 	return d.checkProof()
+}
+
+// checkSealed is the check of a delta whose proof is known (see Sealed)
+// that Validate cannot make without it: an add that holds none of its own
+// entries must be a stub.
+func (d *Delta) checkSealed() error {
+	if d.Op == OpAdd && !d.IsStub() && !slices.Contains(d.Item.Presence, d.Dot) {
+		return fmt.Errorf("%w: add delta %s lacks its presence dot", ErrInvalid, d.Dot)
+	}
+	return nil
 }
 
 // checkProof validates d's proof: its form, and a stub's own (see
@@ -155,9 +165,6 @@ func (d *Delta) Validate() error {
 func (d *Delta) checkProof() error {
 	if err := d.validateStub(); err != nil {
 		return err
-	}
-	if d.Op == OpAdd && !d.IsStub() && !slices.Contains(d.Item.Presence, d.Dot) {
-		return fmt.Errorf("%w: add delta lacks its presence dot", ErrInvalid)
 	}
 	if p := &d.Proof; p.Sig != nil && (len(p.Sig) != SigSize || p.Prev.IsZero()) {
 		return fmt.Errorf("%w: delta %s: a signature of %d bytes needs a chain hash and %d bytes", ErrInvalid, d.Dot, len(p.Sig), SigSize)

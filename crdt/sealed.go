@@ -46,7 +46,11 @@ func DecodeSealed(b []byte, p Proof) (*Sealed, error) {
 		return nil, fmt.Errorf("decode delta: %w", err)
 	}
 	d.Proof = p
-	if err := d.checkProof(); err != nil {
+	err := d.checkProof()
+	if err == nil {
+		err = d.checkSealed()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("decode delta: %w", err)
 	}
 	if canonical && raw.canonicalDelta(b) {
@@ -67,7 +71,11 @@ func DecodeSealed(b []byte, p Proof) (*Sealed, error) {
 // encoding. The Sealed holds its own copy of d (and of its proof): later
 // changes to d do not reach it.
 func Seal(d *Delta) (*Sealed, error) {
-	if err := d.Validate(); err != nil {
+	err := d.Validate()
+	if err == nil {
+		err = d.checkSealed()
+	}
+	if err != nil {
 		return nil, err
 	}
 	enc, err := EncodeDelta(d)

@@ -236,6 +236,11 @@ func FuzzDecodeSealed(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		want, werr := DecodeDelta(b)
+		if werr == nil {
+			// What a sealed delta must also be (checkSealed): DecodeDelta
+			// cannot tell a stub without its proof.
+			werr = want.checkSealed()
+		}
 		s, err := DecodeSealed(b, Proof{})
 		if !sameError(err, werr) {
 			t.Fatalf("DecodeSealed: %v; DecodeDelta: %v", err, werr)
