@@ -17,6 +17,11 @@ type Page struct {
 	Items []Item
 	// NextCursor, when not empty, is the cursor of the next page.
 	NextCursor string
+	// Scanned reports that the query read the collection's items in id
+	// order (no term of it is indexed); false when it read an index.
+	Scanned bool
+	// Read counts the item records the query read.
+	Read int
 }
 
 // Query returns up to limit present items of a collection that match q
@@ -41,6 +46,9 @@ func (n *Node) Query(ctx context.Context, collection, q string, limit int, curso
 	if err != nil {
 		return Page{}, err
 	}
+	if page, ok, err := n.queryIndexed(ctx, collection, parsed, limit, cursor); ok || err != nil {
+		return page, err
+	}
 	prefix := collectionPrefix(collection)
 	from := ""
 	if cursor != "" {
@@ -52,7 +60,7 @@ func (n *Node) Query(ctx context.Context, collection, q string, limit int, curso
 			from = p
 		}
 	}
-	var page Page
+	page := Page{Scanned: true}
 	// The reader resolves each record's metadata into memory it reuses, so
 	// the items that do not match cost no allocation; the ones returned are
 	// decoded in full.
@@ -65,6 +73,7 @@ func (n *Node) Query(ctx context.Context, collection, q string, limit int, curso
 		if !strings.HasPrefix(k.ID, idPrefix) {
 			return false, nil
 		}
+		page.Read++
 		md, visible, err := rd.Read(val)
 		if err != nil {
 			return false, fmt.Errorf("%w: item %s: %v", ErrCorrupt, k, err)
