@@ -37,7 +37,7 @@ func (l *indexList) Set(v string) error {
 		coll, fields, ok := strings.Cut(spec, ":")
 		coll = strings.TrimSpace(coll)
 		if !ok || coll == "" {
-			return fmt.Errorf("index %q: want COLLECTION:FIELD,FIELD...", spec)
+			return fmt.Errorf("index %q: want COLLECTION:FIELD,FIELD (comma-separated fields)", spec)
 		}
 		for _, f := range strings.Split(fields, ",") {
 			if f = strings.TrimSpace(f); f != "" && !slices.Contains(l.byColl[coll], f) {
