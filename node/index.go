@@ -36,7 +36,8 @@ import (
 // items, or whose build a crash cut short) is built by Open before it
 // returns, and marked built by the record /m/index/c<collection>/f<field>,
 // written last; the entries of an index no longer declared are deleted
-// at Open with their marker.
+// at Open with their marker. Repair deletes every marker, so that the next
+// Open rebuilds every index from the items the repair kept.
 
 const (
 	indexesPrefix = "/x"
@@ -143,6 +144,16 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(ks)
 	return ks
+}
+
+// indexMarkerKeys returns the markers of the indexes built in store.
+func indexMarkerKeys(ctx context.Context, store ds.Datastore) ([]ds.Key, error) {
+	var keys []ds.Key
+	err := scan(ctx, store, markersPrefix, "", func(key string, _ []byte) (bool, error) {
+		keys = append(keys, ds.RawKey(key))
+		return true, nil
+	})
+	return keys, err
 }
 
 // parseMarker is the inverse of indexMarker.
@@ -370,7 +381,7 @@ func (n *Node) queryIndexed(ctx context.Context, collection string, q *query.Que
 				ferr = err
 				return false
 			}
-			return true // an entry left by Repair: see DESIGN
+			return true // an entry without its item (there should be none): not a match
 		}
 		md, visible, err := rd.Read(val)
 		if err != nil {

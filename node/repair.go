@@ -128,6 +128,13 @@ func Repair(ctx context.Context, store ds.Batching, key ed25519.PrivateKey, log 
 	if err != nil {
 		return rep, fmt.Errorf("repair: read delta log: %w", err)
 	}
+	// The damage may have taken index entries of items it left: the next
+	// Open rebuilds every index.
+	markers, err := indexMarkerKeys(ctx, store)
+	if err != nil {
+		return rep, fmt.Errorf("repair: read index markers: %w", err)
+	}
+	drop = append(drop, markers...)
 	for len(drop) > 0 {
 		chunk := drop[:min(len(drop), repairChunk)]
 		drop = drop[len(chunk):]
