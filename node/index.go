@@ -281,65 +281,23 @@ type candidate struct {
 // the store, as a scan does.
 func (n *Node) queryIndexed(ctx context.Context, collection string, q *query.Query, limit int, cursor string) (Page, bool, error) {
 	l, ok := n.store.(*leveldb.Datastore)
-	fields := n.cfg.Indexes[collection]
-	if !ok || len(fields) == 0 {
-		return Page{}, false, nil
-	}
 	idPrefix, exact := q.IDPrefix()
-	if exact {
+	if !ok || exact {
 		return Page{}, false, nil
 	}
-	var cands []candidate
-	for _, t := range q.IndexTerms() {
-		if !slices.Contains(fields, t.Field) {
-			continue
-		}
-		c := candidate{eq: t.Eq}
-		p := indexPrefix(collection, t.Field) + "/"
-		for _, s := range t.Spans {
-			r := util.Range{Start: append([]byte(p), s.From...)}
-			if s.To != nil {
-				r.Limit = append([]byte(p), s.To...)
-			} else {
-				r.Limit = query.PrefixEnd([]byte(p))
-			}
-			c.ranges = append(c.ranges, r)
-		}
-		cands = append(cands, c)
-	}
+	cands := n.candidates(collection, q)
 	if len(cands) == 0 {
 		return Page{}, false, nil
 	}
 	snap, err := l.DB.GetSnapshot()
 	if err != nil {
-		return Page{}, false, err
+		return Page{}, false, fmt.Errorf("query %s: %w", collection, err)
 	}
 	defer snap.Release()
-
-	// The fewest entries wins; an equality beats a range of as many, as
-	// it reads in id order.
-	best := -1
-	for i := range cands {
-		c := &cands[i]
-		limitCount := estimateCap
-		if best >= 0 {
-			limitCount = cands[best].count
-		}
-		for _, r := range c.ranges {
-			it := snap.NewIterator(&r, nil)
-			for c.count <= limitCount && it.Next() {
-				c.count++
-			}
-			it.Release()
-			if err := it.Error(); err != nil {
-				return Page{}, false, err
-			}
-		}
-		if best < 0 || c.count < cands[best].count || c.count == cands[best].count && c.eq && !cands[best].eq {
-			best = i
-		}
+	c, err := pick(snap, cands)
+	if err != nil {
+		return Page{}, false, fmt.Errorf("query %s: %w", collection, err)
 	}
-	c := cands[best]
 
 	after := ""
 	if cursor != "" {
@@ -348,28 +306,11 @@ func (n *Node) queryIndexed(ctx context.Context, collection string, q *query.Que
 	if idPrefix > after {
 		after = idPrefix
 	}
-	var ids func(yield func(string) bool) error
-	if c.eq {
-		ids = func(yield func(string) bool) error { return mergeEq(snap, c.ranges, after, idPrefix, yield) }
-	} else {
-		list, err := collectRange(snap, c.ranges, after, idPrefix)
-		if err != nil || list == nil {
-			return Page{}, false, err
-		}
-		ids = func(yield func(string) bool) error {
-			for _, id := range list {
-				if !yield(id) {
-					break
-				}
-			}
-			return nil
-		}
-	}
-
 	page := Page{}
 	var rd crdt.MetadataReader
 	var ferr error
-	err = ids(func(id string) bool {
+	// visit fetches and matches one item; false stops the read.
+	visit := func(id string) bool {
 		if ferr = ctx.Err(); ferr != nil {
 			return false
 		}
@@ -398,25 +339,91 @@ func (n *Node) queryIndexed(ctx context.Context, collection string, q *query.Que
 		}
 		page.Items = append(page.Items, view(k, it))
 		return len(page.Items) < limit
-	})
+	}
+	if c.eq {
+		err = mergeEq(snap, c.ranges, after, idPrefix, visit)
+	} else {
+		var ids []string
+		if ids, err = collectRange(snap, c.ranges, after, idPrefix); err == nil && ids == nil {
+			return Page{}, false, nil
+		}
+		for _, id := range ids {
+			if !visit(id) {
+				break
+			}
+		}
+	}
 	if err == nil {
 		err = ferr
 	}
-	if err != nil {
-		return Page{}, true, fmt.Errorf("query %s: %w", collection, err)
-	}
-	if len(page.Items) == limit {
+	if err == nil && len(page.Items) == limit {
 		// As a scan does: a next page exists if any visible item follows.
-		more, read, err := visibleAfter(snap, collection, page.Items[limit-1].ID, idPrefix)
+		var more bool
+		var read int
+		more, read, err = visibleAfter(snap, collection, page.Items[limit-1].ID, idPrefix)
 		page.Read += read
-		if err != nil {
-			return Page{}, true, fmt.Errorf("query %s: %w", collection, err)
-		}
 		if more {
 			page.NextCursor = page.Items[limit-1].ID
 		}
 	}
+	if err != nil {
+		return Page{}, true, fmt.Errorf("query %s: %w", collection, err)
+	}
 	return page, true, nil
+}
+
+// candidates returns the terms of q on indexed fields of collection, with
+// the key ranges of their entries.
+func (n *Node) candidates(collection string, q *query.Query) []candidate {
+	fields := n.cfg.Indexes[collection]
+	if len(fields) == 0 {
+		return nil
+	}
+	var cands []candidate
+	for _, t := range q.IndexTerms() {
+		if !slices.Contains(fields, t.Field) {
+			continue
+		}
+		c := candidate{eq: t.Eq}
+		p := indexPrefix(collection, t.Field) + "/"
+		for _, s := range t.Spans {
+			r := util.Range{Start: append([]byte(p), s.From...), Limit: query.PrefixEnd([]byte(p))}
+			if s.To != nil {
+				r.Limit = append([]byte(p), s.To...)
+			}
+			c.ranges = append(c.ranges, r)
+		}
+		cands = append(cands, c)
+	}
+	return cands
+}
+
+// pick counts the entries of each candidate, up to estimateCap and to the
+// fewest counted so far, and returns the one with the fewest; an equality
+// beats a range with as many, as it reads in id order.
+func pick(snap snapshot, cands []candidate) (candidate, error) {
+	best := -1
+	for i := range cands {
+		c := &cands[i]
+		limit := estimateCap
+		if best >= 0 {
+			limit = cands[best].count
+		}
+		for _, r := range c.ranges {
+			it := snap.NewIterator(&r, nil)
+			for c.count <= limit && it.Next() {
+				c.count++
+			}
+			it.Release()
+			if err := it.Error(); err != nil {
+				return candidate{}, err
+			}
+		}
+		if best < 0 || c.count < cands[best].count || c.count == cands[best].count && c.eq && !cands[best].eq {
+			best = i
+		}
+	}
+	return cands[best], nil
 }
 
 // snapshot is what the planner reads: a LevelDB snapshot.
@@ -445,9 +452,9 @@ func mergeEq(snap snapshot, ranges []util.Range, after, idPrefix string, yield f
 	advance := func(i int) error {
 		heads[i] = ""
 		if its[i].Next() {
-			id := string(its[i].Value())
-			if !bytes.HasSuffix(its[i].Key(), its[i].Value()) || crdt.ValidateID(id) != nil {
-				return fmt.Errorf("%w: index entry %q", ErrCorrupt, its[i].Key())
+			id, err := entryID(its[i].Key(), its[i].Value())
+			if err != nil {
+				return err
 			}
 			if strings.HasPrefix(id, idPrefix) {
 				heads[i] = id
@@ -483,6 +490,16 @@ func mergeEq(snap snapshot, ranges []util.Range, after, idPrefix string, yield f
 	}
 }
 
+// entryID checks an index entry (its value is a valid id that ends its
+// key) and returns its id.
+func entryID(key, val []byte) (string, error) {
+	id := string(val)
+	if !bytes.HasSuffix(key, val) || crdt.ValidateID(id) != nil {
+		return "", fmt.Errorf("%w: index entry %q", ErrCorrupt, key)
+	}
+	return id, nil
+}
+
 // collectRange returns, sorted and once each, the ids of the entries in
 // ranges that are at least after and start with idPrefix; nil if there
 // are more than maxRangeIDs.
@@ -491,10 +508,10 @@ func collectRange(snap snapshot, ranges []util.Range, after, idPrefix string) ([
 	for _, r := range ranges {
 		it := snap.NewIterator(&r, nil)
 		for it.Next() {
-			id := string(it.Value())
-			if !bytes.HasSuffix(it.Key(), it.Value()) || crdt.ValidateID(id) != nil {
+			id, err := entryID(it.Key(), it.Value())
+			if err != nil {
 				it.Release()
-				return nil, fmt.Errorf("%w: index entry %q", ErrCorrupt, it.Key())
+				return nil, err
 			}
 			if id >= after && strings.HasPrefix(id, idPrefix) {
 				if len(ids) == maxRangeIDs {
