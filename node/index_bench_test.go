@@ -159,18 +159,11 @@ func BenchmarkIndexedAdd(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			cfg := testConfig(nil)
 			cfg.Indexes = bc.indexes
-			var n *Node
+			open := benchOpenMem
 			if bc.durable {
-				store, err := OpenLevelDB(b.TempDir(), true)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if n, err = Open(context.Background(), store, cfg); err != nil {
-					b.Fatal(err)
-				}
-			} else {
-				n = benchOpenMem(b, cfg)
+				open = func(tb testing.TB, cfg Config) *Node { return openDir(tb, b.TempDir(), cfg) }
 			}
+			n := open(b, cfg)
 			defer n.Close()
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -200,15 +193,7 @@ func benchAddPaired(b *testing.B, durable bool) {
 		if !durable {
 			return benchOpenMem(b, cfg)
 		}
-		store, err := OpenLevelDB(b.TempDir(), true)
-		if err != nil {
-			b.Fatal(err)
-		}
-		n, err := Open(context.Background(), store, cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return n
+		return openDir(b, b.TempDir(), cfg)
 	}
 	nodes := [2]*Node{open(nil), open(benchIndexes)}
 	defer nodes[0].Close()
