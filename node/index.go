@@ -45,9 +45,11 @@ const (
 	// indexVersion is the version of the entries' encoding, the value of
 	// a built index's marker. A store with another version rebuilds.
 	indexVersion = 1
-	// indexChunk is how many entries Open writes or deletes per batch.
-	indexChunk = 10_000
 )
+
+// indexChunk is how many entries Open writes or deletes per batch (a
+// variable for tests).
+var indexChunk = 10_000
 
 func indexPrefix(coll, field string) string { return indexesPrefix + "/c" + coll + "/f" + field }
 
@@ -166,15 +168,19 @@ func parseMarker(s string) (coll, field string, ok bool) {
 	return coll, field, ok && coll != "" && field != ""
 }
 
-// clearIndex deletes every entry of an index.
+// clearIndex deletes every entry of an index, indexChunk at a time.
 func (n *Node) clearIndex(ctx context.Context, coll, field string) error {
 	var keys []string
 	err := scan(ctx, n.store, indexPrefix(coll, field), "", func(key string, _ []byte) (bool, error) {
-		keys = append(keys, key)
-		return true, nil
+		if keys = append(keys, key); len(keys) < indexChunk {
+			return true, nil
+		}
+		err := n.writeBatch(ctx, keys, nil)
+		keys = keys[:0]
+		return true, err
 	})
 	if err == nil {
-		err = n.writeChunks(ctx, keys, nil)
+		err = n.writeBatch(ctx, keys, nil)
 	}
 	if err != nil {
 		return fmt.Errorf("index %s.%s: clear: %w", coll, field, err)
@@ -182,29 +188,24 @@ func (n *Node) clearIndex(ctx context.Context, coll, field string) error {
 	return nil
 }
 
-// writeChunks writes keys (with vals, or deletes them if vals is nil) in
-// batches of indexChunk.
-func (n *Node) writeChunks(ctx context.Context, keys []string, vals [][]byte) error {
-	for i := 0; i < len(keys); i += indexChunk {
-		b, err := n.store.Batch(ctx)
+// writeBatch writes keys (with vals, or deletes them if vals is nil) in
+// one batch.
+func (n *Node) writeBatch(ctx context.Context, keys []string, vals [][]byte) error {
+	b, err := n.store.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	for i, k := range keys {
+		if vals == nil {
+			err = b.Delete(ctx, ds.RawKey(k))
+		} else {
+			err = b.Put(ctx, ds.RawKey(k), vals[i])
+		}
 		if err != nil {
 			return err
 		}
-		for j := i; j < min(i+indexChunk, len(keys)); j++ {
-			if vals == nil {
-				err = b.Delete(ctx, ds.RawKey(keys[j]))
-			} else {
-				err = b.Put(ctx, ds.RawKey(keys[j]), vals[j])
-			}
-			if err != nil {
-				return err
-			}
-		}
-		if err := b.Commit(ctx); err != nil {
-			return err
-		}
 	}
-	return nil
+	return b.Commit(ctx)
 }
 
 // buildIndex writes the entries of every visible item of coll that has
@@ -218,7 +219,7 @@ func (n *Node) buildIndex(ctx context.Context, coll, field string) error {
 	var vals [][]byte
 	entries := 0
 	flush := func() error {
-		err := n.writeChunks(ctx, keys, vals)
+		err := n.writeBatch(ctx, keys, vals)
 		entries += len(keys)
 		keys, vals = keys[:0], vals[:0]
 		return err

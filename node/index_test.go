@@ -236,6 +236,8 @@ func TestIndex_AnswersEqualScan(t *testing.T) {
 // An index declared on a store that holds items is built at Open; one no
 // longer declared is dropped; a build cut short is redone.
 func TestIndex_BuiltAtOpenDroppedWhenUndeclared(t *testing.T) {
+	defer func(c int) { indexChunk = c }(indexChunk)
+	indexChunk = 7 // builds and drops take several batches
 	dir := t.TempDir()
 	n := openDir(t, dir, testConfig(nil))
 	for i := range 50 {
