@@ -51,6 +51,9 @@ type RepairReport struct {
 //   - deletes the delta log, which may name deltas whose effects were
 //     lost (their origins still hold them); the GetDeltas cursor then
 //     reports ErrCursorExpired, and its consumer takes a full state;
+//   - marks every secondary index unbuilt (Config.Indexes), as the damage
+//     may have taken entries of items it kept, so that the next Open
+//     rebuilds them from the items;
 //   - gives the store a new replica ID, as Reincarnate does: the last
 //     counter the old replica used may be lost with its records, and a
 //     counter that went back would hand out a dot already used (a fork).
