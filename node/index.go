@@ -57,7 +57,7 @@ func indexMarker(coll, field string) ds.Key {
 	return ds.RawKey(markersPrefix + "/c" + coll + "/f" + field)
 }
 
-// indexEntry returns the key of it's entry in the index of coll on field,
+// indexEntry returns the key of the entry of it in the index of coll on field,
 // "" if it has none (it is not visible or has no such field).
 func indexEntry(coll, field, id string, it *crdt.Item) string {
 	if !it.Visible() {
@@ -124,7 +124,7 @@ func (n *Node) openIndexes(ctx context.Context) error {
 		if err := n.store.Delete(ctx, ds.RawKey(m)); err != nil {
 			return fmt.Errorf("index %s.%s: %w", coll, field, err)
 		}
-		n.log.Info("dropped index no longer declared", "collection", coll, "field", field)
+		n.log.Info("dropped index entries (index no longer declared, or of another encoding)", "collection", coll, "field", field)
 	}
 	for _, coll := range sortedKeys(n.cfg.Indexes) {
 		for _, f := range n.cfg.Indexes[coll] {
