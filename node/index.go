@@ -57,8 +57,9 @@ func indexMarker(coll, field string) ds.Key {
 	return ds.RawKey(markersPrefix + "/c" + coll + "/f" + field)
 }
 
-// indexEntry returns the key of the entry of it in the index of coll on field,
-// "" if it has none (it is not visible or has no such field).
+// indexEntry returns the key of the entry of item id (in state it) in the
+// index of coll on field; "" if it has none (it is not visible or has no
+// such field).
 func indexEntry(coll, field, id string, it *crdt.Item) string {
 	if !it.Visible() {
 		return ""
