@@ -118,8 +118,13 @@ func (d *Delta) Validate() error {
 	if err := d.Item.validateWith(&rc, cov, true); err != nil {
 		return err
 	}
-	if d.Op == OpAdd && !slices.Contains(d.Item.Presence, d.Dot) {
+	// An add holds its presence, unless it holds none of its own entries:
+	// a stub's encoding (see stub.go) is decoded before its proof.
+	if d.Op == OpAdd && !slices.Contains(d.Item.Presence, d.Dot) && d.HasOwn() {
 		return fmt.Errorf("%w: add delta lacks its presence dot", ErrInvalid)
+	}
+	if err := d.validateStub(); err != nil {
+		return err
 	}
 	if d.Proof.Sig != nil && (len(d.Proof.Sig) != SigSize || d.Proof.Prev.IsZero()) {
 		return fmt.Errorf("%w: delta %s: a signature of %d bytes needs a chain hash and %d bytes", ErrInvalid, d.Dot, len(d.Proof.Sig), SigSize)

@@ -195,6 +195,13 @@ func FuzzDecodeContext(f *testing.F) {
 func FuzzDeltaJSON(f *testing.F) {
 	_, all := sampleHistory(f)
 	signed, _, _ := signedChain(f, 2, 2) // with proofs, one signed
+	r, key := keyedReplica(f)
+	split, err := AddDelta(Key{"snapshots", "s"}, nil, doc("n", "1"), Dot{r, 1}, Timestamp(1<<16))
+	if err != nil {
+		f.Fatal(err)
+	}
+	splitChain(f, key, split)
+	signed = append(signed, split, Stub(split)) // the split format, and a stub
 	for _, d := range append(append(all, richDelta(f)), signed...) {
 		b, err := json.Marshal(d)
 		if err != nil {

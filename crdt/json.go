@@ -20,10 +20,12 @@ import (
 //	  "context": [{"replica": "a1b2", "counter": 7}],
 //	  "presence": [{"replica": "a1b2", "counter": 7}],
 //	  "fields": {"size": [{"dot": {"replica": "a1b2", "counter": 7}, "ts": "...", "value": 1024}]},
-//	  "proof": {"prev": "<64 hex digits>", "sig": "<128 hex digits, or absent>"}
+//	  "proof": {"prev": "<64 hex digits>", "sig": "<128 hex digits, or absent>", "split": true}
 //	}
 //
-// "proof" is absent for a delta without one (see Proof).
+// "proof" is absent for a delta without one (see Proof); "split" for a
+// delta of the old chain format; a stub (see stub.go) has "elided": "<64
+// hex digits>" and none of its own entries.
 
 // MaxDeltaJSONBytes bounds the JSON form UnmarshalJSON takes: room for the
 // JSON form of any delta that DecodeDelta accepts — its strings and values
@@ -60,13 +62,21 @@ type jsonDelta struct {
 type jsonProof struct {
 	Prev string `json:"prev"`
 	Sig  string `json:"sig,omitempty"`
+	// Split is set for a delta of the split chain format; Elided, in hex,
+	// for a stub (see Proof).
+	Split  bool   `json:"split,omitempty"`
+	Elided string `json:"elided,omitempty"`
 }
 
 func toJSONProof(p Proof) *jsonProof {
 	if p.Prev.IsZero() {
 		return nil
 	}
-	return &jsonProof{Prev: hex.EncodeToString(p.Prev[:]), Sig: hex.EncodeToString(p.Sig)}
+	j := &jsonProof{Prev: hex.EncodeToString(p.Prev[:]), Sig: hex.EncodeToString(p.Sig), Split: p.Split}
+	if !p.Elided.IsZero() {
+		j.Elided = hex.EncodeToString(p.Elided[:])
+	}
+	return j
 }
 
 func fromJSONProof(j *jsonProof) (Proof, error) {
@@ -85,6 +95,17 @@ func fromJSONProof(j *jsonProof) (Proof, error) {
 	if j.Sig != "" {
 		if p.Sig, err = hex.DecodeString(j.Sig); err != nil || len(p.Sig) != SigSize {
 			return p, fmt.Errorf("%w: proof: sig must be %d hex bytes", ErrInvalid, SigSize)
+		}
+	}
+	p.Split = j.Split
+	if j.Elided != "" {
+		e, err := hex.DecodeString(j.Elided)
+		if err != nil || len(e) != HashSize || !j.Split {
+			return p, fmt.Errorf("%w: proof: elided must be %d hex bytes, of a split proof", ErrInvalid, HashSize)
+		}
+		copy(p.Elided[:], e)
+		if p.Elided.IsZero() {
+			return p, fmt.Errorf("%w: proof: zero elided digest", ErrInvalid)
 		}
 	}
 	return p, nil

@@ -18,8 +18,12 @@ import (
 //
 // A keyed replica's ID names the Ed25519 key of the node that owns it (see
 // NewKeyedReplicaID), and its deltas form a hash chain: the chain hash after
-// counter c is ChainNext(hash after c-1, EncodeDelta(delta c)), starting from
-// ChainStart(replica). The owner signs chain heads: a signature over
+// counter c is Proof.Next of delta c, starting from ChainStart(replica).
+// Deltas of the split format (Proof.Split, every delta written since stubs
+// exist) chain SplitDigest's two parts — the delta without its own entries,
+// and its own entries — so that a stub, which carries the second part's
+// digest instead of the entries, is checked like the whole delta (see
+// stub.go); deltas written before chain EncodeDelta's bytes (ChainNext). The owner signs chain heads: a signature over
 // (replica, c, hash after c) vouches for every delta 1..c of the replica at
 // once, since no other sequence of deltas hashes to the same head. So a run
 // of deltas c1..c2 is proven by the Prev hash of its first delta, the deltas
@@ -54,6 +58,25 @@ type Proof struct {
 	// Sig is nil, or the replica's signature of its chain head after this
 	// delta (see SignHead).
 	Sig []byte
+	// Split reports that the chain hashes the delta's SplitDigest rather
+	// than its encoding (deltas written before stubs existed); see Next.
+	Split bool
+	// Elided is zero, or, for a stub, the digest of the delta's own
+	// entries (SplitDigest's second part), which the stub leaves out. A
+	// stub is always of the split format.
+	Elided Hash
+}
+
+// Next returns the chain hash after d, whose proof is p and whose binary
+// encoding is enc: ChainNext(p.Prev, enc) for a delta of the old format,
+// ChainNextSplit(p.Prev, SplitDigest(d)) for one of the split format. enc
+// is not read for the split format.
+func (p Proof) Next(d *Delta, enc []byte) Hash {
+	if !p.Split {
+		return ChainNext(p.Prev, enc)
+	}
+	head, own := SplitDigest(d)
+	return ChainNextSplit(p.Prev, head, own)
 }
 
 // ChainStart returns the chain hash of replica r before its first delta.
@@ -73,6 +96,18 @@ func ChainNext(prev Hash, enc []byte) Hash {
 	hashers.Put(h)
 	return out
 }
+
+// ChainNextSplit returns the chain hash after a delta of the split format
+// whose SplitDigest is (head, own), given the hash before it.
+func ChainNextSplit(prev, head, own Hash) Hash {
+	b := make([]byte, 0, len(chainSplitTag)+3*HashSize)
+	b = append(append(append(append(b, chainSplitTag...), prev[:]...), head[:]...), own[:]...)
+	return sha256.Sum256(b)
+}
+
+// chainSplitTag starts what ChainNextSplit hashes, so that no encoding
+// ChainNext hashes can give the same input.
+const chainSplitTag = "crdt-catalog chain v2\x00"
 
 // hashers holds SHA-256 states for ChainNext, which runs once per delta.
 var hashers = sync.Pool{New: func() any { return sha256.New() }}
@@ -107,16 +142,47 @@ func VerifyHead(r ReplicaID, counter uint64, h Hash, sig []byte) error {
 	return nil
 }
 
-// AppendProof appends the binary encoding of p to b: a tag byte (0: none,
-// 1: Prev, 2: Prev and Sig) and the fields it announces.
+// Proof tags: which of a proof's fields follow the tag byte. A tag with a
+// signature is the one before it plus one.
+const (
+	proofNone     = 0 // nothing
+	proofPrev     = 1 // Prev
+	proofSig      = 2 // Prev, Sig
+	proofSplit    = 3 // Prev; Split
+	proofSplitSig = 4 // Prev, Sig; Split
+	proofStub     = 5 // Prev, Elided; Split
+	proofStubSig  = 6 // Prev, Sig, Elided; Split
+	proofTags     = 7
+
+	proofSigTags = 1<<proofSig | 1<<proofSplitSig | 1<<proofStubSig
+)
+
+// AppendProof appends the binary encoding of p to b: a tag byte (0: none;
+// 1 and 2: Prev, and Sig for 2, of the old format; 3 and 4: the same of
+// the split format; 5 and 6: the same of a stub, followed by Elided) and
+// the fields it announces. A proof without Prev encodes as none.
 func AppendProof(b []byte, p Proof) []byte {
-	switch {
-	case p.Prev.IsZero():
-		return append(b, 0)
-	case p.Sig == nil:
-		return append(append(b, 1), p.Prev[:]...)
+	if p.Prev.IsZero() {
+		return append(b, proofNone)
 	}
-	return append(append(append(b, 2), p.Prev[:]...), p.Sig...)
+	tag := byte(proofPrev)
+	switch {
+	case !p.Elided.IsZero():
+		tag = proofStub
+	case p.Split:
+		tag = proofSplit
+	}
+	if p.Sig != nil {
+		tag++
+	}
+	b = append(append(b, tag), p.Prev[:]...)
+	if p.Sig != nil {
+		b = append(b, p.Sig...)
+	}
+	if tag >= proofStub {
+		b = append(b, p.Elided[:]...)
+	}
+	return b
 }
 
 // ParseProof decodes a proof that AppendProof wrote at the start of b and
@@ -126,27 +192,37 @@ func ParseProof(b []byte) (Proof, int, error) {
 	if len(b) == 0 {
 		return p, 0, fmt.Errorf("%w: proof: no tag", ErrInvalid)
 	}
-	n := 1
-	switch b[0] {
-	case 0:
-		return p, n, nil
-	case 1, 2:
-	default:
-		return p, 0, fmt.Errorf("%w: proof: tag %d", ErrInvalid, b[0])
+	tag := b[0]
+	if tag >= proofTags {
+		return p, 0, fmt.Errorf("%w: proof: tag %d", ErrInvalid, tag)
 	}
-	if len(b) < n+len(p.Prev) {
+	if tag == proofNone {
+		return p, 1, nil
+	}
+	need := 1 + HashSize
+	if proofSigTags&(1<<tag) != 0 {
+		need += SigSize
+	}
+	if tag >= proofStub {
+		need += HashSize
+	}
+	if len(b) < need {
 		return p, 0, fmt.Errorf("%w: proof cut short", ErrInvalid)
 	}
-	n += copy(p.Prev[:], b[n:])
+	n := 1 + copy(p.Prev[:], b[1:])
 	if p.Prev.IsZero() {
 		return p, 0, fmt.Errorf("%w: proof: zero chain hash", ErrInvalid)
 	}
-	if b[0] == 2 {
-		if len(b) < n+SigSize {
-			return p, 0, fmt.Errorf("%w: proof cut short", ErrInvalid)
-		}
+	if proofSigTags&(1<<tag) != 0 {
 		p.Sig = bytes.Clone(b[n : n+SigSize])
 		n += SigSize
+	}
+	p.Split = tag >= proofSplit
+	if tag >= proofStub {
+		n += copy(p.Elided[:], b[n:])
+		if p.Elided.IsZero() {
+			return p, 0, fmt.Errorf("%w: proof: zero elided digest", ErrInvalid)
+		}
 	}
 	return p, n, nil
 }
@@ -198,8 +274,8 @@ func CheckProofs(deltas []*Delta, encs [][]byte) ([]Checked, error) {
 		}
 		for _, i := range idx {
 			out[i].Keyed = true
-			if p := deltas[i].Proof.Prev; !p.IsZero() {
-				out[i].Next = ChainNext(p, encs[i])
+			if p := deltas[i].Proof; !p.Prev.IsZero() {
+				out[i].Next = p.Next(deltas[i], encs[i])
 			}
 		}
 		if err := checkChains(r, deltas, idx, out); err != nil {

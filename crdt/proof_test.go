@@ -16,14 +16,7 @@ import (
 // the signature of the chain head there.
 func signedChain(tb testing.TB, n int, signAt ...uint64) ([]*Delta, [][]byte, ed25519.PrivateKey) {
 	tb.Helper()
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	r, err := NewKeyedReplicaID(pub, rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	r, key := keyedReplica(tb)
 	h := ChainStart(r)
 	var ds []*Delta
 	var encs [][]byte
@@ -176,6 +169,10 @@ func FuzzDecodeProof(f *testing.F) {
 	f.Add([]byte{0})
 	f.Add(append([]byte{1}, bytes.Repeat([]byte{7}, 32)...))
 	f.Add(append([]byte{2}, bytes.Repeat([]byte{7}, 96)...))
+	f.Add(append([]byte{3}, bytes.Repeat([]byte{7}, 32)...))
+	f.Add(append([]byte{4}, bytes.Repeat([]byte{7}, 96)...))
+	f.Add(append([]byte{5}, bytes.Repeat([]byte{7}, 64)...))
+	f.Add(append([]byte{6}, bytes.Repeat([]byte{7}, 128)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := DecodeProof(b)
 		if err != nil {

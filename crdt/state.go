@@ -29,20 +29,25 @@ func NewState() *State {
 }
 
 // Apply joins a delta into s and reports whether s changed. A delta whose
-// dot is already applied changes nothing. The caller validates d first.
+// dot is already applied changes nothing. The caller validates d first. A
+// stub joins as the state it is (see stub.go): its own dot is neither seen
+// nor its entries removed, so it gives the whole delta's result only
+// together with a delta that names its dot.
 func (s *State) Apply(d *Delta) bool {
 	if s.Applied.Contains(d.Dot) {
 		return false
 	}
 	k := d.Key()
-	it := JoinItem(s.Items[k], s.Seen, &d.Item, d.Covers())
+	it := JoinItem(s.Items[k], s.Seen, &d.Item, d.JoinCovers())
 	if it.Empty() {
 		delete(s.Items, k)
 	} else {
 		s.Items[k] = it
 	}
 	for _, c := range d.Context {
-		s.Seen.Add(c)
+		if c != d.Dot || !d.IsStub() {
+			s.Seen.Add(c)
+		}
 	}
 	s.Applied.Add(d.Dot)
 	return true

@@ -11,10 +11,10 @@ import (
 	"github.com/crdt-catalog/crdt-catalog/node"
 )
 
-// headerToken carries a causal read token: on a write's response, the
-// token of what it wrote; on a read's request, the writes the read must
-// see (as the "after" parameter does).
-const headerToken = "Crdt-Causal-Token"
+// HeaderCausalToken is the header of a causal read token: on a write's
+// response, the token of what it wrote; on a read's request, the writes
+// the read must see (as the "after" parameter does).
+const HeaderCausalToken = "Crdt-Causal-Token"
 
 // Bounds of a read's wait for its token ("timeout").
 const (
@@ -37,7 +37,7 @@ func tokenOf(items ...node.Item) crdt.Token {
 // text, for the body.
 func setToken(w http.ResponseWriter, t crdt.Token) string {
 	s := t.String()
-	w.Header().Set(headerToken, s)
+	w.Header().Set(HeaderCausalToken, s)
 	return s
 }
 
@@ -50,7 +50,7 @@ func setToken(w http.ResponseWriter, t crdt.Token) string {
 func (s *Server) waitAfter(r *http.Request) error {
 	params := r.URL.Query()
 	tok := crdt.Token{}
-	for _, v := range append(params["after"], r.Header.Values(headerToken)...) {
+	for _, v := range append(params["after"], r.Header.Values(HeaderCausalToken)...) {
 		t, err := crdt.ParseToken(v)
 		if err != nil {
 			return badRequest("causal token: %v", err)

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 )
@@ -42,8 +44,15 @@ type waiter struct {
 	// unproven marks a delta of a keyed replica that waits for a later
 	// delta of its replica to prove it (see offer), not for a dot.
 	unproven bool
-	elem     *list.Element
-	bytes    int64
+	// ready marks a proven delta whose dependencies are each applied or
+	// ready themselves, which waits only for stubs to be named (see
+	// settle).
+	ready bool
+	// call is the result of the ApplyDeltas call that brought it, whose
+	// Waiting count it leaves if it joins before that call returns.
+	call  *ApplyResult
+	elem  *list.Element
+	bytes int64
 }
 
 // waiting is the buffer of deltas waiting for their dependencies. Guarded
@@ -97,22 +106,6 @@ func (w *waiting) drop(x *waiter) {
 	w.bytes -= x.bytes
 }
 
-// unmet returns the first dot d depends on that this node has not
-// applied, and whether there is one. Caller holds mu.
-func (n *Node) unmet(d *crdt.Delta) (crdt.Dot, bool) {
-	if d.Dot.Counter > 1 {
-		if prev := (crdt.Dot{Replica: d.Dot.Replica, Counter: d.Dot.Counter - 1}); !n.applied.Contains(prev) {
-			return prev, true
-		}
-	}
-	for _, c := range d.Context {
-		if c != d.Dot && !n.applied.Contains(c) {
-			return c, true
-		}
-	}
-	return crdt.Dot{}, false
-}
-
 // offer takes one validated remote delta: it joins it if everything it
 // depends on is applied (and then every waiting delta that this unblocks),
 // parks it otherwise, and counts the outcome in res. A delta of a keyed
@@ -152,20 +145,26 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, c
 		return nil
 	}
 	if y := n.parked.byDot[d.Dot]; y != nil {
-		if !y.unproven || !chk.Proven {
+		switch {
+		case y.unproven && chk.Proven: // a proven delta replaces one that was not
+		case !y.unproven && chk.Proven && y.d.IsStub() && !d.IsStub(): // the whole delta replaces its stub
+		default:
 			res.Waiting++
 			return nil
 		}
-		n.parked.remove(y) // a proven delta replaces one that was not
+		n.parked.remove(y)
 	}
 	if !chk.Keyed {
 		d = withProof(d, crdt.Proof{})
 	} else if chk.Sig == nil && d.Proof.Sig != nil {
-		d = withProof(d, crdt.Proof{Prev: d.Proof.Prev}) // keep only signatures that were checked
+		p := d.Proof
+		p.Sig = nil
+		d = withProof(d, p) // keep only signatures that were checked
 	}
 	x := &waiter{d: d, enc: enc, next: chk.Next, bytes: int64(len(enc)), unproven: chk.Keyed && !chk.Proven}
 	if x.unproven {
 		n.enqueue(x)
+		x.call = res
 		res.Waiting++
 		return nil
 	}
@@ -174,21 +173,11 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, c
 			return err
 		}
 	}
-	if on, ok := n.unmet(d); ok {
-		n.enqueue(x)
-		n.parked.park(x, on)
+	waited, err := n.settle(ctx, g, x, false, now, res)
+	if waited {
 		res.Waiting++
-		return nil
 	}
-	joined, err := n.joinRemote(ctx, g, x, now)
-	if err != nil || !joined {
-		if err == nil {
-			res.Refused++
-		}
-		return err
-	}
-	res.New++
-	return n.release(ctx, g, d.Dot, now, res)
+	return err
 }
 
 // provenByWaiting reports whether the waiting delta after d, proven,
@@ -213,54 +202,44 @@ func (n *Node) proveBack(ctx context.Context, g *group, x *waiter, now int64, re
 		proven = append(proven, y)
 		prev = y.d.Proof.Prev
 	}
-	var ready []*waiter
-	for _, y := range proven {
-		if on, ok := n.unmet(y.d); ok {
-			n.parked.park(y, on)
-		} else {
-			ready = append(ready, y)
-		}
-	}
-	for _, y := range ready {
-		n.parked.drop(y)
-		joined, err := n.joinRemote(ctx, g, y, now)
-		if err != nil {
-			return err
-		}
-		if !joined {
-			res.Refused++
-			continue
-		}
-		res.New++
-		if err := n.release(ctx, g, y.d.Dot, now, res); err != nil {
-			return err
+	for i := len(proven) - 1; i >= 0; i-- { // oldest first
+		if y := proven[i]; n.parked.byDot[y.d.Dot] == y { // not joined meanwhile
+			if _, err := n.settle(ctx, g, y, true, now, res); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
 // release joins the waiting deltas that the newly applied dot unblocks,
-// and those that they unblock in turn. Caller holds mu.
+// and those that they unblock in turn (settle releases what it joins).
+// Caller holds mu.
 func (n *Node) release(ctx context.Context, g *group, dot crdt.Dot, now int64, res *ApplyResult) error {
-	work := []crdt.Dot{dot}
-	for len(work) > 0 {
-		dot, work = work[len(work)-1], work[:len(work)-1]
-		ws := n.parked.on[dot]
-		delete(n.parked.on, dot)
-		for _, x := range ws {
-			if on, ok := n.unmet(x.d); ok {
-				n.parked.park(x, on)
-				continue
+	return n.retry(ctx, g, dot, nil, now, res)
+}
+
+// retry settles again the waiting deltas parked on dot, but skip: after
+// dot was applied, or after skip, a stub of dot, began to wait for a delta
+// that names it (they may join together). Caller holds mu.
+func (n *Node) retry(ctx context.Context, g *group, dot crdt.Dot, skip *waiter, now int64, res *ApplyResult) error {
+	ws := n.parked.on[dot]
+	if len(ws) == 0 || (len(ws) == 1 && ws[0] == skip) {
+		return nil
+	}
+	delete(n.parked.on, dot)
+	for _, x := range ws {
+		if x == skip {
+			if n.parked.byDot[x.d.Dot] == x { // not joined meanwhile
+				n.parked.park(x, dot)
 			}
-			n.parked.drop(x)
-			joined, err := n.joinRemote(ctx, g, x, now)
-			if err != nil {
-				return err
-			}
-			if joined {
-				res.New++
-				work = append(work, x.d.Dot)
-			}
+			continue
+		}
+		if n.parked.byDot[x.d.Dot] != x {
+			continue // joined meanwhile, with a delta settled before it
+		}
+		if _, err := n.settle(ctx, g, x, true, now, res); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -272,22 +251,435 @@ func (n *Node) release(ctx context.Context, g *group, dot crdt.Dot, now int64, r
 func (n *Node) releaseAll(ctx context.Context, g *group) (ApplyResult, error) {
 	var res ApplyResult
 	now := n.now()
-	var ready []crdt.Dot
+	var ready []*waiter
 	for dot, x := range n.parked.byDot {
 		if n.applied.Contains(dot) {
 			n.parked.remove(x) // the state brought it
 			continue
 		}
-		if !x.unproven && n.applied.Contains(x.on) {
-			ready = append(ready, x.on)
+		if !x.unproven && (n.applied.Contains(x.on) || (x.on == dot && n.seen.Contains(dot))) {
+			ready = append(ready, x)
 		}
 	}
-	for _, dot := range ready {
-		if err := n.release(ctx, g, dot, now, &res); err != nil {
+	for _, x := range ready {
+		if n.parked.byDot[x.d.Dot] != x {
+			continue
+		}
+		n.parked.unpark(x)
+		if _, err := n.settle(ctx, g, x, true, now, &res); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
+}
+
+// settle joins x, a proven remote delta, if every delta it depends on is
+// applied or waits ready to join with it, and else parks it on a dot it
+// waits for. queued reports whether x is in the buffer already (and then
+// not parked on any dot); it is enqueued if it must wait, and settle
+// reports whether it waits.
+//
+// Stubs join only with, or after, a delta that names their dot (see
+// crdt/stub.go), which is one that depends on them. So a delta is ready
+// when each delta it depends on is applied or ready; a ready stub that
+// nothing applied names (the seen context lacks its dot) waits, parked on
+// its own dot, for a delta that names it; and a ready delta that does not
+// wait so joins with the ready deltas it depends on (its plan), provided
+// that every stub among them is named by one of them or by the seen
+// context; else it waits for such a stub. Caller holds mu.
+func (n *Node) settle(ctx context.Context, g *group, x *waiter, queued bool, now int64, res *ApplyResult) (waited bool, err error) {
+	wait := func(on crdt.Dot, ready bool) (bool, error) {
+		if !queued {
+			n.enqueue(x)
+			x.call = res
+		}
+		x.ready = ready
+		n.parked.park(x, on)
+		if ready {
+			// Deltas that wait for this one may join with it now.
+			return true, n.retry(ctx, g, x.d.Dot, x, now, res)
+		}
+		return true, nil
+	}
+	var blocked crdt.Dot
+	alone := true // everything x depends on is applied
+	ready := n.eachDep(x.d, func(c crdt.Dot) bool {
+		if n.applied.Contains(c) {
+			return true
+		}
+		alone = false
+		if w := n.parked.byDot[c]; w == nil || w.unproven || !w.ready {
+			blocked = c
+			return false
+		}
+		return true
+	})
+	switch {
+	case !ready:
+		return wait(blocked, false)
+	case x.d.IsStub() && !n.seen.Contains(x.d.Dot):
+		return wait(x.d.Dot, true)
+	}
+	members := []*waiter{x}
+	if !alone {
+		if s, ok := n.blockedBy(x); ok {
+			return wait(s, true)
+		}
+		var missing crdt.Dot
+		var ok bool
+		if members, missing, ok = n.joinPlan(x); !ok {
+			return wait(missing, false) // a ready delta it depends on was evicted
+		}
+	}
+	// A delta that names a waiting stub of another item, or that joinRemote
+	// would refuse (it contradicts its replica's chain or needs room for a
+	// replica) while stubs before it in the plan would join without what
+	// names them, is refused now.
+	bad := n.crossNamer(members)
+	if bad == nil {
+		bad = n.unjoinable(members)
+	}
+	if bad != nil {
+		res.Refused++
+		n.stats.deltasRefused.Add(1)
+		n.log.Debug("refusing a delta that names a waiting stub of another item, or that cannot join with its plan", "dot", bad.d.Dot)
+		if bad != x {
+			n.parked.remove(bad)
+			return wait(bad.d.Dot, false)
+		}
+		if queued {
+			n.parked.drop(x)
+		}
+		return false, nil
+	}
+	if on, ok := n.uncovered(members); ok {
+		if !n.namesWaitingStub(x.d) {
+			return wait(on, true)
+		}
+		// x names a stub that waits: deltas that wait on either side of
+		// it may join together, though no one plan holds them all.
+		if !queued {
+			n.enqueue(x)
+		}
+		x.ready = true
+		n.parked.park(x, on)
+		if err := n.joinReady(ctx, g, now, res); err != nil || n.parked.byDot[x.d.Dot] != x {
+			return false, err
+		}
+		if !queued {
+			x.call = res
+		}
+		return true, n.retry(ctx, g, x.d.Dot, x, now, res)
+	}
+	if queued {
+		n.parked.drop(x)
+	}
+	return false, n.joinAll(ctx, g, members, now, res)
+}
+
+// joinAll joins members, in order, taking those still in the buffer out
+// of it, then joins what waited for them. Caller holds mu.
+func (n *Node) joinAll(ctx context.Context, g *group, members []*waiter, now int64, res *ApplyResult) error {
+	var joined []crdt.Dot
+	for _, m := range members {
+		if n.parked.byDot[m.d.Dot] == m {
+			n.parked.remove(m)
+		}
+		ok, err := n.joinRemote(ctx, g, m, now)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			res.Refused++
+			continue
+		}
+		res.New++
+		if m.call == res {
+			res.Waiting-- // it waited within this call only
+		}
+		joined = append(joined, m.d.Dot)
+	}
+	for _, dot := range joined {
+		if err := n.release(ctx, g, dot, now, res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// joinPlan returns x's plan: the ready waiting deltas that x depends on,
+// directly or through one another, dependencies first, and x last; or a
+// dot they depend on that is neither applied nor ready. Caller holds mu.
+func (n *Node) joinPlan(x *waiter) (members []*waiter, missing crdt.Dot, ok bool) {
+	visited := map[crdt.Dot]bool{}
+	var visit func(d *crdt.Delta) bool
+	visit = func(d *crdt.Delta) bool {
+		return n.eachDep(d, func(c crdt.Dot) bool {
+			if n.applied.Contains(c) || visited[c] {
+				return true
+			}
+			w := n.parked.byDot[c]
+			if w == nil || w.unproven || !w.ready {
+				missing = c
+				return false
+			}
+			visited[c] = true
+			if !visit(w.d) {
+				return false
+			}
+			members = append(members, w)
+			return true
+		})
+	}
+	if !visit(x.d) {
+		return nil, missing, false
+	}
+	return append(members, x), crdt.Dot{}, true
+}
+
+// namesWaitingStub reports whether d names a ready stub that waits to be
+// named. Caller holds mu.
+func (n *Node) namesWaitingStub(d *crdt.Delta) bool {
+	for _, c := range d.Context {
+		if w := n.parked.byDot[c]; c != d.Dot && w != nil && w.ready && w.on == c && sameItem(w.d, d) {
+			return true
+		}
+	}
+	return false
+}
+
+// joinReady joins the largest set of ready waiting deltas that can join
+// together: each depends only on applied dots and on members, and each
+// stub among them is named by another member or by the seen context. It
+// starts from every ready delta and drops, until none is left to drop, the
+// stubs nobody names and the deltas that depend on a dropped one. Caller
+// holds mu.
+func (n *Node) joinReady(ctx context.Context, g *group, now int64, res *ApplyResult) error {
+	in := map[crdt.Dot]*waiter{}
+	for dot, w := range n.parked.byDot {
+		if w.ready && !w.unproven {
+			in[dot] = w
+		}
+	}
+	dependents := map[crdt.Dot][]*waiter{}
+	namers := map[crdt.Dot]int{}
+	for _, m := range in {
+		n.eachDep(m.d, func(c crdt.Dot) bool {
+			if !n.applied.Contains(c) {
+				dependents[c] = append(dependents[c], m)
+			}
+			return true
+		})
+		for _, c := range m.d.Context {
+			if s := in[c]; s != nil && s != m && s.d.IsStub() && sameItem(s.d, m.d) {
+				namers[c]++
+			}
+		}
+	}
+	if bad := n.crossNamer(slices.Collect(maps.Values(in))); bad != nil {
+		n.parked.remove(bad)
+		res.Refused++
+		n.stats.deltasRefused.Add(1)
+		return nil
+	}
+	bad := func(m *waiter) bool {
+		if m.d.IsStub() && namers[m.d.Dot] == 0 && !n.seen.Contains(m.d.Dot) {
+			return true
+		}
+		return !n.eachDep(m.d, func(c crdt.Dot) bool { return n.applied.Contains(c) || in[c] != nil })
+	}
+	var work []*waiter
+	for _, m := range in {
+		if bad(m) {
+			work = append(work, m)
+		}
+	}
+	for len(work) > 0 {
+		m := work[len(work)-1]
+		work = work[:len(work)-1]
+		if in[m.d.Dot] != m {
+			continue
+		}
+		delete(in, m.d.Dot)
+		for _, c := range m.d.Context {
+			if s := in[c]; s != nil && s.d.IsStub() && sameItem(s.d, m.d) {
+				if namers[c]--; bad(s) {
+					work = append(work, s)
+				}
+			}
+		}
+		work = append(work, dependents[m.d.Dot]...)
+	}
+	if len(in) == 0 {
+		return nil
+	}
+	// Dependencies first.
+	var order []*waiter
+	done := map[crdt.Dot]bool{}
+	var visit func(m *waiter)
+	visit = func(m *waiter) {
+		done[m.d.Dot] = true
+		n.eachDep(m.d, func(c crdt.Dot) bool {
+			if y := in[c]; y != nil && !done[c] {
+				visit(y)
+			}
+			return true
+		})
+		order = append(order, m)
+	}
+	for _, m := range in {
+		if !done[m.d.Dot] {
+			visit(m)
+		}
+	}
+	if bad := n.unjoinable(order); bad != nil {
+		n.parked.remove(bad)
+		res.Refused++
+		n.stats.deltasRefused.Add(1)
+		return nil
+	}
+	return n.joinAll(ctx, g, order, now, res)
+}
+
+// eachDep calls fn with each dot d depends on — the previous dot of its
+// replica, and its context's other dots — until fn returns false, and
+// reports whether it did not.
+func (n *Node) eachDep(d *crdt.Delta, fn func(crdt.Dot) bool) bool {
+	if d.Dot.Counter > 1 && !fn(crdt.Dot{Replica: d.Dot.Replica, Counter: d.Dot.Counter - 1}) {
+		return false
+	}
+	for _, c := range d.Context {
+		if c != d.Dot && !fn(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// blockedBy returns a stub that x, ready, must wait for, found without
+// walking its plan: if x depends on one waiting delta w only (everything
+// else it depends on is applied), and w waits for a stub s to be named
+// that x does not name, x waits for s too. w's plan does not name s (or
+// w would not wait for it), and x's plan is w's and x. This keeps a run
+// of deltas that all wait for one stub (a replica's catch-up whose first
+// delta waits for another replica's delta) from walking the run once per
+// delta. Caller holds mu.
+func (n *Node) blockedBy(x *waiter) (crdt.Dot, bool) {
+	var w *waiter
+	single := n.eachDep(x.d, func(c crdt.Dot) bool {
+		if n.applied.Contains(c) {
+			return true
+		}
+		y := n.parked.byDot[c]
+		if w != nil && y != w {
+			return false
+		}
+		w = y
+		return true
+	})
+	if !single || w == nil {
+		return crdt.Dot{}, false
+	}
+	s := w.on
+	if s == w.d.Dot || n.applied.Contains(s) || n.seen.Contains(s) {
+		return crdt.Dot{}, false
+	}
+	if st := n.parked.byDot[s]; st == nil || (x.d.JoinCovers().Contains(s) && sameItem(st.d, x.d)) {
+		return crdt.Dot{}, false
+	}
+	return s, true
+}
+
+// uncovered returns the dot of a stub among members that no other member
+// about the same item names and that the seen context lacks: it may not
+// join yet. Caller holds mu.
+func (n *Node) uncovered(members []*waiter) (crdt.Dot, bool) {
+	if len(members) == 1 { // x alone: settle checked that a stub is named
+		return crdt.Dot{}, false
+	}
+	stubs := map[crdt.Dot]*waiter{}
+	for _, m := range members {
+		if m.d.IsStub() {
+			stubs[m.d.Dot] = m
+		}
+	}
+	named := map[crdt.Dot]bool{}
+	for _, m := range members {
+		for _, c := range m.d.Context {
+			if s := stubs[c]; s != nil && s != m && sameItem(s.d, m.d) {
+				named[c] = true
+			}
+		}
+	}
+	for dot := range stubs {
+		if !named[dot] && !n.seen.Contains(dot) {
+			return dot, true
+		}
+	}
+	return crdt.Dot{}, false
+}
+
+// sameItem reports whether deltas a and b are about the same item.
+func sameItem(a, b *crdt.Delta) bool { return a.ID == b.ID && a.Collection == b.Collection }
+
+// crossNamer returns a member that names a stub among members about
+// another item: no honest delta does (a context names the writes the
+// operation observed on its own item), and joining it before the stub's
+// own namers would put the stub's dot in the seen context and drop the
+// entries those namers carry. Caller holds mu.
+func (n *Node) crossNamer(members []*waiter) *waiter {
+	if len(members) == 1 {
+		return nil
+	}
+	stubs := map[crdt.Dot]*waiter{}
+	for _, m := range members {
+		if m.d.IsStub() {
+			stubs[m.d.Dot] = m
+		}
+	}
+	for _, m := range members {
+		for _, c := range m.d.Context {
+			if s := stubs[c]; s != nil && s != m && !sameItem(s.d, m.d) {
+				return m
+			}
+		}
+	}
+	return nil
+}
+
+// unjoinable returns the first of members, joined in order, that
+// joinRemote would refuse: one that does not extend its replica's chain
+// as this node holds it (after the members before it), or a delta of a
+// new replica beyond Config.MaxReplicas. Caller holds mu.
+func (n *Node) unjoinable(members []*waiter) *waiter {
+	if len(members) == 1 {
+		return nil // joinRemote refuses it alone, with nothing joined before it
+	}
+	after := map[crdt.ReplicaID]head{}
+	added := 0
+	for _, m := range members {
+		d := m.d
+		if !m.next.IsZero() {
+			h, ok := after[d.Dot.Replica]
+			if !ok {
+				h, ok = n.heads[d.Dot.Replica]
+			}
+			switch {
+			case d.Dot.Counter == 1 && d.Proof.Prev != crdt.ChainStart(d.Dot.Replica):
+				return m
+			case d.Dot.Counter > 1 && ok && h.Counter+1 == d.Dot.Counter && h.Hash != d.Proof.Prev:
+				return m
+			}
+			after[d.Dot.Replica] = head{Counter: d.Dot.Counter, Hash: m.next}
+		}
+		if d.Dot.Counter == 1 && n.applied.Base(d.Dot.Replica) == 0 {
+			if n.applied.NumReplicas()+added >= n.cfg.MaxReplicas {
+				return m
+			}
+			added++
+		}
+	}
+	return nil
 }
 
 // enqueue adds x to the waiting buffer, evicting the oldest waiting
@@ -395,11 +787,18 @@ func (n *Node) checkOwn(ctx context.Context, g *group, d *crdt.Delta, enc []byte
 			return err
 		}
 	}
-	_, _, mine, err := parseLogEntry(b)
+	_, m, mine, err := decodeLogEntry(b)
 	if err != nil {
 		return err
 	}
-	if !bytes.Equal(mine, enc) {
+	same := m.Proof.Split == d.Proof.Split && bytes.Equal(mine, enc)
+	if m.Proof.Split && d.Proof.Split {
+		// Logged as a stub: compare what the chain hashes.
+		mh, mo := crdt.SplitDigest(m)
+		dh, do := crdt.SplitDigest(d)
+		same = mh == dh && mo == do
+	}
+	if !same {
 		n.proveFork(g, d.Dot, "a peer sent a delta of this node's own replica, signed with its key, that differs from the one this node wrote under the same dot")
 	}
 	return nil

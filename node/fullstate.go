@@ -288,19 +288,49 @@ func (sr *stateReader) next() (*stateItem, error) {
 // import would, copying the frames to spool if it is not nil. It touches
 // no state.
 func checkState(ctx context.Context, r *bufio.Reader, spool io.Writer) error {
+	_, err := checkItems(ctx, r, spool)
+	return err
+}
+
+// checkItems is checkState returning the number of items.
+func checkItems(ctx context.Context, r *bufio.Reader, spool io.Writer) (int, error) {
 	sr, err := openState(r, spool)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for {
 		if err := ctx.Err(); err != nil {
-			return err
+			return 0, err
 		}
 		it, err := sr.next()
-		if err != nil || it == nil {
-			return err
+		if err != nil {
+			return 0, err
+		}
+		if it == nil {
+			return sr.items, nil
 		}
 	}
+}
+
+// CheckState reads a full-state stream (the format of ExportState) to its
+// end and checks it as the first pass of ImportState does, joining
+// nothing: its frames, format version, contexts and signed heads, every
+// item (its key, its order, and that it lies within the state's context)
+// and the trailer, after which the stream must end. It returns the number
+// of items. It holds one frame in memory at a time. Its errors are those
+// of ImportState's first pass.
+func CheckState(ctx context.Context, r io.Reader) (int, error) {
+	br := bufio.NewReaderSize(r, stateBuffer)
+	items, err := checkItems(ctx, br, nil)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := br.ReadByte(); err == nil {
+		return 0, fmt.Errorf("%w: data after the trailer", crdt.ErrInvalid)
+	} else if err != io.EOF {
+		return 0, err
+	}
+	return items, nil
 }
 
 // StateExport is a full-state export whose causal contexts are taken;

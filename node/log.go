@@ -39,6 +39,12 @@ func (n *Node) durableSeq() uint64 { return n.durable }
 // Log entries are a one-byte origin flag, the delta's proof (crdt's proof
 // form) and the encoded delta. Stores written before proofs existed hold
 // entries of the legacy flags, without a proof.
+//
+// A delta of the split chain format is logged as its stub (crdt.Stub): its
+// own entries are in its item's record as long as they are live, and
+// served reconstructs it from there; once a later write or remove has
+// superseded them, the stub is all that is kept and served. So the log
+// holds no copy of live values and none of dead ones.
 const (
 	entryRemoteLegacy byte = 0
 	entryLocalLegacy  byte = 1
@@ -46,12 +52,46 @@ const (
 	entryLocal        byte = 3
 )
 
-func logEntry(enc []byte, p crdt.Proof, local bool) []byte {
+// logEntry returns the log entry of d, whose binary encoding is enc.
+func logEntry(d *crdt.Delta, enc []byte, local bool) []byte {
 	flag := entryRemote
 	if local {
 		flag = entryLocal
 	}
+	p := d.Proof
+	if p.Split && !d.IsStub() && d.HasOwn() {
+		s := crdt.Stub(d)
+		if e, err := crdt.EncodeDelta(s); err == nil {
+			enc, p = e, s.Proof
+		}
+	}
 	return append(crdt.AppendProof([]byte{flag}, p), enc...)
+}
+
+// served returns the delta to send for d, a delta read from the log with
+// its encoding enc: for a stub, the whole delta if its item still holds
+// its own entries unchanged (read from the durable store), else the stub.
+func (n *Node) served(ctx context.Context, d *crdt.Delta, enc []byte) (*crdt.Delta, []byte, error) {
+	if !d.IsStub() {
+		return d, enc, nil
+	}
+	b, err := get(ctx, n.store, itemKey(d.Key()))
+	if err != nil || b == nil {
+		return d, enc, err
+	}
+	it, err := crdt.DecodeStoredItem(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: item %s: %v", ErrCorrupt, d.Key(), err)
+	}
+	full, ok := crdt.Complete(d, it)
+	if !ok {
+		return d, enc, nil
+	}
+	fenc, err := crdt.EncodeDelta(full)
+	if err != nil {
+		return nil, nil, err
+	}
+	return full, fenc, nil
 }
 
 // parseLogEntry splits a log entry into its origin flag, the delta's proof
@@ -127,7 +167,10 @@ func (n *Node) DeltasSince(ctx context.Context, cursor uint64, limit int, localO
 		if localOnly && !local {
 			return true, nil
 		}
-		_, d, _, err := decodeLogEntry(val)
+		_, d, enc, err := decodeLogEntry(val)
+		if err == nil {
+			d, _, err = n.served(ctx, d, enc)
+		}
 		if err != nil {
 			return false, fmt.Errorf("log entry %d: %w", seq, err)
 		}
@@ -265,7 +308,10 @@ func (n *Node) DeltasFor(ctx context.Context, have *crdt.Context, fn func(d *crd
 		}
 		var d *crdt.Delta
 		var enc []byte
-		if _, d, enc, err = decodeLogEntry(b); err != nil {
+		if _, d, enc, err = decodeLogEntry(b); err == nil {
+			d, enc, err = n.served(ctx, d, enc)
+		}
+		if err != nil {
 			err = fmt.Errorf("log entry of %s: %w", dot, err)
 			return false
 		}
@@ -314,7 +360,7 @@ func (n *Node) sign(d *crdt.Delta, enc []byte) {
 	if d == nil || n.cfg.Key == nil || d.Proof.Prev.IsZero() || d.Proof.Sig != nil {
 		return
 	}
-	d.Proof.Sig = crdt.SignHead(n.cfg.Key, d.Dot.Replica, d.Dot.Counter, crdt.ChainNext(d.Proof.Prev, enc))
+	d.Proof.Sig = crdt.SignHead(n.cfg.Key, d.Dot.Replica, d.Dot.Counter, d.Proof.Next(d, enc))
 }
 
 // logged returns the log entry of dot, or ErrLogGap.

@@ -298,8 +298,10 @@ func (n *Node) Collections() []string { return slices.Clone(n.cfg.Collections) }
 // begin starts staging a write: it takes the shared gate and mu and returns
 // the group to stage into. The caller must call end.
 func (n *Node) begin() (*group, error) {
-	n.arrived.Add(1)
 	n.gate.RLock()
+	// Counted once past the gate: writers held at it by an import are not
+	// on their way into a group, and gather must not wait for them.
+	n.arrived.Add(1)
 	g, err := n.stage()
 	if err != nil {
 		n.gate.RUnlock()
@@ -538,15 +540,20 @@ func (n *Node) commitOnce() {
 	g.err = err
 	n.writing = nil
 	n.mu.Unlock()
-	close(g.done)
+	// Counted before the writers are released, so that a caller's Stats
+	// after its write includes its commit.
 	n.stats.commits.Add(1)
 	n.stats.commitNanos.Add(uint64(took))
+	close(g.done)
 }
 
 // signGroup signs the chain head after g's last write of this node's own
-// replica, in its log entry, its change and the replica's chain head, so
-// that gossip, which carries each group's writes together, carries their
-// proof. Caller holds mu.
+// replica, in its change and the replica's chain head, so that gossip,
+// which carries each group's writes together, carries their proof. The
+// log entry is not rewritten with the signature: whoever serves this
+// replica's deltas from the log signs the end of what it serves
+// (DeltasFor, Attest), so a stored one would only take 64 bytes per
+// commit. Caller holds mu.
 func (n *Node) signGroup(g *group) {
 	for i := len(g.changes) - 1; i >= 0; i-- {
 		c := g.changes[i]
@@ -557,9 +564,6 @@ func (n *Node) signGroup(g *group) {
 		if c.Delta.Proof.Sig == nil {
 			return
 		}
-		entry := logEntry(c.Encoded, c.Delta.Proof, true)
-		n.meta.Bytes += int64(crdt.SigSize)
-		n.put(g, logSeqKey(c.Seq), entry)
 		if h := n.heads[n.replica]; h.Counter == c.Delta.Dot.Counter {
 			h.Sig = c.Delta.Proof.Sig
 			n.heads[n.replica] = h

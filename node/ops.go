@@ -229,8 +229,8 @@ func (n *Node) plan(ctx context.Context, ws []write) ([]planned, error) {
 					return nil, &BatchError{i, err}
 				}
 			}
-			d.Proof.Prev = prev
-			p.next = crdt.ChainNext(prev, p.enc)
+			d.Proof.Prev, d.Proof.Split = prev, true
+			p.next = d.Proof.Next(d, p.enc)
 			prev = p.next
 		}
 		if p.post, p.rec, err = n.joined(cur, d); err != nil {
@@ -312,7 +312,7 @@ func (n *Node) join(g *group, cur *crdt.Item, d *crdt.Delta, enc []byte, next cr
 // joined, and the record to store for it (nil if the item is empty). It
 // changes nothing. Caller holds mu.
 func (n *Node) joined(cur *crdt.Item, d *crdt.Delta) (post *crdt.Item, rec []byte, err error) {
-	post = crdt.JoinItem(cur, n.seen, &d.Item, d.Covers())
+	post = crdt.JoinItem(cur, n.seen, &d.Item, d.JoinCovers())
 	if !post.Empty() {
 		if rec, err = crdt.EncodeItem(post); err != nil {
 			return nil, nil, fmt.Errorf("item %s with delta %s: %w", d.Key(), d.Dot, err)
@@ -336,7 +336,9 @@ func (n *Node) stageJoin(g *group, cur, post *crdt.Item, rec []byte, d *crdt.Del
 		}
 	}
 	for _, c := range d.Context {
-		n.seen.Add(c)
+		if c != d.Dot || !d.IsStub() { // a stub's own entries are absent, not removed
+			n.seen.Add(c)
+		}
 	}
 	n.applied.Add(d.Dot)
 	if d.Dot.Replica == n.replica {
@@ -352,7 +354,7 @@ func (n *Node) stageJoin(g *group, cur, post *crdt.Item, rec []byte, d *crdt.Del
 		g.heads[d.Dot.Replica] = true
 	}
 	n.meta.Seq++
-	entry := logEntry(enc, d.Proof, local)
+	entry := logEntry(d, enc, local)
 	n.put(g, logSeqKey(n.meta.Seq), entry)
 	n.put(g, logDotKey(d.Dot), encodeSeq(n.meta.Seq))
 	n.meta.Bytes += int64(len(entry))
@@ -366,10 +368,11 @@ type ApplyResult struct {
 	// they unblocked.
 	New       int
 	Duplicate int // deltas already applied: nothing changed
-	// Waiting counts the deltas of the call that wait for a delta they
-	// depend on (an earlier dot of their replica, or a dot of their
-	// context) that this node has not applied, or for a later delta of
-	// their replica whose signature proves them; see causal.go. They are
+	// Waiting counts the deltas of the call that still wait when it
+	// returns, for a delta they depend on (an earlier dot of their
+	// replica, or a dot of their context) that this node has not applied,
+	// for a later delta of their replica whose signature proves them, or,
+	// for a stub, for a delta that names it; see causal.go. They are
 	// joined once it arrives; meanwhile they are not durable here.
 	Waiting int
 	// Refused counts valid deltas this node will not join: deltas of its

@@ -16,19 +16,38 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 )
 
+// minWantGap spaces the pulls that waiting readers ask for (see
+// antiEntropyLoop): reads naming writes that do not exist cost at most
+// one extra pull per gap, however many arrive.
+const minWantGap = 250 * time.Millisecond
+
 // antiEntropyLoop pulls from one random catalog peer every interval; with
 // a writers list, from one random writer. It also pulls at once when a
 // reader waits for writes the node has not applied (Catalog.Wants: a read
-// with a causal token).
+// with a causal token), at most once per minWantGap: one asked for
+// sooner is put off to the end of the gap, not dropped.
 func (p *Peer) antiEntropyLoop() {
 	t := time.NewTicker(p.cfg.AntiEntropyInterval)
 	defer t.Stop()
+	var (
+		lastWant time.Time
+		deferred <-chan time.Time // a wanted pull put off to the end of the gap
+	)
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
 		case <-t.C:
 		case <-p.cat.Wants():
+			if wait := minWantGap - time.Since(lastWant); wait > 0 {
+				if deferred == nil {
+					deferred = time.After(wait)
+				}
+				continue
+			}
+			lastWant = time.Now()
+		case <-deferred:
+			deferred, lastWant = nil, time.Now()
 		}
 		var catalogPeers []peer.ID
 		for _, id := range p.h.Network().Peers() {

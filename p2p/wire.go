@@ -12,10 +12,11 @@ import (
 )
 
 // wireVersion is the version of the messages below. Version 2 added the
-// deltas' proofs of origin (crdt.Proof); a peer ignores messages of any
-// other version, as a newer or older release's, rather than holding them
-// against their sender.
-const wireVersion = 2
+// deltas' proofs of origin (crdt.Proof), version 3 the split chain format
+// and stubs (proof tags 3 to 6, which version 2 refuses); a peer ignores
+// messages of any other version, as a newer or older release's, rather
+// than holding them against their sender.
+const wireVersion = 3
 
 // ErrBadMessage marks a gossip message or sync frame that does not decode,
 // is too large, or belongs to another network.

@@ -6,6 +6,9 @@
 //	crdt-catalog keygen -swarm-key FILE   write a new libp2p swarm key
 //	crdt-catalog reincarnate -data DIR    give a copied data directory a new replica ID
 //	crdt-catalog repair -data DIR         salvage a damaged store and re-fetch what it lost
+//	crdt-catalog add|get|rm|set|patch|query|status|peers|backup|restore ...
+//	                                      the command-line client of a node's HTTP API (client.go)
+//	crdt-catalog completion bash|zsh      print a shell completion script
 package main
 
 import (
@@ -23,13 +26,16 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
 	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
+	os.Exit(exitWith(err, os.Stderr))
+}
+
+// exitWith prints err (but for -help) and returns the exit status it
+// calls for (see exitCode).
+func exitWith(err error, stderr io.Writer) int {
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stderr, "crdt-catalog:", err)
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "crdt-catalog:", err)
-		os.Exit(1)
-	}
+	return exitCode(err)
 }
 
 // run dispatches to a subcommand; getenv reads the environment.
@@ -44,11 +50,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			return reincarnate(ctx, args[1:], stdout, stderr)
 		case "repair":
 			return repair(ctx, args[1:], stdout, stderr)
+		case "completion":
+			return completion(args[1:], stdout)
 		case "version":
 			if len(args) > 1 {
 				return fmt.Errorf("version takes no arguments, got %q", args[1])
 			}
 			return printVersion(stdout, readBuildInfo())
+		}
+		if cmd := findClientCommand(args[0]); cmd != nil {
+			return runClient(ctx, cmd, args[1:], os.Stdin, stdout, stderr, getenv)
 		}
 	}
 	return serve(ctx, args, stdout, stderr, getenv)

@@ -102,7 +102,9 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.BoolVar(&o.version, "version", false, "print the version (as the version subcommand does) and exit")
 	fs.IntVar(&o.maxReplicas, "max-replicas", 10_000, "most replicas the causal contexts may name; deltas of further new replicas are refused (at most 500000)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR | repair -data DIR\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR | repair -data DIR\n"+
+			"       crdt-catalog add | get | rm | set | patch | query | status | peers | backup | restore  (the client of a node; COMMAND -help)\n"+
+			"       crdt-catalog completion bash|zsh\n\n"+
 			"Runs one catalog node. Every flag can also be set by the environment\n"+
 			"variable CRDT_CATALOG_<FLAG> (e.g. CRDT_CATALOG_HTTP); the command line wins.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -131,7 +133,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (subcommands: example, version, keygen, reincarnate, repair)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: example, version, keygen, reincarnate, repair, completion; the client's add, get, rm, set, patch, query, status, peers, backup, restore)", fs.Arg(0))
 	}
 	return o, nil
 }
