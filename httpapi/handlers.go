@@ -245,6 +245,10 @@ func (s *Server) handleGet(coll string) handlerFunc {
 type queryResponse struct {
 	Items      []itemJSON `json:"items"`
 	NextCursor string     `json:"next_cursor,omitempty"`
+	// Scanned and Read are node.Page's: whether the query scanned the
+	// collection (no term of it is indexed) and how many items it read.
+	Scanned bool `json:"scanned"`
+	Read    int  `json:"read"`
 }
 
 // handleQuery serves GET /catalog/query?type=&q=&limit=&cursor=&conflicts=.
@@ -269,7 +273,7 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := queryResponse{Items: make([]itemJSON, len(page.Items)), NextCursor: page.NextCursor}
+	out := queryResponse{Items: make([]itemJSON, len(page.Items)), NextCursor: page.NextCursor, Scanned: page.Scanned, Read: page.Read}
 	for i, it := range page.Items {
 		out.Items[i] = toItem(it, conflicts)
 	}

@@ -17,6 +17,17 @@ type Config struct {
 	// images.
 	Collections []string
 
+	// Indexes declares secondary indexes: for each collection, the
+	// metadata fields to index (names of the query language's field
+	// characters, A-Z a-z 0-9 . _ : -, not "id"). A query with an =, <,
+	// <=, > or >= term on an indexed field reads that index instead of
+	// scanning (see Query). Every write stages the entries of the items
+	// it changes in the same atomic batch as the items. Open builds an
+	// index the store does not hold yet, reading every item of its
+	// collection, and drops the entries of one no longer declared.
+	// Default: none.
+	Indexes map[string][]string
+
 	// MaxLogEntries bounds the delta log by count. A longer log lets peers
 	// that were away longer catch up by deltas instead of a full-state
 	// transfer, at the cost of disk. Default 100,000.
@@ -137,6 +148,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("config: Collections: %q listed twice", name)
 		}
 		seen[name] = true
+	}
+	if err := c.validateIndexes(seen); err != nil {
+		return err
 	}
 	if c.MaxLogEntries == 0 {
 		c.MaxLogEntries = d.MaxLogEntries

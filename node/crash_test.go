@@ -168,7 +168,7 @@ func crashRunChild(t *testing.T, dir string, cycle, killAfter int, model map[str
 func crashVerify(t *testing.T, dir string, cycle int, model map[string]expectation, prevCounter, acked uint64) uint64 {
 	t.Helper()
 	ctx := context.Background()
-	n := openDir(t, dir, testConfig(nil))
+	n := openDir(t, dir, crashConfig())
 	defer func() {
 		if err := n.Close(); err != nil {
 			t.Errorf("close: %v", err)
@@ -228,6 +228,15 @@ func crashVerify(t *testing.T, dir string, cycle int, model map[string]expectati
 	if st.Items[crashColl] != int64(visible) || visible < present {
 		t.Fatalf("cycle %d: Stats().Items[%s] = %d, query finds %d, model has %d present",
 			cycle, crashColl, st.Items[crashColl], visible, present)
+	}
+
+	// Every index holds exactly the entries of the items, and answers as
+	// a scan does.
+	checkIndexes(t, n)
+	for _, q := range []string{"cluster=cluster-b", "size>=500 size<510", "created<2023-12-07T10:05:00Z"} {
+		if !sameAsScan(t, n, q, MaxQueryLimit) {
+			t.Fatalf("cycle %d: %q scanned", cycle, q)
+		}
 	}
 
 	// Every acknowledged operation is in the log, and no dot of this
@@ -320,8 +329,7 @@ func crashReadLog(t *testing.T, n *Node, cursor uint64) (map[crdt.Dot]*crdt.Delt
 // and print each acknowledged operation, until the parent kills the
 // process or a bound is reached.
 func crashChild(t *testing.T, dir, cycle string) {
-	n := openDir(t, dir, testConfig(nil))
-	doc := mustDoc(t, crashDocJSON)
+	n := openDir(t, dir, crashConfig())
 	ctx, cancel := context.WithTimeout(context.Background(), crashMaxTime)
 	defer cancel()
 
@@ -355,8 +363,19 @@ func crashChild(t *testing.T, dir, cycle string) {
 					emit("rm", id)
 					continue
 				}
+				if i%4 == 2 && len(mine) > 0 {
+					// Move a present item's index entries.
+					id := mine[len(mine)-1]
+					if _, err := n.Patch(ctx, key(crashColl, id), crashDoc(t, i+7, g)); err != nil {
+						if ctx.Err() == nil {
+							emit("error", strings.ReplaceAll(fmt.Sprintf("patch %s: %v", id, err), "\n", " "))
+						}
+						return
+					}
+					continue
+				}
 				id := fmt.Sprintf("c%s-w%d-%d", cycle, g, i)
-				if _, err := n.Add(ctx, key(crashColl, id), doc); err != nil {
+				if _, err := n.Add(ctx, key(crashColl, id), crashDoc(t, i, g)); err != nil {
 					if ctx.Err() == nil {
 						emit("error", strings.ReplaceAll(fmt.Sprintf("add %s: %v", id, err), "\n", " "))
 					}
@@ -372,6 +391,20 @@ func crashChild(t *testing.T, dir, cycle string) {
 		emit("error", "close: "+err.Error())
 	}
 	emit("done", "")
+}
+
+// crashConfig is the configuration of the child and of the parent's
+// checks: indexes on three fields of the collection written.
+func crashConfig() Config {
+	cfg := testConfig(nil)
+	cfg.Indexes = map[string][]string{crashColl: {"size", "cluster", "created"}}
+	return cfg
+}
+
+// crashDoc is the document of the i-th operation of writer g: its indexed
+// fields vary.
+func crashDoc(tb testing.TB, i, g int) crdt.Document {
+	return mustDoc(tb, fmt.Sprintf(`{"size":%d,"cluster":"cluster-%c","status":"completed","created":"2023-12-07T10:%02d:45Z"}`, i%1000, 'a'+g%3, i%60))
 }
 
 // crashTail keeps the last max bytes written to it.

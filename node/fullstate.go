@@ -799,6 +799,7 @@ func (in *importer) join(ctx context.Context, key string, theirs *crdt.Item) err
 			}
 		}
 	}
+	n.stageIndexes(g, k, cur, post)
 	if post.Empty() {
 		n.put(g, itemKey(k), nil)
 	} else {

@@ -133,6 +133,9 @@ func Open(ctx context.Context, store ds.Batching, cfg Config) (*Node, error) {
 	if err := n.load(ctx); err != nil {
 		return nil, err
 	}
+	if err := n.openIndexes(ctx); err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
 	go n.commitLoop()
 	if err := n.resumeImports(ctx); err != nil {
 		close(n.stop)

@@ -327,6 +327,7 @@ func (n *Node) joined(cur *crdt.Item, d *crdt.Delta, enc []byte) (post *crdt.Ite
 func (n *Node) stageJoin(g *group, cur, post *crdt.Item, rec []byte, d *crdt.Delta, enc []byte, next crdt.Hash, local bool) {
 	k := d.Key()
 	n.put(g, itemKey(k), rec)
+	n.stageIndexes(g, k, cur, post)
 	if was, is := cur.Visible(), post.Visible(); was != is {
 		if is {
 			n.meta.Visible[k.Collection]++

@@ -17,13 +17,20 @@ type Page struct {
 	Items []Item
 	// NextCursor, when not empty, is the cursor of the next page.
 	NextCursor string
+	// Scanned reports that the query read the collection's items in id
+	// order (no term of it is indexed); false when it read an index.
+	Scanned bool
+	// Read counts the item records the query read.
+	Read int
 }
 
 // Query returns up to limit present items of a collection that match q
 // (see package query for the language), sorted by id, starting after the
 // id cursor ("" for the first page). It reads only durable state, scanning
 // items in id order from the cursor and decoding them one at a time, so its
-// memory does not grow with the catalog. A query that does not parse
+// memory does not grow with the catalog. When a term of q is an =, <, <=,
+// > or >= on a field of Config.Indexes, it reads that index instead (see
+// queryIndexed), with the same result. A query that does not parse
 // returns a *query.SyntaxError.
 func (n *Node) Query(ctx context.Context, collection, q string, limit int, cursor string) (Page, error) {
 	if err := n.checkKey(crdt.Key{Collection: collection, ID: "x"}); err != nil {
@@ -41,6 +48,9 @@ func (n *Node) Query(ctx context.Context, collection, q string, limit int, curso
 	if err != nil {
 		return Page{}, err
 	}
+	if page, ok, err := n.queryIndexed(ctx, collection, parsed, limit, cursor); ok || err != nil {
+		return page, err
+	}
 	prefix := collectionPrefix(collection)
 	from := ""
 	if cursor != "" {
@@ -52,7 +62,7 @@ func (n *Node) Query(ctx context.Context, collection, q string, limit int, curso
 			from = p
 		}
 	}
-	var page Page
+	page := Page{Scanned: true}
 	// The reader resolves each record's metadata into memory it reuses, so
 	// the items that do not match cost no allocation; the ones returned are
 	// decoded in full.
@@ -65,6 +75,7 @@ func (n *Node) Query(ctx context.Context, collection, q string, limit int, curso
 		if !strings.HasPrefix(k.ID, idPrefix) {
 			return false, nil
 		}
+		page.Read++
 		md, visible, err := rd.Read(val)
 		if err != nil {
 			return false, fmt.Errorf("%w: item %s: %v", ErrCorrupt, k, err)

@@ -51,6 +51,9 @@ type RepairReport struct {
 //   - deletes the delta log, which may name deltas whose effects were
 //     lost (their origins still hold them); the GetDeltas cursor then
 //     reports ErrCursorExpired, and its consumer takes a full state;
+//   - marks every secondary index unbuilt (Config.Indexes), as the damage
+//     may have taken entries of items it kept, so that the next Open
+//     rebuilds them from the items;
 //   - gives the store a new replica ID, as Reincarnate does: the last
 //     counter the old replica used may be lost with its records, and a
 //     counter that went back would hand out a dot already used (a fork).
@@ -128,6 +131,13 @@ func Repair(ctx context.Context, store ds.Batching, key ed25519.PrivateKey, log 
 	if err != nil {
 		return rep, fmt.Errorf("repair: read delta log: %w", err)
 	}
+	// The damage may have taken index entries of items it left: the next
+	// Open rebuilds every index.
+	markers, err := indexMarkerKeys(ctx, store)
+	if err != nil {
+		return rep, fmt.Errorf("repair: read index markers: %w", err)
+	}
+	drop = append(drop, markers...)
 	for len(drop) > 0 {
 		chunk := drop[:min(len(drop), repairChunk)]
 		drop = drop[len(chunk):]

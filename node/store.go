@@ -23,6 +23,8 @@ import (
 //	/m/seen, /m/applied          the two causal contexts
 //	/m/fork                      proof that another process uses this replica (see ErrForked)
 //	/i/c<collection>/k<id>       item record
+//	/x/c<collection>/f<field>/<value><id>  index entry (see index.go)
+//	/m/index/c<collection>/f<field>        marker of a built index
 //	/l/s/<seq, 16 hex digits>    delta log, by local arrival sequence
 //	/l/d/r<replica>/<counter, 16 hex digits>  log index: dot -> seq
 //	/h/r<replica>                chain head of a keyed replica (see head)

@@ -172,7 +172,7 @@ func TestClient_Golden(t *testing.T) {
 			stdout: "ID  COLLECTION  METADATA\ns1  snapshots   {\"cluster\":\"a\",\"size\":1024}\n",
 			stderr: "more items: --cursor s1 (or --all)\n"},
 		{name: "query one page json", args: []string{"query", "--limit", "1", "snapshots", "-o", "json"},
-			stdout: `{"items":[{"id":"s1","collection":"snapshots","metadata":{"cluster":"a","size":1024}}],"next_cursor":"s1"}` + "\n"},
+			stdout: `{"items":[{"id":"s1","collection":"snapshots","metadata":{"cluster":"a","size":1024}}],"next_cursor":"s1","scanned":true,"read":2}` + "\n"},
 		{name: "query from a cursor", args: []string{"query", "--cursor", "s1", "snapshots", "-o", "ndjson"},
 			stdout: `{"id":"s2","collection":"snapshots","metadata":{"owner":"x","tags":["a","b"]}}` + "\n"},
 		{name: "query all pages json", args: []string{"query", "--limit", "1", "--all", "snapshots", "-o", "json", "--after", "R:1"},

@@ -38,6 +38,7 @@ type options struct {
 	meshDegree    int
 	httpAddr      string
 	collections   string
+	indexes       indexList
 	logLevel      string
 	logFormat     string
 	sync          bool
@@ -86,6 +87,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.IntVar(&o.meshDegree, "mesh-degree", 2, "GossipSub mesh degree: peers each peer forwards a delta to (2-64; more costs bandwidth, fewer relies on repair)")
 	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "HTTP API listen address; :0 picks a free port. A non-loopback address requires -api-token-file")
 	fs.StringVar(&o.collections, "collections", "snapshots,images", "comma-separated collections served")
+	fs.Var(&o.indexes, "index", "secondary index COLLECTION:FIELD,FIELD... (e.g. snapshots:cluster,size,created): queries with an =, <, <=, > or >= term on an indexed field read the index instead of scanning; built at start if missing, dropped when no longer named; repeatable (the environment separates several with ';')")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.BoolVar(&o.sync, "sync", true, "fsync every commit before acknowledging it (off: a machine crash may lose recent writes)")
@@ -126,6 +128,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	// A repeatable flag on the command line replaces the environment's list.
 	o.listen.set, o.bootstrap.set, o.writers.set = false, false, false
 	o.announce.set, o.announceApp.set, o.noAnnounce.set = false, false, false
+	o.indexes.set = false
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -202,6 +205,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	cfg.MaxStateBytes = o.maxState
 	cfg.MaxClockOffset = o.maxOffset
 	cfg.MaxReplicas = o.maxReplicas
+	cfg.Indexes = o.indexes.byColl
 	// The replica is keyed by the peer's identity: its deltas carry proofs
 	// that every peer checks.
 	keyFile := filepath.Join(o.data, "identity.key")
