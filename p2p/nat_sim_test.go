@@ -5,13 +5,10 @@ import (
 	"fmt"
 	"net"
 	"sort"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
-	"github.com/marcopolo/simnet"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -34,49 +31,6 @@ import (
 // NAT, so they are not advertised (-no-announce 2.0.0.0/8): others reach
 // them only through relay addresses, and hole punching uses the address
 // B observes, as behind a real NAT.
-
-// blockingRouter is a SimpleFirewallRouter that also drops the packets for
-// which drop says so.
-type blockingRouter struct {
-	simnet.SimpleFirewallRouter
-	drop atomic.Pointer[func(from, to net.Addr) bool]
-}
-
-func (r *blockingRouter) RecvPacket(p *simnet.Packet) {
-	if f := r.drop.Load(); f != nil && (*f)(p.From, p.To) {
-		return
-	}
-	r.SimpleFirewallRouter.RecvPacket(p)
-}
-
-type sourceIP struct{ ip atomic.Pointer[net.IP] }
-
-func (s *sourceIP) PreferredSourceIPForDestination(*net.UDPAddr) (net.IP, error) {
-	return *s.ip.Load(), nil
-}
-
-// simQUIC makes a host's QUIC sockets simulated ones on router.
-func simQUIC(router *blockingRouter, public bool) libp2p.Option {
-	src := &sourceIP{}
-	return libp2p.QUICReuse(quicreuse.NewConnManager,
-		quicreuse.OverrideSourceIPSelector(func() (quicreuse.SourceIPSelector, error) { return src, nil }),
-		quicreuse.OverrideListenUDP(func(_ string, addr *net.UDPAddr) (net.PacketConn, error) {
-			src.ip.Store(&addr.IP)
-			if public {
-				router.SetAddrPubliclyReachable(addr)
-			}
-			c := simnet.NewSimConn(addr)
-			c.SetUpPacketReceiver(router)
-			router.AddNode(addr, c)
-			return c, nil
-		}))
-}
-
-type simNet struct {
-	t          *testing.T
-	router     *blockingRouter
-	punchRetry time.Duration // the peers' Config.HolePunchRetry
-}
 
 // peer starts a catalog peer on the simulated network at ip, QUIC only.
 func (s *simNet) peer(ip string, public bool, bootstrap ...*testPeer) *testPeer {
@@ -143,7 +97,14 @@ func latencies(t *testing.T, from, to *testPeer, prefix string, n int) (p50, p99
 // relay, and DCUtR upgrades that to a direct connection, which GET
 // /status reports as hole-punched; once B stops, they still replicate.
 func TestNAT_HolePunchedAndReplicatingWithoutBootstrap(t *testing.T) {
-	s := &simNet{t: t, router: &blockingRouter{}}
+	simTest(t, testHolePunched)
+}
+
+func testHolePunched(t *testing.T) {
+	// A punch may fail (two peers that find each other at the same
+	// moment dial each other at once, and DCUtR fails on both
+	// connections); it is then retried after punchRetry.
+	s := &simNet{t: t, router: &blockingRouter{}, punchRetry: time.Second}
 	b := s.peer("1.2.0.1", true)
 	p1 := s.peer("2.2.0.1", false, b)
 	p2 := s.peer("2.3.0.1", false, b)
@@ -175,6 +136,10 @@ func TestNAT_HolePunchedAndReplicatingWithoutBootstrap(t *testing.T) {
 // passes between the homes at first) is tried again on a new relayed
 // connection, and succeeds once the path is open.
 func TestNAT_FailedHolePunchIsRetried(t *testing.T) {
+	simTest(t, testFailedPunchRetried)
+}
+
+func testFailedPunchRetried(t *testing.T) {
 	s := &simNet{t: t, router: &blockingRouter{}, punchRetry: time.Second}
 	homes := func(from, to net.Addr) bool {
 		f, g := from.(*net.UDPAddr), to.(*net.UDPAddr)
@@ -217,6 +182,10 @@ func hasRelayed(a, b *testPeer) bool {
 // a relay, GossipSub and anti-entropy run over it, and when one of the two
 // public relays stops they reconnect through the other.
 func TestNAT_RelayedWhenNoHolePunch(t *testing.T) {
+	simTest(t, testRelayedWithoutPunch)
+}
+
+func testRelayedWithoutPunch(t *testing.T) {
 	// No retries of the failed punch: they would close the relayed
 	// connection this test follows.
 	s := &simNet{t: t, router: &blockingRouter{}, punchRetry: -1}
