@@ -79,11 +79,10 @@ func TestPeer_LateNodeCatchesUpWithWhatItMissed(t *testing.T) {
 	cfg.Bootstrap = a.p.Addrs()[:1]
 	b := startPeer(t, cfg, nil)
 	// A catalog both hold before c appears: c must not be sent this twice.
-	for i := range 1000 {
-		if _, err := a.n.Add(ctx, key(fmt.Sprintf("old%04d", i)), doc(t, `{"n":1}`)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	inParallel(t, 1000, func(i int) error {
+		_, err := a.n.Add(ctx, key(fmt.Sprintf("old%04d", i)), doc(t, `{"n":1}`))
+		return err
+	})
 	waitFor(t, 20*time.Second, "a and b converge", func() bool { return converged(t, a, b) })
 
 	// c joins and catches up, then goes down (its peer closes, its node
@@ -94,18 +93,14 @@ func TestPeer_LateNodeCatchesUpWithWhatItMissed(t *testing.T) {
 	waitFor(t, 20*time.Second, "c catches up the first time", func() bool { return converged(t, a, b, c) })
 	c.p.Close()
 	c.p = nil
-	for i := range 5000 {
-		k := key(fmt.Sprintf("new%04d", i%2500))
-		var err error
-		if i < 2500 {
-			_, err = b.n.Add(ctx, k, doc(t, `{"n":2}`))
-		} else {
-			_, err = b.n.Patch(ctx, k, doc(t, `{"m":3}`))
+	inParallel(t, 2500, func(i int) error { // each an add, then a patch
+		k := key(fmt.Sprintf("new%04d", i))
+		if _, err := b.n.Add(ctx, k, doc(t, `{"n":2}`)); err != nil {
+			return err
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+		_, err := b.n.Patch(ctx, k, doc(t, `{"m":3}`))
+		return err
+	})
 	before := c.n.Stats().DeltasNew
 	p, err := New(ctx, c.n, ccfg)
 	if err != nil {
