@@ -83,14 +83,14 @@ func TestPeer_LateNodeCatchesUpWithWhatItMissed(t *testing.T) {
 		_, err := a.n.Add(ctx, key(fmt.Sprintf("old%04d", i)), doc(t, `{"n":1}`))
 		return err
 	})
-	waitFor(t, 20*time.Second, "a and b converge", func() bool { return converged(t, a, b) })
+	waitFor(t, 2*time.Minute, "a and b converge", func() bool { return converged(t, a, b) })
 
 	// c joins and catches up, then goes down (its peer closes, its node
 	// stays) while 5000 operations happen on b.
 	ccfg := testConfig(t)
 	ccfg.Bootstrap = a.p.Addrs()[:1]
 	c := startPeer(t, ccfg, nil)
-	waitFor(t, 20*time.Second, "c catches up the first time", func() bool { return converged(t, a, b, c) })
+	waitFor(t, 2*time.Minute, "c catches up the first time", func() bool { return converged(t, a, b, c) })
 	c.p.Close()
 	c.p = nil
 	inParallel(t, 2500, func(i int) error { // each an add, then a patch
@@ -107,7 +107,7 @@ func TestPeer_LateNodeCatchesUpWithWhatItMissed(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.p = p
-	waitFor(t, 30*time.Second, "c catches up after its downtime", func() bool { return converged(t, a, b, c) })
+	waitFor(t, 2*time.Minute, "c catches up after its downtime", func() bool { return converged(t, a, b, c) })
 	got := c.n.Stats().DeltasNew - before
 	if got < 5000 || got > 5500 {
 		t.Fatalf("c joined %d new deltas to catch up on 5000 missed operations", got)
