@@ -361,8 +361,9 @@ func (p *Peer) applyLoop(in <-chan *pubsub.Message) {
 
 // checkGapLater pulls from a peer if, a couple of heartbeats after a
 // delta from it showed a gap (Config.gapCheckDelay), the node still lacks
-// some older delta of that replica. Under load the missing delta is usually just behind on
-// another mesh path; pulling at once would fetch it twice.
+// some older delta of that replica. Under load the missing delta is
+// usually just behind on another mesh path; pulling at once would fetch
+// it twice.
 func (p *Peer) checkGapLater(from peer.ID, dot crdt.Dot) {
 	p.mu.Lock()
 	if p.gapWait[from] {
