@@ -159,6 +159,11 @@ type Config struct {
 
 	// Logger receives events. Default slog.Default().
 	Logger *slog.Logger
+
+	// gapCheckDelay is how long after a gossiped delta showed a gap the
+	// peer pulls if the gap is still there; 0 means two heartbeats and
+	// 50 ms. Tests lengthen it to see what gossip alone delivers.
+	gapCheckDelay time.Duration
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -237,6 +242,9 @@ func (c *Config) validate() error {
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if c.gapCheckDelay == 0 {
+		c.gapCheckDelay = 2*c.HeartbeatInterval + 50*time.Millisecond
 	}
 	if c.MeshDegree == 0 {
 		c.MeshDegree = d.MeshDegree

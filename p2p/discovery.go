@@ -188,6 +188,7 @@ func (p *Peer) advertiseLoop(rd *drouting.RoutingDiscovery) {
 // findPeersLoop looks up the rendezvous and connects to the peers found.
 // The dials of one round run concurrently, each with its own deadline, so
 // that an unreachable peer delays no other; the round ends when all have.
+// Two peers often find each other in the same round: see dialFirst.
 func (p *Peer) findPeersLoop(rd *drouting.RoutingDiscovery) {
 	wait := advertiseRetry
 	for {
@@ -200,6 +201,9 @@ func (p *Peer) findPeersLoop(rd *drouting.RoutingDiscovery) {
 					continue
 				}
 				dials.Go(func() {
+					if !p.dialFirst(ai.ID) {
+						return
+					}
 					dctx, dcancel := context.WithTimeout(p.ctx, dialTimeout)
 					defer dcancel()
 					if err := p.h.Connect(dctx, ai); err != nil {
@@ -236,7 +240,7 @@ const lostPeerGiveUp = 10 * time.Minute
 // DHT lookup. Direct connections that close are not redialled: the
 // connection manager trims them on purpose, and bootstrap and mDNS peers
 // have redialers of their own. A peer being backed off as bad is left
-// alone.
+// alone. Both ends see the connection die: see dialFirst for which dials.
 func (p *Peer) redialLost(id peer.ID) {
 	if p.h.Network().Connectedness(id) == network.Connected || p.ctx.Err() != nil {
 		return
@@ -256,11 +260,26 @@ func (p *Peer) redialLost(id peer.ID) {
 	p.redialing[id] = true
 	p.mu.Unlock()
 	p.goRun(func() {
-		p.keepConnected(peer.AddrInfo{ID: id}, "catalog peer", lostPeerGiveUp)
+		if p.dialFirst(id) {
+			p.keepConnected(peer.AddrInfo{ID: id}, "catalog peer", lostPeerGiveUp)
+		}
 		p.mu.Lock()
 		delete(p.redialing, id)
 		p.mu.Unlock()
 	})
+}
+
+// dialFirst reports whether to dial id now. Two peers often learn of each
+// other at the same moment (both lose their connection, both look up the
+// rendezvous in step), and two relayed connections made at once defeat
+// hole punching (see punchTracer.Trace): so the peer with the larger ID
+// waits redialMaxBackoff first, and dials only if the other did not. It
+// reports false if the peer closes meanwhile.
+func (p *Peer) dialFirst(id peer.ID) bool {
+	if p.h.ID() < id {
+		return true
+	}
+	return p.sleep(redialMaxBackoff) && p.h.Network().Connectedness(id) != network.Connected
 }
 
 // mdnsNotifee connects to peers found on the local network and keeps them

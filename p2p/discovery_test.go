@@ -304,18 +304,37 @@ func heldByBoth(x, y host.Host) []network.Conn {
 // TestPeer_KeepConnectedGivesUp: a peer kept connected with a give-up
 // time stops redialling once it has been unreachable that long.
 func TestPeer_KeepConnectedGivesUp(t *testing.T) {
-	a := startPeer(t, testConfig(t), nil)
+	gaveUp := &countingHandler{msg: "giving up on a test peer: unreachable"}
+	cfg := testConfig(t)
+	cfg.Logger = slog.New(gaveUp)
+	a := startPeer(t, cfg, nil)
 	gone := startPeer(t, testConfig(t), nil)
-	ai := peer.AddrInfo{ID: gone.p.ID(), Addrs: gone.p.h.Addrs()}
+	// Its TCP address only: a dial to a closed TCP port is refused at
+	// once, while a QUIC dial to a closed UDP port waits out
+	// redialTimeout, and each failed dial would cost that long.
+	tcp, err := ma.NewMultiaddr(tcpAddr(t, gone))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ai, err := peer.AddrInfoFromP2pAddr(tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
 	gone.close()
+	const giveUp = 300 * time.Millisecond
 	done := make(chan struct{})
+	start := time.Now()
 	go func() {
-		a.p.keepConnected(ai, "a test peer", 300*time.Millisecond)
+		a.p.keepConnected(*ai, "a test peer", giveUp)
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-time.After(20 * time.Second):
 		t.Fatal("keepConnected still redialling a peer gone for 20s")
+	}
+	if took := time.Since(start); took < giveUp || gaveUp.count.Load() != 1 {
+		t.Fatalf("keepConnected returned after %v, having logged giving up %d times: want after %v, once",
+			took, gaveUp.count.Load(), giveUp)
 	}
 }

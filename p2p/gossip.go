@@ -362,9 +362,10 @@ func (p *Peer) applyLoop(in <-chan *pubsub.Message) {
 }
 
 // checkGapLater pulls from a peer if, a couple of heartbeats after a
-// delta from it showed a gap, the node still lacks some older delta of
-// that replica. Under load the missing delta is usually just behind on
-// another mesh path; pulling at once would fetch it twice.
+// delta from it showed a gap (Config.gapCheckDelay), the node still lacks
+// some older delta of that replica. Under load the missing delta is
+// usually just behind on another mesh path; pulling at once would fetch
+// it twice.
 func (p *Peer) checkGapLater(from peer.ID, dot crdt.Dot) {
 	p.mu.Lock()
 	if p.gapWait[from] {
@@ -374,7 +375,7 @@ func (p *Peer) checkGapLater(from peer.ID, dot crdt.Dot) {
 	p.gapWait[from] = true
 	p.mu.Unlock()
 	p.goRun(func() {
-		waited := p.sleep(2*p.cfg.HeartbeatInterval + 50*time.Millisecond)
+		waited := p.sleep(p.cfg.gapCheckDelay)
 		p.mu.Lock()
 		delete(p.gapWait, from)
 		p.mu.Unlock()

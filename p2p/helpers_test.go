@@ -36,7 +36,9 @@ func testConfig(t testing.TB) Config {
 	cfg.KeyFile = filepath.Join(t.TempDir(), "identity.key")
 	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 	cfg.DHT = false
-	cfg.AntiEntropyInterval = 300 * time.Millisecond
+	// Short, so that tests waiting for rounds (waitRounds) wait little;
+	// a round between peers that hold the same deltas costs little.
+	cfg.AntiEntropyInterval = 100 * time.Millisecond
 	cfg.HeartbeatInterval = 100 * time.Millisecond
 	cfg.Logger = quietLogger()
 	return cfg
@@ -125,6 +127,32 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// inParallel runs op(0) … op(n-1) on 8 goroutines and fails the test on
+// the first error. A node commits the writes staged while it commits the
+// previous ones as one group, with one signature and one gossip message:
+// many writers cost far less than one writing in a loop.
+func inParallel(t testing.TB, n int, op func(i int) error) {
+	t.Helper()
+	const workers = 8
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := w; i < n; i += workers {
+				if err := op(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -168,7 +168,6 @@ func (p *Peer) newHost() (host.Host, error) {
 		libp2p.ConnectionManager(cm),
 		libp2p.EnableHolePunching(holepunch.WithTracer(&p.punches)),
 		libp2p.EnableRelay(),
-		libp2p.EnableNATService(),
 		libp2p.EnableAutoNATv2(),
 		libp2p.AddrsFactory(policy.filter),
 		libp2p.UserAgent("crdt-catalog"),
@@ -185,6 +184,13 @@ func (p *Peer) newHost() (host.Host, error) {
 			autorelay.WithBackoff(time.Minute),
 			autorelay.WithMinInterval(10*time.Second),
 		))
+	}
+	if cfg.Reachability != "private" {
+		// The AutoNAT v1 service: it answers other peers' probes only
+		// while this peer is not forced private, and with a forced
+		// private reachability libp2p would still start (and never
+		// close) the dialer it probes with.
+		opts = append(opts, libp2p.EnableNATService())
 	}
 	switch cfg.Reachability {
 	case "public":

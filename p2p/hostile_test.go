@@ -6,13 +6,14 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"github.com/libp2p/go-libp2p"
+	"log/slog"
 	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/crdt-catalog/crdt-catalog/node"
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -197,10 +198,17 @@ func TestPeer_StallingResponderDoesNotBlockPulls(t *testing.T) {
 func TestPeer_StallWithoutPingIsNotAnOffence(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.SyncIdleTimeout = time.Second
+	// The stall is counted before the ping that decides whether it is an
+	// offence: wait for the decision, or the checks below would run before
+	// any backoff could have happened.
+	decided := &countingHandler{msg: "sync stream stalled and the peer does not answer a ping: the network, not the peer; not backed off"}
+	cfg.Logger = slog.New(decided)
 	target := startPeer(t, cfg, nil)
 	st := newStaller(t, target, libp2p.Ping(false))
 	connectRaw(t, st, target) // the target pulls from it at once
-	waitFor(t, 20*time.Second, "the stall counted", func() bool { return target.p.Stats().SyncStalled > 0 })
+	waitFor(t, 20*time.Second, "the stall counted and found the network's doing", func() bool {
+		return target.p.Stats().SyncStalled > 0 && decided.count.Load() > 0
+	})
 	if s := target.p.Stats(); s.BadPeers != 0 || s.BackedOffPeers != 0 {
 		t.Fatalf("a stall without ping answers was taken for an offence: %+v", s)
 	}

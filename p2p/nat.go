@@ -69,19 +69,26 @@ type punchTracer struct {
 
 // Trace implements holepunch.EventTracer.
 func (t *punchTracer) Trace(evt *holepunch.Event) {
-	end, ok := evt.Evt.(*holepunch.EndHolePunchEvt)
-	if !ok {
+	var end *holepunch.EndHolePunchEvt
+	switch e := evt.Evt.(type) {
+	case *holepunch.EndHolePunchEvt:
+		end = e
+	case *holepunch.ProtocolErrorEvt:
+		// The coordination failed before any punch: when two peers
+		// dial each other through relays at once, each initiates DCUtR
+		// on the connection it accepted, and each resets the other's
+		// stream (it arrives on a connection the receiver accepted).
+		// DCUtR tries no more on these connections: a failed punch.
+		t.log.Info("hole punch failed: staying relayed", "peer", evt.Remote, "err", e.Error)
+		t.fail(evt.Remote)
+		return
+	default:
 		t.log.Debug("hole punching", "peer", evt.Remote, "event", evt.Type, "detail", fmt.Sprintf("%+v", evt.Evt))
 		return
 	}
 	if !end.Success {
 		t.log.Info("hole punch failed: staying relayed", "peer", evt.Remote, "err", end.Error, "took", end.EllapsedTime)
-		t.mu.Lock()
-		failed := t.failed
-		t.mu.Unlock()
-		if failed != nil {
-			failed(evt.Remote)
-		}
+		t.fail(evt.Remote)
 		return
 	}
 	t.log.Info("hole punch succeeded: direct connection", "peer", evt.Remote, "took", end.EllapsedTime)
@@ -94,6 +101,16 @@ func (t *punchTracer) Trace(evt *holepunch.Event) {
 	// The connection opened while the punch ran: date it from its start.
 	t.punched[evt.Remote] = time.Now().Add(-end.EllapsedTime - time.Second)
 	t.total++
+}
+
+// fail tells the failed callback of a failed punch to id.
+func (t *punchTracer) fail(id peer.ID) {
+	t.mu.Lock()
+	failed := t.failed
+	t.mu.Unlock()
+	if failed != nil {
+		failed(id)
+	}
 }
 
 // punchedSince returns when the last successful hole punch to id began,

@@ -7,18 +7,22 @@ import (
 	"sort"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	flow "github.com/libp2p/go-flow-metrics"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/marcopolo/simnet"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/quic-go/quic-go"
+	"go.uber.org/fx"
 )
 
 // These tests run the NAT traversal paths in process, on go-libp2p's
 // simulated network (github.com/marcopolo/simnet, as go-libp2p's own
-// holepunch_test.go does): the nodes' QUIC sockets are simulated, so no
-// packet leaves the process, and the addresses may be "public" ones, which
+// holepunch_test.go does) and in simulated time (simTest): the nodes' QUIC
+// sockets are simulated, so no packet leaves the process, and the addresses may be "public" ones, which
 // go-libp2p needs before it advertises relay addresses or punches holes
 // (it treats every reserved range, and so any network namespace, as
 // private). simnet's SimpleFirewallRouter lets a node that is not publicly
@@ -58,7 +62,17 @@ func (s *sourceIP) PreferredSourceIPForDestination(*net.UDPAddr) (net.IP, error)
 // simQUIC makes a host's QUIC sockets simulated ones on router.
 func simQUIC(router *blockingRouter, public bool) libp2p.Option {
 	src := &sourceIP{}
-	return libp2p.QUICReuse(quicreuse.NewConnManager,
+	// libp2p closes a connection manager it made itself, not one from a
+	// constructor passed in: stop it with the host, as go-libp2p's
+	// x/simlibp2p does, or its goroutines outlive the test's bubble.
+	newCM := func(l fx.Lifecycle, reset quic.StatelessResetKey, token quic.TokenGeneratorKey, opts ...quicreuse.Option) (*quicreuse.ConnManager, error) {
+		cm, err := quicreuse.NewConnManager(reset, token, opts...)
+		if err == nil {
+			l.Append(fx.StopHook(cm.Close))
+		}
+		return cm, err
+	}
+	return libp2p.QUICReuse(newCM,
 		quicreuse.OverrideSourceIPSelector(func() (quicreuse.SourceIPSelector, error) { return src, nil }),
 		quicreuse.OverrideListenUDP(func(_ string, addr *net.UDPAddr) (net.PacketConn, error) {
 			src.ip.Store(&addr.IP)
@@ -70,6 +84,31 @@ func simQUIC(router *blockingRouter, public bool) libp2p.Option {
 			router.AddNode(addr, c)
 			return c, nil
 		}))
+}
+
+// simTest runs f in a synctest bubble: time in it is simulated, and moves
+// on whenever every goroutine of the bubble waits, so the peers' timers
+// (AutoRelay's backoffs, hole punch retries, anti-entropy rounds) and the
+// test's own waits cost no real time, and a loaded machine cannot make a
+// deadline pass early. Nothing in the bubble may use a real socket: the
+// peers' QUIC runs on simnet and the DHT on top of it. Every goroutine
+// started in the bubble must end by the test's end: one left with a
+// ticker keeps the bubble running until go test's -timeout.
+func simTest(t *testing.T, f func(t *testing.T)) {
+	// go-flow-metrics (the peers' bandwidth counters) starts one sweeper
+	// goroutine per process, at first use; started in the bubble, it would
+	// outlive it.
+	flow.NewMeter().Mark(1)
+	synctest.Test(t, func(t *testing.T) {
+		// Runs last, once every peer and node has closed: goleveldb's
+		// Close leaves a goroutine waiting up to a second for its memory
+		// pool, and the bubble's clock stops once the test returns.
+		t.Cleanup(func() {
+			time.Sleep(time.Second)
+			synctest.Wait()
+		})
+		f(t)
+	})
 }
 
 type simNet struct {
@@ -143,7 +182,14 @@ func latencies(t *testing.T, from, to *testPeer, prefix string, n int) (p50, p99
 // relay, and DCUtR upgrades that to a direct connection, which GET
 // /status reports as hole-punched; once B stops, they still replicate.
 func TestNAT_HolePunchedAndReplicatingWithoutBootstrap(t *testing.T) {
-	s := &simNet{t: t, router: &blockingRouter{}}
+	simTest(t, testHolePunched)
+}
+
+func testHolePunched(t *testing.T) {
+	// A punch may fail (two peers that find each other at the same
+	// moment dial each other at once, and DCUtR fails on both
+	// connections); it is then retried after punchRetry.
+	s := &simNet{t: t, router: &blockingRouter{}, punchRetry: time.Second}
 	b := s.peer("1.2.0.1", true)
 	p1 := s.peer("2.2.0.1", false, b)
 	p2 := s.peer("2.3.0.1", false, b)
@@ -175,6 +221,10 @@ func TestNAT_HolePunchedAndReplicatingWithoutBootstrap(t *testing.T) {
 // passes between the homes at first) is tried again on a new relayed
 // connection, and succeeds once the path is open.
 func TestNAT_FailedHolePunchIsRetried(t *testing.T) {
+	simTest(t, testFailedPunchRetried)
+}
+
+func testFailedPunchRetried(t *testing.T) {
 	s := &simNet{t: t, router: &blockingRouter{}, punchRetry: time.Second}
 	homes := func(from, to net.Addr) bool {
 		f, g := from.(*net.UDPAddr), to.(*net.UDPAddr)
@@ -217,6 +267,10 @@ func hasRelayed(a, b *testPeer) bool {
 // a relay, GossipSub and anti-entropy run over it, and when one of the two
 // public relays stops they reconnect through the other.
 func TestNAT_RelayedWhenNoHolePunch(t *testing.T) {
+	simTest(t, testRelayedWithoutPunch)
+}
+
+func testRelayedWithoutPunch(t *testing.T) {
 	// No retries of the failed punch: they would close the relayed
 	// connection this test follows.
 	s := &simNet{t: t, router: &blockingRouter{}, punchRetry: -1}

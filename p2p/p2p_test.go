@@ -79,40 +79,35 @@ func TestPeer_LateNodeCatchesUpWithWhatItMissed(t *testing.T) {
 	cfg.Bootstrap = a.p.Addrs()[:1]
 	b := startPeer(t, cfg, nil)
 	// A catalog both hold before c appears: c must not be sent this twice.
-	for i := range 1000 {
-		if _, err := a.n.Add(ctx, key(fmt.Sprintf("old%04d", i)), doc(t, `{"n":1}`)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, 20*time.Second, "a and b converge", func() bool { return converged(t, a, b) })
+	inParallel(t, 1000, func(i int) error {
+		_, err := a.n.Add(ctx, key(fmt.Sprintf("old%04d", i)), doc(t, `{"n":1}`))
+		return err
+	})
+	waitFor(t, 2*time.Minute, "a and b converge", func() bool { return converged(t, a, b) })
 
 	// c joins and catches up, then goes down (its peer closes, its node
 	// stays) while 5000 operations happen on b.
 	ccfg := testConfig(t)
 	ccfg.Bootstrap = a.p.Addrs()[:1]
 	c := startPeer(t, ccfg, nil)
-	waitFor(t, 20*time.Second, "c catches up the first time", func() bool { return converged(t, a, b, c) })
+	waitFor(t, 2*time.Minute, "c catches up the first time", func() bool { return converged(t, a, b, c) })
 	c.p.Close()
 	c.p = nil
-	for i := range 5000 {
-		k := key(fmt.Sprintf("new%04d", i%2500))
-		var err error
-		if i < 2500 {
-			_, err = b.n.Add(ctx, k, doc(t, `{"n":2}`))
-		} else {
-			_, err = b.n.Patch(ctx, k, doc(t, `{"m":3}`))
+	inParallel(t, 2500, func(i int) error { // each an add, then a patch
+		k := key(fmt.Sprintf("new%04d", i))
+		if _, err := b.n.Add(ctx, k, doc(t, `{"n":2}`)); err != nil {
+			return err
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+		_, err := b.n.Patch(ctx, k, doc(t, `{"m":3}`))
+		return err
+	})
 	before := c.n.Stats().DeltasNew
 	p, err := New(ctx, c.n, ccfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.p = p
-	waitFor(t, 30*time.Second, "c catches up after its downtime", func() bool { return converged(t, a, b, c) })
+	waitFor(t, 2*time.Minute, "c catches up after its downtime", func() bool { return converged(t, a, b, c) })
 	got := c.n.Stats().DeltasNew - before
 	if got < 5000 || got > 5500 {
 		t.Fatalf("c joined %d new deltas to catch up on 5000 missed operations", got)
