@@ -35,10 +35,12 @@ import (
 const MainPackage = "github.com/crdt-catalog/crdt-catalog/cmd/crdt-catalog"
 
 // BuildTimeout bounds a build, including the wait for another process's
-// build of the same binary. A cold build compiles libp2p and takes about
-// a minute on two busy cores; a test whose own deadline comes sooner gets
+// build of the same binary. A cold build compiles libp2p: about a minute
+// on two quiet cores, and more than five when other packages' tests (and
+// other jobs) share them, as in a cold `go test ./...`. A test whose own
+// deadline comes sooner (go test's -timeout, 10 minutes by default) gets
 // that deadline less a minute instead.
-const BuildTimeout = 5 * time.Minute
+const BuildTimeout = 15 * time.Minute
 
 // EnvBinary names the environment variable that, when set, names a
 // binary to use instead of building one (the old name TESTNET_BIN).
