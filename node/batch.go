@@ -110,15 +110,15 @@ func mutatorOf(op Op) (mutator, error) {
 	k := op.Key
 	switch op.Kind {
 	case OpAdd:
-		return addMutator(k, op.Doc), nil
+		return docMutator(k, op.Doc, crdt.AddDelta), nil
 	case OpCreate:
 		return createMutator(k, op.Doc), nil
 	case OpRemove:
 		return removeMutator(k), nil
 	case OpReplace:
-		return replaceMutator(k, op.Doc), nil
+		return docMutator(k, op.Doc, crdt.ReplaceDelta), nil
 	case OpPatch:
-		return patchMutator(k, op.Doc), nil
+		return docMutator(k, op.Doc, crdt.PatchDelta), nil
 	}
 	return nil, fmt.Errorf("%w: unknown operation %d", crdt.ErrInvalid, op.Kind)
 }

@@ -45,7 +45,7 @@ func (n *Node) checkKey(k crdt.Key) error {
 // Add adds the item with metadata doc, or, if it is present, makes doc its
 // whole metadata. It returns once the write is durable.
 func (n *Node) Add(ctx context.Context, k crdt.Key, doc crdt.Document) (Item, error) {
-	return n.local(ctx, k, addMutator(k, doc))
+	return n.local(ctx, k, docMutator(k, doc, crdt.AddDelta))
 }
 
 // Create adds the item with metadata doc only if it is not present on this
@@ -69,52 +69,40 @@ func (n *Node) Remove(ctx context.Context, k crdt.Key) error {
 // Replace makes doc the whole metadata of a present item (fields absent
 // from doc are removed). ErrNotFound if absent.
 func (n *Node) Replace(ctx context.Context, k crdt.Key, doc crdt.Document) (Item, error) {
-	return n.local(ctx, k, replaceMutator(k, doc))
+	return n.local(ctx, k, docMutator(k, doc, crdt.ReplaceDelta))
 }
 
 // Patch applies a JSON merge patch (RFC 7396) to the metadata of a present
 // item. ErrNotFound if absent.
 func (n *Node) Patch(ctx context.Context, k crdt.Key, patch crdt.Document) (Item, error) {
-	return n.local(ctx, k, patchMutator(k, patch))
+	return n.local(ctx, k, docMutator(k, patch, crdt.PatchDelta))
 }
 
 // The mutators of the local operations. Each canonicalizes its document
 // before the write takes mu, so that under mu it is checked in one pass.
 
-func addMutator(k crdt.Key, doc crdt.Document) mutator {
+// docMutator is the mutator of an add, replace or patch: mk (crdt's
+// AddDelta, ReplaceDelta or PatchDelta) with doc.
+func docMutator(k crdt.Key, doc crdt.Document, mk func(crdt.Key, *crdt.Item, crdt.Document, crdt.Dot, crdt.Timestamp) (*crdt.Delta, error)) mutator {
 	doc = canonicalDoc(doc)
 	return func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
-		return crdt.AddDelta(k, cur, doc, dot, ts)
+		return mk(k, cur, doc, dot, ts)
 	}
 }
 
 func createMutator(k crdt.Key, doc crdt.Document) mutator {
-	doc = canonicalDoc(doc)
+	add := docMutator(k, doc, crdt.AddDelta)
 	return func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
 		if cur.Visible() {
 			return nil, fmt.Errorf("create %s: %w", k, ErrExists)
 		}
-		return crdt.AddDelta(k, cur, doc, dot, ts)
+		return add(cur, dot, ts)
 	}
 }
 
 func removeMutator(k crdt.Key) mutator {
 	return func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
 		return crdt.RemoveDelta(k, cur, dot, ts)
-	}
-}
-
-func replaceMutator(k crdt.Key, doc crdt.Document) mutator {
-	doc = canonicalDoc(doc)
-	return func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
-		return crdt.ReplaceDelta(k, cur, doc, dot, ts)
-	}
-}
-
-func patchMutator(k crdt.Key, patch crdt.Document) mutator {
-	patch = canonicalDoc(patch)
-	return func(cur *crdt.Item, dot crdt.Dot, ts crdt.Timestamp) (*crdt.Delta, error) {
-		return crdt.PatchDelta(k, cur, patch, dot, ts)
 	}
 }
 
