@@ -251,7 +251,14 @@ type queryResponse struct {
 	Read    int  `json:"read"`
 }
 
-// handleQuery serves GET /catalog/query?type=&q=&limit=&cursor=&conflicts=.
+// countResponse is the body of GET /catalog/query with count=true.
+type countResponse struct {
+	Count   int  `json:"count"`
+	Scanned bool `json:"scanned"`
+}
+
+// handleQuery serves GET /catalog/query?type=&q=&limit=&cursor=&conflicts=,
+// or, with count=true, the number of matches.
 func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) error {
 	params := r.URL.Query()
 	coll := params.Get("type")
@@ -266,8 +273,23 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	count, err := boolParam(params, "count")
+	if err != nil {
+		return err
+	}
+	if count && (params.Has("limit") || params.Has("cursor") || conflicts) {
+		return badRequest(`"count" counts every match: it takes no "limit", "cursor" or "conflicts"`)
+	}
 	if err := s.waitAfter(r); err != nil {
 		return err
+	}
+	if count {
+		n, scanned, err := s.c.Count(r.Context(), coll, params.Get("q"))
+		if err != nil {
+			return err
+		}
+		s.writeJSON(w, r, http.StatusOK, countResponse{Count: n, Scanned: scanned})
+		return nil
 	}
 	page, err := s.c.Query(r.Context(), coll, params.Get("q"), limit, params.Get("cursor"))
 	if err != nil {

@@ -34,6 +34,7 @@ type Catalog interface {
 	Get(ctx context.Context, k crdt.Key) (node.Item, error)
 	WaitApplied(ctx context.Context, t crdt.Token) error
 	Query(ctx context.Context, collection, q string, limit int, cursor string) (node.Page, error)
+	Count(ctx context.Context, collection, q string) (int, bool, error)
 	GetDeltas(ctx context.Context, limit int) (node.Pending, error)
 	Attest(d *crdt.Delta) error
 	ApplyDeltas(ctx context.Context, deltas []*crdt.Delta) (node.ApplyResult, error)

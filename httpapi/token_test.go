@@ -99,3 +99,18 @@ func TestAPI_CausalTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAPI_QueryCount: count=true answers the number of matches, and
+// refuses the paging parameters it ignores.
+func TestAPI_QueryCount(t *testing.T) {
+	s := newServer(t, newNode(t, nil), nil)
+	for i := range 3 {
+		mustDo(t, s, 201, "POST", "/snapshots/add/c"+string(rune('0'+i)), ctJSON, `{"odd":`+[]string{"false", "true", "false"}[i]+`}`)
+	}
+	runCases(t, s, []apiCase{
+		{name: "all", req: request{"GET", "/catalog/query?type=snapshots&count=true", "", "", nil}, want: 200, substr: `{"count":3,"scanned":true}`},
+		{name: "some", req: request{"GET", "/catalog/query?type=snapshots&count=true&q=odd%3Dfalse", "", "", nil}, want: 200, substr: `{"count":2,`},
+		{name: "with limit", req: request{"GET", "/catalog/query?type=snapshots&count=true&limit=5", "", "", nil}, want: 400, substr: "takes no"},
+		{name: "bad", req: request{"GET", "/catalog/query?type=snapshots&count=maybe", "", "", nil}, want: 400},
+	})
+}

@@ -101,3 +101,27 @@ func (n *Node) Query(ctx context.Context, collection, q string, limit int, curso
 	}
 	return page, nil
 }
+
+// Count returns how many present items of a collection match q, reading
+// them as Query does, page after page (through an index when a term of q
+// is indexed); scanned reports that it scanned the collection. It reads
+// durable state only; writes committed while it runs may or may not be
+// counted.
+func (n *Node) Count(ctx context.Context, collection, q string) (count int, scanned bool, err error) {
+	cursor := ""
+	for {
+		p, err := n.Query(ctx, collection, q, MaxQueryLimit, cursor)
+		if err != nil {
+			return 0, false, err
+		}
+		count += len(p.Items)
+		scanned = scanned || p.Scanned
+		if p.NextCursor == "" {
+			return count, scanned, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, false, err
+		}
+		cursor = p.NextCursor
+	}
+}
