@@ -60,6 +60,7 @@ type BatchError struct {
 	Err   error
 }
 
+// Error names the operation and its cause.
 func (e *BatchError) Error() string { return fmt.Sprintf("operation %d: %v", e.Index, e.Err) }
 
 // Unwrap returns the cause.

@@ -14,6 +14,7 @@ type NotAppliedError struct {
 	Err     error      // the context's error
 }
 
+// Error names the missing dots and why the wait ended.
 func (e *NotAppliedError) Error() string {
 	return fmt.Sprintf("not applied on this node yet: %v (%v)", e.Missing, e.Err)
 }
