@@ -30,24 +30,28 @@ func (e *NotAppliedError) Unwrap() error { return e.Err }
 func (n *Node) WaitApplied(ctx context.Context, t crdt.Token) error {
 	asked := false
 	for {
-		var (
-			missing  []crdt.Dot
-			advanced chan struct{}
-		)
-		err := n.readBarrier(ctx, func() {
-			if missing = t.Missing(n.applied); len(missing) > 0 {
-				if n.advanced == nil {
-					n.advanced = make(chan struct{})
-				}
-				advanced = n.advanced
-			}
-		})
-		if err != nil {
-			return err
+		n.mu.Lock()
+		if n.closed {
+			n.mu.Unlock()
+			return ErrClosed
 		}
+		// While a failed commit stops writes, nothing is staged and
+		// applied is what the store holds: the answer stands without a
+		// commit to wait for, and reads go on.
+		missing := t.Missing(n.applied)
 		if len(missing) == 0 {
-			return nil
+			g := n.settled()
+			n.mu.Unlock()
+			if g == nil {
+				return nil
+			}
+			return n.wait(ctx, g, true)
 		}
+		if n.advanced == nil {
+			n.advanced = make(chan struct{})
+		}
+		advanced := n.advanced
+		n.mu.Unlock()
 		if !asked {
 			asked = true
 			select {

@@ -79,3 +79,24 @@ func TestWaitApplied(t *testing.T) {
 		t.Fatalf("the empty token: %v", err)
 	}
 }
+
+// TestWaitApplied_WhileWritesFail: a store that refuses writes stops
+// writes, not reads: a token of writes made before still answers at once.
+func TestWaitApplied_WhileWritesFail(t *testing.T) {
+	ctx := context.Background()
+	n, fst := openFaulty(t, t.TempDir(), testConfig(nil))
+	defer n.Close()
+	it, err := n.Add(ctx, key("snapshots", "s1"), mustDoc(t, `{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fst.set(enospc)
+	if _, err := n.Add(ctx, key("snapshots", "s2"), mustDoc(t, `{}`)); err == nil {
+		t.Fatal("a write on a full disk succeeded")
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := n.WaitApplied(wctx, crdt.Token{it.Dot.Replica: it.Dot.Counter}); err != nil {
+		t.Fatalf("WaitApplied while writes fail: %v", err)
+	}
+}
