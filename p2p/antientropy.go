@@ -402,16 +402,12 @@ func (p *Peer) misbehaved(s network.Stream, id peer.ID, err error) error {
 	return err
 }
 
-// stallPingTimeout bounds the ping that tells a stalling peer from a dead
-// link.
-const stallPingTimeout = 3 * time.Second
-
 // answersPing reports whether id answers a libp2p ping within
-// stallPingTimeout over an existing connection (it dials none). A peer
+// Config.stallPing over an existing connection (it dials none). A peer
 // that stalls a sync stream but answers pings stalls on purpose, or is
 // overloaded; one that does not is cut off by the network.
 func (p *Peer) answersPing(id peer.ID) bool {
-	ctx, cancel := context.WithTimeout(network.WithNoDial(p.ctx, "stall check"), stallPingTimeout)
+	ctx, cancel := context.WithTimeout(network.WithNoDial(p.ctx, "stall check"), p.cfg.stallPing)
 	defer cancel()
 	select {
 	case r := <-ping.Ping(ctx, p.h, id):

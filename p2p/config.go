@@ -164,6 +164,10 @@ type Config struct {
 	// peer pulls if the gap is still there; 0 means two heartbeats and
 	// 50 ms. Tests lengthen it to see what gossip alone delivers.
 	gapCheckDelay time.Duration
+	// stallPing bounds the ping that tells a stalling peer from a dead
+	// link; 0 means 3 s. Tests on a loaded machine lengthen it, so that a
+	// slow answer is not taken for a partition.
+	stallPing time.Duration
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -245,6 +249,9 @@ func (c *Config) validate() error {
 	}
 	if c.gapCheckDelay == 0 {
 		c.gapCheckDelay = 2*c.HeartbeatInterval + 50*time.Millisecond
+	}
+	if c.stallPing == 0 {
+		c.stallPing = 3 * time.Second
 	}
 	if c.MeshDegree == 0 {
 		c.MeshDegree = d.MeshDegree

@@ -144,6 +144,10 @@ func TestPeer_StallingResponderDoesNotBlockPulls(t *testing.T) {
 	const idle = 5 * time.Second
 	cfg := testConfig(t)
 	cfg.SyncIdleTimeout = idle
+	// The staller answers pings; on a loaded machine the answer may take
+	// longer than the default bound, and the stall would pass for a
+	// partition (not backed off, and pulled again).
+	cfg.stallPing = 30 * time.Second
 	target := startPeer(t, cfg, nil)
 	st := newStaller(t, target)
 	start := time.Now()
