@@ -112,6 +112,7 @@ type clientOpts struct {
 	limit    int           // query: page size
 	all      bool          // query: follow next_cursor
 	cursor   string        // query: start here
+	count    bool          // query: the number of matches, not the items
 	conflict bool          // read: include the losing concurrent values
 }
 
@@ -135,6 +136,7 @@ func queryFlags(fs *flag.FlagSet, o *clientOpts) {
 	fs.IntVar(&o.limit, "limit", 0, "items per page, 1-1000 (default the node's, 100)")
 	fs.BoolVar(&o.all, "all", false, "follow next_cursor to the last page")
 	fs.StringVar(&o.cursor, "cursor", "", "start at this next_cursor of an earlier page")
+	fs.BoolVar(&o.count, "count", false, "print the number of matches instead of the items")
 }
 
 // commonFlags are every client command's flags.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -216,6 +217,31 @@ func runRemove(ctx context.Context, c *client, _ *clientOpts, args []string) err
 // runQuery prints the items of a query: one page, or with --all every
 // page, following next_cursor. With --all, -o json prints one object
 // {"items": [...]} holding every page's items, written as they come.
+// runCount prints the number of matches of the query q (GET
+// /catalog/query with count=true): the number alone, or the node's JSON
+// answer with -o json or ndjson.
+func runCount(ctx context.Context, c *client, o *clientOpts, q url.Values) error {
+	if o.limit != 0 || o.all || o.cursor != "" || o.conflict {
+		return usageErr("--count counts every match: it takes no --limit, --all, --cursor or --conflicts")
+	}
+	q.Set("count", "true")
+	b, _, err := c.getJSON(ctx, request{method: http.MethodGet, path: "/catalog/query", query: q})
+	if err != nil {
+		return err
+	}
+	if c.output != "table" {
+		return c.printJSON(b)
+	}
+	var r struct {
+		Count *int `json:"count"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.Count == nil {
+		return fmt.Errorf("the node's answer is not a count: %.200s", b)
+	}
+	_, err = fmt.Fprintln(c.stdout, *r.Count)
+	return err
+}
+
 func runQuery(ctx context.Context, c *client, o *clientOpts, args []string) error {
 	q, err := readQuery(o)
 	if err != nil {
@@ -227,6 +253,9 @@ func runQuery(ctx context.Context, c *client, o *clientOpts, args []string) erro
 	q.Set("type", args[0])
 	if len(args) > 1 {
 		q.Set("q", args[1])
+	}
+	if o.count {
+		return runCount(ctx, c, o, q)
 	}
 	if o.limit != 0 {
 		if o.limit < 1 || o.limit > 1000 {
