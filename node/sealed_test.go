@@ -8,11 +8,12 @@ import (
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 )
 
-// TestNode_ApplySealedRejectsEmpty: a nil or zero Sealed is refused before
-// anything is applied.
-func TestNode_ApplySealedRejectsEmpty(t *testing.T) {
+// addOfA returns the delta of adding snapshots/a {"size":1} on a fresh
+// node.
+func addOfA(t *testing.T) *crdt.Delta {
+	t.Helper()
 	ctx := context.Background()
-	src, dst := openMem(t, testConfig(nil)), openMem(t, testConfig(nil))
+	src := openMem(t, testConfig(nil))
 	if _, err := src.Add(ctx, key("snapshots", "a"), mustDoc(t, `{"size":1}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +21,15 @@ func TestNode_ApplySealedRejectsEmpty(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, err := crdt.Seal(p.Deltas[0])
+	return p.Deltas[0]
+}
+
+// TestNode_ApplySealedRejectsEmpty: a nil or zero Sealed is refused before
+// anything is applied.
+func TestNode_ApplySealedRejectsEmpty(t *testing.T) {
+	ctx := context.Background()
+	dst := openMem(t, testConfig(nil))
+	good, err := crdt.Seal(addOfA(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,15 +48,8 @@ func TestNode_ApplySealedRejectsEmpty(t *testing.T) {
 // ApplyDeltas changes neither what was joined nor what was logged.
 func TestNode_ApplyDeltasKeepsItsCopy(t *testing.T) {
 	ctx := context.Background()
-	src, dst := openMem(t, testConfig(nil)), openMem(t, testConfig(nil))
-	if _, err := src.Add(ctx, key("snapshots", "a"), mustDoc(t, `{"size":1}`)); err != nil {
-		t.Fatal(err)
-	}
-	p, err := src.GetDeltas(ctx, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := p.Deltas[0]
+	dst := openMem(t, testConfig(nil))
+	d := addOfA(t)
 	want, err := crdt.EncodeDelta(d)
 	if err != nil {
 		t.Fatal(err)
