@@ -435,14 +435,17 @@ func (n *Node) ApplySealed(ctx context.Context, sealed []*crdt.Sealed) (ApplyRes
 	n.ahead = n.readAhead(deltas)
 	now := n.now()
 	for i, d := range deltas {
-		if err := n.offer(ctx, g, d, encs[i], checked[i], now, &res); err != nil {
-			// Deltas joined so far in this call stay staged; they are valid
-			// and commit with the group.
-			n.ahead = nil
-			return res, n.endWith(ctx, g, res.New > 0, fmt.Errorf("delta %d: %w", i, err))
+		if err = n.offer(ctx, g, d, encs[i], checked[i], now, &res); err != nil {
+			err = fmt.Errorf("delta %d: %w", i, err)
+			break
 		}
 	}
 	n.ahead = nil
+	if err != nil {
+		// Deltas joined so far in this call stay staged; they are valid
+		// and commit with the group.
+		return res, n.endWith(ctx, g, res.New > 0, err)
+	}
 	n.stats.deltasNew.Add(uint64(res.New))
 	n.stats.deltasDuplicate.Add(uint64(res.Duplicate))
 	return res, n.end(ctx, g, res.New > 0)
