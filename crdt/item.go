@@ -302,8 +302,12 @@ func joinDots(a []Dot, actx DotSet, b []Dot, bctx DotSet) []Dot {
 }
 
 // joinEntries merges two entry lists sorted by dot by the join rule, and
-// appends the result to out. Two entries with one dot are one write, so
-// either copy serves.
+// appends the result to out. Two equal entries with one dot are one write,
+// so either copy serves. Two different ones are the two histories of a
+// replica that signed both (see Fork): each side's context covers the
+// other's entry without holding it, so neither survives, which keeps the
+// join commutative and associative (an entry survives exactly where every
+// state whose context covers its dot holds that same entry).
 func joinEntries(out []Entry, a []Entry, actx DotSet, b []Entry, bctx DotSet) []Entry {
 	i, j := 0, 0
 	for i < len(a) || j < len(b) {
@@ -319,7 +323,9 @@ func joinEntries(out []Entry, a []Entry, actx DotSet, b []Entry, bctx DotSet) []
 			}
 			j++
 		default:
-			out = append(out, a[i])
+			if a[i].TS == b[j].TS && string(a[i].Value) == string(b[j].Value) {
+				out = append(out, a[i])
+			}
 			i++
 			j++
 		}
