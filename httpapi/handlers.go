@@ -525,6 +525,15 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 		"refused": st.DeltasRefused, "waited": st.DeltasWaited, "evicted": st.WaitingEvicted,
 		"unproven": st.Unproven, "equivocations": st.Equivocations}
 	out["waiting"] = map[string]int64{"deltas": int64(st.Waiting), "bytes": st.WaitingBytes}
+	if len(st.Equivocators) > 0 {
+		eqs := make([]map[string]any, len(st.Equivocators))
+		for i, e := range st.Equivocators {
+			eqs[i] = map[string]any{"replica": e.Replica, "from_counter": e.From}
+		}
+		// Replicas proven to have signed two histories: their deltas from
+		// from_counter on are refused and their entries dropped.
+		out["equivocators"] = eqs
+	}
 	out["clock_ahead"] = st.ClockAhead
 	if st.Fork != "" {
 		out["fork_suspected"] = map[string]any{"evidence": st.ForkEvidence, "first": st.Fork, "writes_refused": st.Forked}

@@ -144,6 +144,13 @@ func (n *Node) offer(ctx context.Context, g *group, d *crdt.Delta, enc []byte, c
 		}
 		return nil
 	}
+	if n.banned(d.Dot) {
+		res.Refused++
+		n.stats.deltasRefused.Add(1)
+		n.stats.equivocations.Add(1)
+		return nil
+	}
+	n.coverBanned(d)
 	if y := n.parked.byDot[d.Dot]; y != nil {
 		switch {
 		case y.unproven && chk.Proven: // a proven delta replaces one that was not

@@ -788,7 +788,7 @@ func (in *importer) join(ctx context.Context, key string, theirs *crdt.Item) err
 	if err != nil {
 		return err
 	}
-	post := crdt.JoinItem(cur, n.seen, theirs, in.sr.seen)
+	post := crdt.JoinItem(cur, n.seen, n.withoutBanned(theirs), in.sr.seen)
 	if post.Equal(cur) {
 		return nil
 	}
@@ -817,6 +817,7 @@ func (in *importer) join(ctx context.Context, key string, theirs *crdt.Item) err
 		}
 	}
 	in.changed++
+	n.touchBans()
 	in.pending++
 	if in.pending >= importChunk {
 		n.mu.Unlock()

@@ -301,7 +301,17 @@ func (n *Node) DeltasFor(ctx context.Context, have *crdt.Context, fn func(d *crd
 		sent++
 		return fn(prev, prevEnc)
 	}
+	var bans map[crdt.ReplicaID]uint64
+	for _, e := range n.Equivocators() {
+		if bans == nil {
+			bans = map[crdt.ReplicaID]uint64{}
+		}
+		bans[e.Replica] = e.From
+	}
 	mine.Missing(have, func(dot crdt.Dot) bool {
+		if from, ok := bans[dot.Replica]; ok && dot.Counter >= from {
+			return true // an equivocator's: refused everywhere its proof is
+		}
 		var b []byte
 		if b, err = n.logged(ctx, dot); err != nil {
 			return false

@@ -53,6 +53,12 @@ type Node struct {
 	// forked is the proof (a signed delta of this replica that this node
 	// never wrote) that stops local writes; "" if none. See ErrForked.
 	forked string
+	// bans holds the proofs of equivocation this node holds, by replica;
+	// see equivocation.go.
+	bans map[crdt.ReplicaID]forkRec
+	// banStamp changes whenever this node's state moves for a proof of
+	// equivocation; see BanStamp.
+	banStamp atomic.Uint64
 	// replicasFull is set once a delta was refused for MaxReplicas.
 	replicasFull bool
 	durable      uint64 // last log sequence number that is durable
@@ -190,6 +196,10 @@ func (n *Node) load(ctx context.Context) error {
 	if n.heads, err = readHeads(ctx, n.store); err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
+	if n.bans, err = readForks(ctx, n.store); err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	n.touchBans()
 	forked, err := get(ctx, n.store, keyFork)
 	if err != nil {
 		return fmt.Errorf("open: %w", err)

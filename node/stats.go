@@ -40,8 +40,11 @@ type Stats struct {
 	// Unproven counts remote deltas refused for lacking the proof of
 	// their origin (see Config.Key); Equivocations those refused because
 	// their replica had signed a different delta under the same dot.
-	Unproven       uint64
-	Equivocations  uint64
+	Unproven      uint64
+	Equivocations uint64
+	// Equivocators are the replicas this node holds a proof against (see
+	// AddFork), sorted.
+	Equivocators   []Equivocator
 	ClockAhead     uint64 // remote timestamps beyond MaxClockOffset
 	Commits        uint64 // group commits, failed ones included
 	CommitFailures uint64 // group commits the store failed to write
@@ -65,6 +68,7 @@ func (n *Node) Stats() Stats {
 		Forked:       n.forked != "",
 	}
 	n.mu.Unlock()
+	s.Equivocators = n.Equivocators()
 	for _, c := range n.cfg.Collections {
 		if _, ok := s.Items[c]; !ok {
 			s.Items[c] = 0

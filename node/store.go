@@ -28,6 +28,7 @@ import (
 //	/l/s/<seq, 16 hex digits>    delta log, by local arrival sequence
 //	/l/d/r<replica>/<counter, 16 hex digits>  log index: dot -> seq
 //	/h/r<replica>                chain head of a keyed replica (see head)
+//	/e/r<replica>                proof that the replica equivocated (see equivocation.go)
 var (
 	keyMeta    = ds.NewKey("/m/meta")
 	keySeen    = ds.NewKey("/m/seen")
