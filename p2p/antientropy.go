@@ -164,6 +164,15 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNotCatalog, err)
 	}
+	// Runs of chains to compare, asked for once this stream is closed.
+	var ranges []node.ChainRange
+	defer func() {
+		if len(ranges) > 0 {
+			if err := p.compareHistories(ctx, id, ranges); err != nil {
+				p.log.Debug("comparing histories", "peer", id, "err", err)
+			}
+		}
+	}()
 	defer s.Close()
 	// The stream's deadlines bound each read and write; ctx ending resets
 	// it, which ends whichever is blocked.
@@ -175,7 +184,9 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 		s.Reset()
 		return err
 	}
-	n, err := writeFrame(timed, &syncFrame{Kind: frameRequest, Version: wireVersion, Network: p.cfg.Network, Context: enc})
+	req := &syncFrame{Kind: frameRequest, Version: wireVersion, Network: p.cfg.Network, Context: enc}
+	p.fillRequest(id, req)
+	n, err := writeFrame(timed, req)
 	if err != nil {
 		return p.misbehaved(s, id, err)
 	}
@@ -210,6 +221,9 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			if err != nil {
 				return p.misbehaved(s, id, fmt.Errorf("%w: context: %v", ErrBadMessage, err))
 			}
+			if ranges, err = p.takeDone(sctx, id, f); err != nil {
+				return p.misbehaved(s, id, err)
+			}
 			p.remember(id, theirs)
 			p.stats.rounds.Add(1)
 			p.rounds.observe(received, bytes)
@@ -237,6 +251,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 				}
 				return p.misbehaved(s, id, err)
 			}
+			p.noteStamp(id, f.Stamp, true)
 			p.stats.fullReceived.Add(1)
 			p.stats.rounds.Add(1)
 			p.rounds.observe(res.Items, bytes+cr.n)
@@ -276,8 +291,12 @@ func (p *Peer) handleSync(s network.Stream) {
 		return
 	}
 	p.stats.syncBytesReceived.Add(uint64(n))
-	if err := otherVersion("sync request", f.Version); f.Kind == frameRequest && err != nil {
+	if err := otherVersion("sync request", f.Version); (f.Kind == frameRequest || f.Kind == frameChains) && err != nil {
 		p.misbehaved(s, id, err)
+		return
+	}
+	if f.Kind == frameChains && f.Version == wireVersion && f.Network == p.cfg.Network {
+		p.serveChains(ctx, s, timed, id, f)
 		return
 	}
 	if f.Kind != frameRequest || f.Version != wireVersion || f.Network != p.cfg.Network {
@@ -313,25 +332,30 @@ func (p *Peer) handleSync(s network.Stream) {
 		chunk, proofs, size = nil, nil, 0
 		return err
 	}
-	_, err = p.cat.DeltasFor(ctx, have, func(d *crdt.Delta, enc []byte) error {
-		chunk, proofs = appendDelta(chunk, proofs, d, enc)
-		if size += len(enc); size >= chunkBytes {
-			return flush()
+	// A requester that holds a proof of equivocation asks for a full
+	// state once per ban stamp (see equivocation.go).
+	full := f.Full && p.mayServeFull(id)
+	if !full {
+		_, err = p.cat.DeltasFor(ctx, have, func(d *crdt.Delta, enc []byte) error {
+			chunk, proofs = appendDelta(chunk, proofs, d, enc)
+			if size += len(enc); size >= chunkBytes {
+				return flush()
+			}
+			return nil
+		})
+		if ferr := flush(); err == nil {
+			err = ferr
 		}
-		return nil
-	})
-	if ferr := flush(); err == nil {
-		err = ferr
 	}
 	switch {
-	case errors.Is(err, node.ErrLogGap):
+	case full || errors.Is(err, node.ErrLogGap):
 		timed.setEnd(p.cfg.FullStateTimeout)
 		fstart, before := time.Now(), cw.n
 		fctx, fcancel := context.WithTimeout(p.ctx, p.cfg.FullStateTimeout)
 		defer fcancel()
 		// The announcement goes out at once: the puller's idle timeout
 		// runs while the export starts.
-		if _, err = writeFrame(cw, &syncFrame{Kind: frameFull}); err == nil {
+		if _, err = writeFrame(cw, &syncFrame{Kind: frameFull, Stamp: p.cat.BanStamp()}); err == nil {
 			err = bw.Flush()
 		}
 		if err == nil {
@@ -346,7 +370,12 @@ func (p *Peer) handleSync(s network.Stream) {
 		var enc []byte
 		_, mine := p.cat.Contexts()
 		if enc, err = crdt.EncodeContext(mine); err == nil {
-			_, err = writeFrame(cw, &syncFrame{Kind: frameDone, Context: enc})
+			done := &syncFrame{Kind: frameDone, Context: enc}
+			if err = p.fillDone(f, done); err != nil {
+				p.misbehaved(s, id, err)
+				return
+			}
+			_, err = writeFrame(cw, done)
 		}
 	}
 	if err == nil {

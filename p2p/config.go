@@ -168,6 +168,9 @@ type Config struct {
 	// link; 0 means 3 s. Tests on a loaded machine lengthen it, so that a
 	// slow answer is not taken for a partition.
 	stallPing time.Duration
+	// fullGap spaces the full states a peer gets for asking (see
+	// equivocation.go); tests shorten it.
+	fullGap time.Duration
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -249,6 +252,9 @@ func (c *Config) validate() error {
 	}
 	if c.gapCheckDelay == 0 {
 		c.gapCheckDelay = 2*c.HeartbeatInterval + 50*time.Millisecond
+	}
+	if c.fullGap == 0 {
+		c.fullGap = time.Minute
 	}
 	if c.stallPing == 0 {
 		c.stallPing = 3 * time.Second

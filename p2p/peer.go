@@ -32,6 +32,17 @@ type Catalog interface {
 	ExportState(ctx context.Context, w io.Writer) error
 	ImportState(ctx context.Context, r io.Reader) (node.ImportResult, error)
 	Wants() <-chan struct{}
+
+	// Comparing histories: see node/equivocation.go.
+	HeadSums() []byte
+	HeadsFor(theirs []byte, start int) ([]byte, error)
+	Contradictions(ctx context.Context, heads []byte) ([]node.ChainRange, error)
+	Chain(ctx context.Context, rg node.ChainRange) ([]byte, error)
+	CheckChain(ctx context.Context, enc []byte) (bool, error)
+	AddFork(ctx context.Context, enc []byte) (bool, error)
+	Forks(known map[crdt.ReplicaID]uint64) [][]byte
+	Equivocators() []node.Equivocator
+	BanStamp() uint64
 }
 
 var _ Catalog = (*node.Node)(nil)
@@ -86,6 +97,7 @@ type Peer struct {
 
 	stats  counters
 	rounds roundSizes
+	hist   histories
 	tracer gossipTracer
 	// versionWarned is set once a message in a newer format was logged.
 	versionWarned atomic.Bool

@@ -15,8 +15,10 @@ import (
 // deltas' proofs of origin (crdt.Proof), version 3 the split chain format
 // and stubs (proof tags 3 to 6, which version 2 refuses); a peer ignores
 // messages of any other version, as a newer or older release's, rather
-// than holding them against their sender.
-const wireVersion = 3
+// than holding them against their sender. Version 4 added the comparison
+// of histories (head sums and signed heads, chain runs, proofs of
+// equivocation and ban stamps; see equivocation.go) to the sync protocol.
+const wireVersion = 4
 
 // ErrBadMessage marks a gossip message or sync frame that does not decode,
 // is too large, or belongs to another network.
@@ -145,6 +147,10 @@ const (
 	frameDeltas  = 2
 	frameDone    = 3
 	frameFull    = 4
+	// frameChains asks for runs of chains (Ranges), on a stream of its
+	// own; frameChain answers with them (Chains).
+	frameChains = 5
+	frameChain  = 6
 
 	// chunkBytes bounds the deltas of one response frame.
 	chunkBytes = 256 << 10
@@ -159,6 +165,20 @@ type syncFrame struct {
 	Context []byte   `cbor:"4,keyasint,omitempty"`
 	Deltas  [][]byte `cbor:"5,keyasint,omitempty"`
 	Proofs  [][]byte `cbor:"6,keyasint,omitempty"` // one per delta
+
+	// Comparing histories (see equivocation.go). A request carries the
+	// requester's head sums, its equivocators and whether it asks for a
+	// full state; done the responder's signed heads where the sums
+	// differ, the proofs the requester lacks, and (with full) its ban
+	// stamp.
+	HeadSums     []byte            `cbor:"7,keyasint,omitempty"`
+	Equivocators map[string]uint64 `cbor:"8,keyasint,omitempty"`
+	Full         bool              `cbor:"9,keyasint,omitempty"`
+	Heads        []byte            `cbor:"10,keyasint,omitempty"`
+	Forks        [][]byte          `cbor:"11,keyasint,omitempty"`
+	Stamp        uint64            `cbor:"12,keyasint,omitempty"`
+	Ranges       []chainRange      `cbor:"13,keyasint,omitempty"`
+	Chains       [][]byte          `cbor:"14,keyasint,omitempty"`
 }
 
 func writeFrame(w io.Writer, f *syncFrame) (int, error) {

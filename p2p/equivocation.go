@@ -1,0 +1,237 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/crdt-catalog/crdt-catalog/node"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Equivocation over the sync protocol (see node/equivocation.go for what a
+// node does with a proof).
+//
+// Every pull request carries the requester's head sums and the
+// equivocators it holds proofs against. The done frame answers with the
+// responder's signed chain heads in the buckets whose sums differ, the
+// proofs the requester lacks, and the responder's ban stamp. After the
+// pull, the requester asks (on a second stream, frameChains) for the
+// responder's runs of the chains whose heads contradict its own, and
+// checks them; a proof found or received is durable before the pull ends.
+//
+// A node that holds a proof pulls a peer's full state once per ban stamp
+// the peer shows (the Full flag of a request): the two histories'
+// removals reach each honest node only in full states. A peer gets at
+// most one full state a minute for asking.
+
+// Bounds of one exchange: the chain runs asked for in one frameChains
+// request, and the proofs a done frame carries.
+const (
+	maxChainsPerPull = 4
+	maxForksPerFrame = 8
+)
+
+// histories is a peer's equivocation bookkeeping, per remote peer.
+type histories struct {
+	mu     sync.Mutex
+	stamps map[peer.ID]uint64    // the ban stamp each peer showed last
+	pulled map[peer.ID]uint64    // the ban stamp of the last full state pulled from each
+	served map[peer.ID]time.Time // when each was last sent a full state it asked for
+}
+
+// chainRange is one run of a replica's chain asked for on the wire.
+type chainRange struct {
+	Replica string `cbor:"1,keyasint"`
+	From    uint64 `cbor:"2,keyasint"`
+	To      uint64 `cbor:"3,keyasint"`
+}
+
+// fillRequest adds to a pull request what lets the responder compare
+// histories: this node's head sums and equivocators, and, if this node
+// holds a proof and the peer showed a ban stamp not pulled yet, a request
+// for its full state.
+func (p *Peer) fillRequest(id peer.ID, f *syncFrame) {
+	f.HeadSums = p.cat.HeadSums()
+	for _, e := range p.cat.Equivocators() {
+		if f.Equivocators == nil {
+			f.Equivocators = map[string]uint64{}
+		}
+		f.Equivocators[string(e.Replica)] = e.From
+	}
+	if len(f.Equivocators) == 0 {
+		return
+	}
+	p.hist.mu.Lock()
+	defer p.hist.mu.Unlock()
+	stamp, ok := p.hist.stamps[id]
+	f.Full = ok && stamp != 0 && stamp != p.hist.pulled[id]
+}
+
+// fillDone adds to the done frame answering req what the requester needs
+// to compare histories: this node's signed heads where their head sums
+// differ, the proofs it lacks, and this node's ban stamp.
+func (p *Peer) fillDone(req, f *syncFrame) error {
+	f.Stamp = p.cat.BanStamp()
+	if req.HeadSums != nil {
+		heads, err := p.cat.HeadsFor(req.HeadSums, rand.IntN(1<<16))
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrBadMessage, err)
+		}
+		f.Heads = heads
+	}
+	known := make(map[crdt.ReplicaID]uint64, len(req.Equivocators))
+	for r, c := range req.Equivocators {
+		known[crdt.ReplicaID(r)] = c
+	}
+	forks := p.cat.Forks(known)
+	f.Forks = forks[:min(len(forks), maxForksPerFrame)]
+	return nil
+}
+
+// mayServeFull reports whether id, asking for a full state, gets one now,
+// and if so notes it.
+func (p *Peer) mayServeFull(id peer.ID) bool {
+	p.hist.mu.Lock()
+	defer p.hist.mu.Unlock()
+	if last, ok := p.hist.served[id]; ok && time.Since(last) < p.cfg.fullGap {
+		return false
+	}
+	if p.hist.served == nil {
+		p.hist.served = map[peer.ID]time.Time{}
+	}
+	p.hist.served[id] = time.Now()
+	return true
+}
+
+// noteStamp records the ban stamp id showed; with full, that this node
+// has joined its full state at that stamp.
+func (p *Peer) noteStamp(id peer.ID, stamp uint64, full bool) {
+	p.hist.mu.Lock()
+	defer p.hist.mu.Unlock()
+	if p.hist.stamps == nil {
+		p.hist.stamps, p.hist.pulled = map[peer.ID]uint64{}, map[peer.ID]uint64{}
+	}
+	p.hist.stamps[id] = stamp
+	if full {
+		p.hist.pulled[id] = stamp
+	}
+}
+
+// takeForks joins the proofs of equivocation a done frame carried. A
+// proof that does not verify is garbage from its sender.
+func (p *Peer) takeForks(ctx context.Context, id peer.ID, forks [][]byte) error {
+	if len(forks) > maxForksPerFrame {
+		return fmt.Errorf("%w: %d proofs of equivocation in one frame", ErrBadMessage, len(forks))
+	}
+	for _, enc := range forks {
+		added, err := p.cat.AddFork(ctx, enc)
+		if err != nil {
+			return fmt.Errorf("proof of equivocation: %w", err)
+		}
+		if added {
+			p.log.Warn("anti-entropy: received proof that a replica signed two histories", "peer", id)
+		}
+	}
+	return nil
+}
+
+// takeDone acts on what a done frame carries besides the context: the
+// proofs of equivocation are joined, the ban stamp noted, and the runs of
+// chains to ask for (whose signed heads contradict this node's) returned.
+// It fails, wrapping ErrBadMessage, if the peer sent garbage.
+func (p *Peer) takeDone(ctx context.Context, id peer.ID, f *syncFrame) ([]node.ChainRange, error) {
+	if err := p.takeForks(ctx, id, f.Forks); err != nil {
+		return nil, err
+	}
+	p.noteStamp(id, f.Stamp, false)
+	if f.Heads == nil {
+		return nil, nil
+	}
+	ranges, err := p.cat.Contradictions(ctx, f.Heads)
+	if err != nil {
+		return nil, fmt.Errorf("%w: chain heads: %v", ErrBadMessage, err)
+	}
+	return ranges[:min(len(ranges), maxChainsPerPull)], nil
+}
+
+// compareHistories asks id for its runs of the chains in ranges, whose
+// signed heads contradict this node's, and checks them. It runs after the
+// pull's stream is closed, on a stream of its own.
+func (p *Peer) compareHistories(ctx context.Context, id peer.ID, ranges []node.ChainRange) error {
+	req := &syncFrame{Kind: frameChains, Version: wireVersion, Network: p.cfg.Network}
+	for _, rg := range ranges {
+		req.Ranges = append(req.Ranges, chainRange{string(rg.Replica), rg.From, rg.To})
+	}
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
+	defer cancel()
+	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errNotCatalog, err)
+	}
+	defer s.Close()
+	defer context.AfterFunc(sctx, func() { _ = s.Reset() })()
+	timed := newIdleStream(s, p.cfg.SyncIdleTimeout, p.cfg.SyncTimeout)
+	if _, err := writeFrame(timed, req); err != nil {
+		return p.misbehaved(s, id, err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		return p.misbehaved(s, id, err)
+	}
+	f, _, err := readFrame(bufio.NewReader(timed))
+	if err != nil {
+		return p.misbehaved(s, id, err)
+	}
+	if f.Kind != frameChain || len(f.Chains) > len(ranges) {
+		return p.misbehaved(s, id, fmt.Errorf("%w: answer to a chain request: kind %d, %d chains", ErrBadMessage, f.Kind, len(f.Chains)))
+	}
+	for _, enc := range f.Chains {
+		if len(enc) == 0 {
+			continue // the peer does not hold that run
+		}
+		added, err := p.cat.CheckChain(sctx, enc)
+		if errors.Is(err, crdt.ErrInvalid) || errors.Is(err, crdt.ErrTooLarge) || errors.Is(err, crdt.ErrVersion) {
+			return p.misbehaved(s, id, fmt.Errorf("%w: chain: %v", ErrBadMessage, err))
+		}
+		if err != nil {
+			return err
+		}
+		if added {
+			p.log.Warn("anti-entropy: a peer's chain proved that a replica signed two histories", "peer", id)
+		}
+	}
+	return nil
+}
+
+// serveChains answers a frameChains request: this node's run of each
+// chain asked for, or an empty one where it holds none.
+func (p *Peer) serveChains(ctx context.Context, s network.Stream, w *idleStream, id peer.ID, req *syncFrame) {
+	if len(req.Ranges) == 0 || len(req.Ranges) > maxChainsPerPull {
+		p.misbehaved(s, id, fmt.Errorf("%w: chain request of %d runs", ErrBadMessage, len(req.Ranges)))
+		return
+	}
+	out := &syncFrame{Kind: frameChain}
+	for _, rg := range req.Ranges {
+		enc, err := p.cat.Chain(ctx, node.ChainRange{Replica: crdt.ReplicaID(rg.Replica), From: rg.From, To: rg.To})
+		switch {
+		case errors.Is(err, crdt.ErrInvalid):
+			p.misbehaved(s, id, fmt.Errorf("%w: chain request: %v", ErrBadMessage, err))
+			return
+		case err != nil:
+			p.log.Debug("not showing a run of a chain", "peer", id, "err", err)
+			enc = []byte{}
+		}
+		out.Chains = append(out.Chains, enc)
+	}
+	n, err := writeFrame(w, out)
+	p.stats.syncBytesSent.Add(uint64(n))
+	if err != nil {
+		s.Reset()
+	}
+}
