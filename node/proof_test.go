@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"slices"
 	"testing"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
@@ -387,16 +388,13 @@ func newByzSigner(tb testing.TB) *byzSigner {
 	return &byzSigner{id: id, key: key, next: 1, prev: crdt.ChainStart(id)}
 }
 
-// sign chains and signs d, made with dot s.dot(); with advance unset the
-// chain stays where it was, so the next delta signs a second history.
+// sign chains (in the split format) and signs d, made with dot s.dot();
+// with advance unset the chain stays where it was, so the next delta
+// signs a second history.
 func (s *byzSigner) sign(tb testing.TB, d *crdt.Delta, advance bool) *crdt.Delta {
 	tb.Helper()
-	enc, err := crdt.EncodeDelta(d)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	d.Proof.Prev = s.prev
-	next := crdt.ChainNext(s.prev, enc)
+	d.Proof = crdt.Proof{Prev: s.prev, Split: true}
+	next := d.Proof.Next(d, nil)
 	d.Proof.Sig = crdt.SignHead(s.key, s.id, d.Dot.Counter, next)
 	if advance {
 		s.prev, s.next = next, s.next+1
@@ -412,7 +410,8 @@ func (s *byzSigner) dot() crdt.Dot { return crdt.Dot{Replica: s.id, Counter: s.n
 // dots (unsigned, or signed with their own keys) and sign two histories of
 // their own. Honest nodes keep every acknowledged write, end with the
 // items a node that saw only honest deltas has, and agree on every honest
-// replica's history.
+// replica's history; once they compare histories and exchange full states
+// (as p2p does), they agree on the Byzantine replicas' items too.
 func TestProof_ByzantineSignersCannotHarmHonestOnes(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		ctx := context.Background()
@@ -527,6 +526,33 @@ func TestProof_ByzantineSignersCannotHarmHonestOnes(t *testing.T) {
 			}
 			if s := n.Stats(); s.Forked {
 				rt.Fatalf("%s thinks it is forked: %s", n.ReplicaID(), s.Fork)
+			}
+		}
+		// Equivocations: found, passed on, resolved by full states.
+		for _, a := range honest {
+			for _, b := range honest {
+				if a != b {
+					compareHistories(t, a, b)
+				}
+			}
+		}
+		for range 2 {
+			for _, a := range honest {
+				for _, b := range honest {
+					if a != b {
+						passForks(t, a, b)
+						fullPull(t, a, b)
+					}
+				}
+			}
+		}
+		all := append(slices.Clone(ids), "byz")
+		for _, n := range honest {
+			if got, first := itemsOf(ctx, n, all), itemsOf(ctx, honest[0], all); got != first {
+				rt.Fatalf("after resolving equivocations, %s holds\n%s\nand %s\n%s", n.ReplicaID(), got, honest[0].ReplicaID(), first)
+			}
+			if got := honestItems(n); got != want {
+				rt.Fatalf("honest items on %s after resolving:\n%s\nwithout Byzantine deltas:\n%s", n.ReplicaID(), got, want)
 			}
 		}
 	})
