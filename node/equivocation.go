@@ -333,6 +333,40 @@ func (n *Node) touchBans() {
 	}
 }
 
+// installForks installs proofs of equivocation a full state carried,
+// durably.
+func (n *Node) installForks(ctx context.Context, forks []forkRec) error {
+	g, err := n.stage()
+	if err != nil {
+		return err
+	}
+	for _, f := range forks {
+		if _, err = n.installFork(ctx, g, f.fork, f.enc); err != nil {
+			break
+		}
+	}
+	n.mu.Unlock()
+	if werr := n.wait(ctx, g, true); err == nil {
+		err = werr
+	}
+	return err
+}
+
+// bannedFrom returns the first counter of replica r that this node or the
+// state's header holds a proof against, or 0. Caller holds mu.
+func (sr *stateReader) bannedFrom(n *Node, r crdt.ReplicaID) uint64 {
+	from := uint64(0)
+	if f, ok := n.bans[r]; ok {
+		from = f.fork.Counter()
+	}
+	for _, f := range sr.forks {
+		if f.fork.Replica() == r && (from == 0 || f.fork.Counter() < from) {
+			from = f.fork.Counter()
+		}
+	}
+	return from
+}
+
 // Comparing histories with a peer.
 
 // headBuckets is the number of buckets HeadSums splits the keyed

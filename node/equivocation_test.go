@@ -212,6 +212,17 @@ func TestEquivocation_ProvenAndConvergedWithoutLosingHonestWrites(t *testing.T) 
 		}
 	}
 
+	// A new node restored from b's full state (a backup) takes the proof
+	// with it, and the state's claims of the banned dots with it.
+	e := openMem(t, signedConfig(t))
+	fullPull(t, b, e)
+	if eqs := e.Equivocators(); len(eqs) != 1 || eqs[0].Replica != eq {
+		t.Fatalf("a node restored from b's state holds equivocators %+v", eqs)
+	}
+	if got := visible(t, e); len(got) != len(want) {
+		t.Fatalf("restored from b's state: %v, want %v", got, want)
+	}
+
 	// The equivocator's next writes are refused on both.
 	mustAdd(t, a, "later", `{"v":"a"}`)
 	pull(t, a, b)

@@ -44,6 +44,10 @@ type stateFrame struct {
 	Item       []byte `cbor:"8,keyasint,omitempty"`
 	Count      uint64 `cbor:"9,keyasint,omitempty"`
 	Heads      []byte `cbor:"10,keyasint,omitempty"` // see encodeStateHeads
+	// Forks are the sender's proofs of equivocation (crdt.EncodeFork): a
+	// receiver takes them before the contexts, which name the banned
+	// dots without a head to vouch for them.
+	Forks [][]byte `cbor:"11,keyasint,omitempty"`
 }
 
 func writeFrame(w io.Writer, f *stateFrame) error {
@@ -136,6 +140,7 @@ type stateReader struct {
 	seen    *crdt.Context // the sender's, from the header
 	applied *crdt.Context
 	heads   map[crdt.ReplicaID]head // signed chain heads, from the header
+	forks   []forkRec               // proofs of equivocation, from the header
 	lastKey string                  // store key of the last item read
 	items   int                     // items read
 }
@@ -173,8 +178,22 @@ func openState(r *bufio.Reader, spool io.Writer) (*stateReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state stream: header: %w", err)
 	}
-	return &stateReader{r: r, spool: spool, seen: seen, applied: applied, heads: heads}, nil
+	if len(h.Forks) > maxStateForks {
+		return nil, fmt.Errorf("%w: state stream: header: %d proofs of equivocation (at most %d)", crdt.ErrTooLarge, len(h.Forks), maxStateForks)
+	}
+	forks := make([]forkRec, len(h.Forks))
+	for i, enc := range h.Forks {
+		f, err := crdt.DecodeFork(enc)
+		if err != nil {
+			return nil, fmt.Errorf("state stream: header: %w", err)
+		}
+		forks[i] = forkRec{f, enc}
+	}
+	return &stateReader{r: r, spool: spool, seen: seen, applied: applied, heads: heads, forks: forks}, nil
 }
+
+// maxStateForks bounds the proofs of equivocation a state header carries.
+const maxStateForks = 64
 
 // maxStateHeadBytes bounds one chain head in a state header.
 const maxStateHeadBytes = 1 + crdt.MaxReplicaIDLen + 8 + crdt.HashSize + crdt.SigSize
@@ -347,6 +366,7 @@ type StateExport struct {
 	seen, applied []byte
 	seenCtx       *crdt.Context
 	heads         []byte
+	forks         [][]byte
 	n             *Node
 }
 
@@ -357,13 +377,19 @@ func (n *Node) BeginExport(ctx context.Context) (*StateExport, error) {
 	var seen, applied *crdt.Context
 	var cursor uint64
 	var heads map[crdt.ReplicaID]head
+	var forks [][]byte
 	err := n.readBarrier(ctx, func() {
 		seen, applied, cursor, heads = n.seen.Clone(), n.applied.Clone(), n.meta.Seq, n.signedHeads()
+		for _, f := range n.bans {
+			if len(forks) < maxStateForks {
+				forks = append(forks, f.enc)
+			}
+		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	e := &StateExport{Cursor: cursor, replica: n.replica, seenCtx: seen, heads: encodeStateHeads(heads), n: n}
+	e := &StateExport{Cursor: cursor, replica: n.replica, seenCtx: seen, heads: encodeStateHeads(heads), forks: forks, n: n}
 	if e.seen, err = crdt.EncodeContext(seen); err != nil {
 		return nil, fmt.Errorf("export state: %w", err)
 	}
@@ -382,7 +408,7 @@ func (n *Node) BeginExport(ctx context.Context) (*StateExport, error) {
 // rejects as such.
 func (e *StateExport) Stream(ctx context.Context, w io.Writer) error {
 	bw := bufio.NewWriterSize(w, stateBuffer)
-	if err := writeFrame(bw, &stateFrame{Kind: frameHeader, Version: crdt.FormatVersion, Replica: string(e.replica), Seen: e.seen, Applied: e.applied, Heads: e.heads}); err != nil {
+	if err := writeFrame(bw, &stateFrame{Kind: frameHeader, Version: crdt.FormatVersion, Replica: string(e.replica), Seen: e.seen, Applied: e.applied, Heads: e.heads, Forks: e.forks}); err != nil {
 		return fmt.Errorf("export state: %w", err)
 	}
 	var count uint64
@@ -643,6 +669,9 @@ func (n *Node) applyState(ctx context.Context, r *bufio.Reader) (ImportResult, e
 		err = n.admitHeads(sr)
 	}
 	n.mu.Unlock()
+	if err == nil && len(sr.forks) > 0 {
+		err = n.installForks(ctx, sr.forks)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -733,6 +762,11 @@ func (n *Node) admitContexts(seen, applied *crdt.Context) error {
 func (n *Node) admitHeads(sr *stateReader) error {
 	for _, r := range sr.seen.Replicas() {
 		claim := max(sr.seen.Max(r), sr.applied.Max(r))
+		if from := sr.bannedFrom(n, r); from > 0 {
+			// An equivocator's dots from the fork on are refused and
+			// covered here anyway: only those before it need a head.
+			claim = min(claim, from-1)
+		}
 		if claim <= n.applied.Max(r) {
 			continue
 		}
