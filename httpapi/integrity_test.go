@@ -1,12 +1,17 @@
 package httpapi
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/crdt-catalog/crdt-catalog/node"
 )
 
 // Issue 9, rows 1 and 2, through POST /crdt/delta: a delta claiming the
@@ -47,4 +52,109 @@ func TestAPI_ForgedDeltasBlockNoWrites(t *testing.T) {
 			t.Errorf("/status lacks %s: %s", want, st)
 		}
 	}
+}
+
+// signedAdd returns an add of key id at counter 1 of a new replica keyed
+// by a fresh Ed25519 key, chained and signed as its origin would, with
+// timestamp ts.
+func signedAdd(t *testing.T, id string, ts crdt.Timestamp) *crdt.Delta {
+	t.Helper()
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := crdt.NewKeyedReplicaID(pub, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := crdt.AddDelta(crdt.Key{Collection: "snapshots", ID: id}, nil, crdt.Document{"v": []byte("1")}, crdt.Dot{Replica: r, Counter: 1}, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Proof = crdt.Proof{Prev: crdt.ChainStart(r), Split: true}
+	d.Proof.Sig = crdt.SignHead(key, r, 1, d.Proof.Next(d, nil))
+	return d
+}
+
+// Issue 9, rows 4, 13 and 14, through POST /crdt/delta on a signed node:
+// validly signed deltas of more made-up replicas than MaxReplicas allows
+// are refused past the limit; a delta of a live replica at counter 2^63
+// without its signature is refused, and the replica's context stays one
+// number; a signed delta stamped in year 9999 is joined, but the node's
+// own next write stays within MaxClockOffset of its wall clock. The node
+// keeps writing throughout.
+func TestAPI_MintedReplicasForgedGapsAndFarFutureAreContained(t *testing.T) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t, func(c *node.Config) {
+		c.Key = key
+		c.MaxReplicas = 5
+		c.MaxClockOffset = 2 * time.Second
+	})
+	s := newServer(t, n, nil)
+	post := func(ds ...*crdt.Delta) string {
+		t.Helper()
+		body, err := json.Marshal(ds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(mustDo(t, s, 200, "POST", "/crdt/delta", ctJSON, string(body)).body)
+	}
+	mustDo(t, s, 201, "POST", "/snapshots/add/own", ctJSON, `{}`) // this replica is one of the five
+	now := crdt.MakeTimestamp(time.Now().UnixMilli(), 0)
+
+	// Row 4: twenty minted replicas, room for four.
+	var minted []*crdt.Delta
+	for i := range 20 {
+		minted = append(minted, signedAdd(t, fmt.Sprintf("m%d", i), now))
+	}
+	if got := post(minted...); got != `{"new":4,"duplicate":0,"waiting":0,"refused":16}`+"\n" {
+		t.Fatalf("twenty minted replicas: %s", got)
+	}
+
+	// Row 13: the node's own replica and a live foreign one at 2^63,
+	// unsigned.
+	live := minted[0].Dot.Replica
+	for _, r := range []crdt.ReplicaID{n.ReplicaID(), live} {
+		d, err := crdt.AddDelta(crdt.Key{Collection: "snapshots", ID: "gap"}, nil, crdt.Document{"v": []byte("1")}, crdt.Dot{Replica: r, Counter: 1 << 63}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := post(d); !strings.Contains(got, `"new":0`) || !strings.Contains(got, `"refused":1`) {
+			t.Fatalf("%s at 2^63, unsigned: %s", r, got)
+		}
+	}
+	seen, applied := n.Contexts()
+	for _, c := range []*crdt.Context{seen, applied} {
+		if c.Max(live) != 1 || len(c.Cloud()) != 0 {
+			t.Fatalf("after a forged gap the context holds %s up to %d, cloud %v", live, c.Max(live), c.Cloud())
+		}
+	}
+
+	// Row 14: year 9999, validly signed (on a second node: the first has
+	// no room for another replica).
+	n2 := newNode(t, func(c *node.Config) { c.Key = key; c.MaxClockOffset = 2 * time.Second })
+	s2 := newServer(t, n2, nil)
+	far := signedAdd(t, "future", crdt.MakeTimestamp(crdt.MaxWallMillis, 0))
+	body, err := json.Marshal([]*crdt.Delta{far})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(mustDo(t, s2, 200, "POST", "/crdt/delta", ctJSON, string(body)).body); !strings.Contains(got, `"new":1`) {
+		t.Fatalf("a signed far-future delta: %s", got)
+	}
+	sub := n2.Subscribe(1)
+	defer sub.Close()
+	mustDo(t, s2, 201, "POST", "/snapshots/add/mine", ctJSON, `{}`)
+	c := <-sub.C
+	if limit := time.Now().Add(2 * time.Second).UnixMilli(); c.Delta.TS.Wall() > limit {
+		t.Fatalf("a local write after a year-9999 delta is stamped %s, past the wall clock plus MaxClockOffset", c.Delta.TS)
+	}
+	st := string(mustDo(t, s2, 200, "GET", "/status", "", "").body)
+	if !strings.Contains(st, `"clock_ahead":1`) {
+		t.Fatalf("/status does not count the far-future timestamp: %s", st)
+	}
+	mustDo(t, s, 201, "POST", "/snapshots/add/still-writing", ctJSON, `{}`)
 }
