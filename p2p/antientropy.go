@@ -166,13 +166,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 	}
 	// Runs of chains to compare, asked for once this stream is closed.
 	var ranges []node.ChainRange
-	defer func() {
-		if len(ranges) > 0 {
-			if err := p.compareHistories(ctx, id, ranges); err != nil {
-				p.log.Debug("comparing histories", "peer", id, "err", err)
-			}
-		}
-	}()
+	defer func() { p.afterPull(ctx, id, ranges) }()
 	defer s.Close()
 	// The stream's deadlines bound each read and write; ctx ending resets
 	// it, which ends whichever is blocked.
@@ -185,7 +179,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 		return err
 	}
 	req := &syncFrame{Kind: frameRequest, Version: wireVersion, Network: p.cfg.Network, Context: enc}
-	p.fillRequest(id, req)
+	p.fillRequest(req)
 	n, err := writeFrame(timed, req)
 	if err != nil {
 		return p.misbehaved(s, id, err)
@@ -251,7 +245,6 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 				}
 				return p.misbehaved(s, id, err)
 			}
-			p.noteStamp(id, f.Stamp, true)
 			p.stats.fullReceived.Add(1)
 			p.stats.rounds.Add(1)
 			p.rounds.observe(res.Items, bytes+cr.n)
@@ -291,13 +284,19 @@ func (p *Peer) handleSync(s network.Stream) {
 		return
 	}
 	p.stats.syncBytesReceived.Add(uint64(n))
-	if err := otherVersion("sync request", f.Version); (f.Kind == frameRequest || f.Kind == frameChains) && err != nil {
+	if err := otherVersion("sync request", f.Version); (f.Kind == frameRequest || f.Kind == frameChains || f.Kind == frameState) && err != nil {
 		p.misbehaved(s, id, err)
 		return
 	}
-	if f.Kind == frameChains && f.Version == wireVersion && f.Network == p.cfg.Network {
-		p.serveChains(ctx, s, timed, id, f)
-		return
+	if f.Version == wireVersion && f.Network == p.cfg.Network {
+		switch f.Kind {
+		case frameChains:
+			p.serveChains(ctx, s, timed, id, f)
+			return
+		case frameState:
+			p.serveState(s, timed, id)
+			return
+		}
 	}
 	if f.Kind != frameRequest || f.Version != wireVersion || f.Network != p.cfg.Network {
 		p.misbehaved(s, id, fmt.Errorf("%w: request of kind %d, version %d, network %q", ErrBadMessage, f.Kind, f.Version, f.Network))
@@ -332,30 +331,25 @@ func (p *Peer) handleSync(s network.Stream) {
 		chunk, proofs, size = nil, nil, 0
 		return err
 	}
-	// A requester that holds a proof of equivocation asks for a full
-	// state once per ban stamp (see equivocation.go).
-	full := f.Full && p.mayServeFull(id)
-	if !full {
-		_, err = p.cat.DeltasFor(ctx, have, func(d *crdt.Delta, enc []byte) error {
-			chunk, proofs = appendDelta(chunk, proofs, d, enc)
-			if size += len(enc); size >= chunkBytes {
-				return flush()
-			}
-			return nil
-		})
-		if ferr := flush(); err == nil {
-			err = ferr
+	_, err = p.cat.DeltasFor(ctx, have, func(d *crdt.Delta, enc []byte) error {
+		chunk, proofs = appendDelta(chunk, proofs, d, enc)
+		if size += len(enc); size >= chunkBytes {
+			return flush()
 		}
+		return nil
+	})
+	if ferr := flush(); err == nil {
+		err = ferr
 	}
 	switch {
-	case full || errors.Is(err, node.ErrLogGap):
+	case errors.Is(err, node.ErrLogGap):
 		timed.setEnd(p.cfg.FullStateTimeout)
 		fstart, before := time.Now(), cw.n
 		fctx, fcancel := context.WithTimeout(p.ctx, p.cfg.FullStateTimeout)
 		defer fcancel()
 		// The announcement goes out at once: the puller's idle timeout
 		// runs while the export starts.
-		if _, err = writeFrame(cw, &syncFrame{Kind: frameFull, Stamp: p.cat.BanStamp()}); err == nil {
+		if _, err = writeFrame(cw, &syncFrame{Kind: frameFull}); err == nil {
 			err = bw.Flush()
 		}
 		if err == nil {

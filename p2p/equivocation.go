@@ -22,12 +22,12 @@ import (
 // equivocators it holds proofs against. The done frame answers with the
 // responder's signed chain heads in the buckets whose sums differ, the
 // proofs the requester lacks, and the responder's ban stamp. After the
-// pull, the requester asks (on a second stream, frameChains) for the
+// pull, the requester asks (on a stream of its own, frameChains) for the
 // responder's runs of the chains whose heads contradict its own, and
 // checks them; a proof found or received is durable before the pull ends.
 //
-// A node that holds a proof pulls a peer's full state once per ban stamp
-// the peer shows (the Full flag of a request): the two histories'
+// A node that holds a proof pulls a peer's full state (on a stream of its
+// own, frameState) once per ban stamp the peer shows: the two histories'
 // removals reach each honest node only in full states. A peer gets at
 // most one full state a minute for asking.
 
@@ -54,10 +54,8 @@ type chainRange struct {
 }
 
 // fillRequest adds to a pull request what lets the responder compare
-// histories: this node's head sums and equivocators, and, if this node
-// holds a proof and the peer showed a ban stamp not pulled yet, a request
-// for its full state.
-func (p *Peer) fillRequest(id peer.ID, f *syncFrame) {
+// histories: this node's head sums and equivocators.
+func (p *Peer) fillRequest(f *syncFrame) {
 	f.HeadSums = p.cat.HeadSums()
 	for _, e := range p.cat.Equivocators() {
 		if f.Equivocators == nil {
@@ -65,13 +63,99 @@ func (p *Peer) fillRequest(id peer.ID, f *syncFrame) {
 		}
 		f.Equivocators[string(e.Replica)] = e.From
 	}
-	if len(f.Equivocators) == 0 {
+}
+
+// afterPull runs once a pull's stream is closed: it compares the chains
+// in ranges with id's, then, if this node holds a proof of equivocation
+// and id showed a ban stamp whose full state it has not joined, pulls
+// that full state.
+func (p *Peer) afterPull(ctx context.Context, id peer.ID, ranges []node.ChainRange) {
+	if len(ranges) > 0 {
+		if err := p.compareHistories(ctx, id, ranges); err != nil {
+			p.log.Debug("comparing histories", "peer", id, "err", err)
+		}
+	}
+	if len(p.cat.Equivocators()) == 0 {
 		return
 	}
 	p.hist.mu.Lock()
-	defer p.hist.mu.Unlock()
 	stamp, ok := p.hist.stamps[id]
-	f.Full = ok && stamp != 0 && stamp != p.hist.pulled[id]
+	want := ok && stamp != 0 && stamp != p.hist.pulled[id]
+	p.hist.mu.Unlock()
+	if want {
+		if err := p.pullState(ctx, id); err != nil {
+			p.log.Debug("pulling a full state after a proof of equivocation", "peer", id, "err", err)
+		}
+	}
+}
+
+// pullState asks id for its full state and joins it.
+func (p *Peer) pullState(ctx context.Context, id peer.ID) error {
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.FullStateTimeout)
+	defer cancel()
+	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errNotCatalog, err)
+	}
+	defer s.Close()
+	defer context.AfterFunc(sctx, func() { _ = s.Reset() })()
+	timed := newIdleStream(s, p.cfg.SyncIdleTimeout, p.cfg.FullStateTimeout)
+	if _, err := writeFrame(timed, &syncFrame{Kind: frameState, Version: wireVersion, Network: p.cfg.Network}); err != nil {
+		return p.misbehaved(s, id, err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		return p.misbehaved(s, id, err)
+	}
+	br := bufio.NewReaderSize(timed, 64<<10)
+	f, _, err := readFrame(br)
+	switch {
+	case err != nil:
+		return p.misbehaved(s, id, err)
+	case f.Kind == frameDone:
+		return nil // asked too soon: the next pull asks again
+	case f.Kind != frameFull:
+		return p.misbehaved(s, id, fmt.Errorf("%w: frame of kind %d in answer to a state request", ErrBadMessage, f.Kind))
+	}
+	cr := &countingReader{r: br}
+	res, err := p.cat.ImportState(sctx, cr)
+	p.stats.syncBytesReceived.Add(uint64(cr.n))
+	if err != nil {
+		return p.misbehaved(s, id, err)
+	}
+	p.noteStamp(id, f.Stamp, true)
+	p.stats.fullReceived.Add(1)
+	p.log.Info("anti-entropy: joined a full state after a proof of equivocation", "peer", id,
+		"items", res.Items, "changed", res.Changed, "bytes", cr.n)
+	return nil
+}
+
+// serveState answers a frameState request: at most once per Config.fullGap
+// per peer, a full state, and otherwise done.
+func (p *Peer) serveState(s network.Stream, timed *idleStream, id peer.ID) {
+	timed.setEnd(p.cfg.FullStateTimeout)
+	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.FullStateTimeout)
+	defer cancel()
+	bw := bufio.NewWriterSize(timed, 64<<10)
+	cw := &countingWriter{w: bw}
+	var err error
+	if !p.mayServeFull(id) {
+		_, err = writeFrame(cw, &syncFrame{Kind: frameDone})
+	} else if _, err = writeFrame(cw, &syncFrame{Kind: frameFull, Stamp: p.cat.BanStamp()}); err == nil {
+		if err = bw.Flush(); err == nil {
+			err = p.cat.ExportState(ctx, cw)
+		}
+		if err == nil {
+			p.stats.fullSent.Add(1)
+		}
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	p.stats.syncBytesSent.Add(uint64(cw.n))
+	if err != nil {
+		p.stats.syncFailures.Add(1)
+		s.Reset()
+	}
 }
 
 // fillDone adds to the done frame answering req what the requester needs

@@ -148,9 +148,12 @@ const (
 	frameDone    = 3
 	frameFull    = 4
 	// frameChains asks for runs of chains (Ranges), on a stream of its
-	// own; frameChain answers with them (Chains).
+	// own; frameChain answers with them (Chains). frameState asks, on a
+	// stream of its own, for a full state (see equivocation.go): the
+	// answer is full and the state, or done if refused.
 	frameChains = 5
 	frameChain  = 6
+	frameState  = 7
 
 	// chunkBytes bounds the deltas of one response frame.
 	chunkBytes = 256 << 10
@@ -167,13 +170,11 @@ type syncFrame struct {
 	Proofs  [][]byte `cbor:"6,keyasint,omitempty"` // one per delta
 
 	// Comparing histories (see equivocation.go). A request carries the
-	// requester's head sums, its equivocators and whether it asks for a
-	// full state; done the responder's signed heads where the sums
-	// differ, the proofs the requester lacks, and (with full) its ban
-	// stamp.
+	// requester's head sums and its equivocators; done the responder's
+	// signed heads where the sums differ, the proofs the requester lacks,
+	// and its ban stamp, which full carries too.
 	HeadSums     []byte            `cbor:"7,keyasint,omitempty"`
 	Equivocators map[string]uint64 `cbor:"8,keyasint,omitempty"`
-	Full         bool              `cbor:"9,keyasint,omitempty"`
 	Heads        []byte            `cbor:"10,keyasint,omitempty"`
 	Forks        [][]byte          `cbor:"11,keyasint,omitempty"`
 	Stamp        uint64            `cbor:"12,keyasint,omitempty"`
