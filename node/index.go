@@ -80,17 +80,22 @@ func indexEntry(coll, field, id string, it *crdt.Item) string {
 // post: the old entries deleted, the new ones put, in the same group as
 // the item's record, for every index writes maintain, complete or
 // building; for a building one, it records k as touched if the build has
-// not passed it (see index_admin.go). Caller holds mu.
+// not passed it (see index_admin.go), and then stages its entry whether
+// or not it changed. Caller holds mu.
 func (n *Node) stageIndexes(g *group, k crdt.Key, cur, post *crdt.Item) {
 	for _, ix := range n.liveIndexes(k.Collection) {
-		if ix.touched != nil && k.ID > ix.pos {
+		// The build will skip an item a write touched before it reached
+		// it, whose entry may not be in the store yet: stage it even if
+		// the write leaves it as it was.
+		ahead := ix.touched != nil && k.ID > ix.pos
+		if ahead {
 			ix.touched[k.ID] = struct{}{}
 		}
 		old, nu := indexEntry(k.Collection, ix.field, k.ID, cur), indexEntry(k.Collection, ix.field, k.ID, post)
-		if old == nu {
+		if old == nu && !ahead {
 			continue
 		}
-		if old != "" {
+		if old != "" && old != nu {
 			n.put(g, ds.RawKey(old), nil)
 		}
 		if nu != "" {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -53,9 +54,15 @@ const (
 	// (Config.Indexes and AddIndex together): each costs every write of
 	// the collection a key or two more.
 	MaxIndexesPerCollection = 16
-	// buildChunk is how many items the builder reads per group commit.
-	buildChunk = 1000
 )
+
+// buildChunk is how many items the builder reads per group commit (a
+// variable for tests).
+var buildChunk = 1000
+
+// buildHook, if set (by tests only), is called before each chunk of a
+// build, with the context Close cancels.
+var buildHook func(ctx context.Context)
 
 // Index states, as IndexStatus.State shows them.
 const (
@@ -153,27 +160,30 @@ func (n *Node) publishLive() {
 func defKey(coll, field string) ds.Key { return ds.RawKey(defsPrefix + "/c" + coll + "/f" + field) }
 
 // Marker values: complete is {indexVersion}; a build in progress
-// {indexVersion, 'b'} followed by the last id it made durable; a drop
-// {indexVersion, 'd'}. Anything else is an index of another encoding,
+// {indexVersion, 'b'}, the present items it read (8 bytes, big-endian)
+// and the last id it made durable; a drop {indexVersion, 'd'}. Anything else is an index of another encoding,
 // whose entries are cleared.
 const (
 	markBuilding = 'b'
 	markDropping = 'd'
 )
 
-func buildingMarker(pos string) []byte { return append([]byte{indexVersion, markBuilding}, pos...) }
+func buildingMarker(done int64, pos string) []byte {
+	b := binary.BigEndian.AppendUint64([]byte{indexVersion, markBuilding}, uint64(done))
+	return append(b, pos...)
+}
 
-// markerState decodes a marker: complete, or building from pos; neither
-// means its entries must be cleared first.
-func markerState(b []byte) (complete, building bool, pos string) {
+// markerState decodes a marker: complete, or building from pos with done
+// items read; neither means its entries must be cleared first.
+func markerState(b []byte) (complete, building bool, done int64, pos string) {
 	switch {
 	case len(b) == 1 && b[0] == indexVersion:
-		return true, false, ""
-	case len(b) >= 2 && b[0] == indexVersion && b[1] == markBuilding:
-		pos = string(b[2:])
-		return false, pos == "" || crdt.ValidateID(pos) == nil, pos
+		return true, false, 0, ""
+	case len(b) >= 10 && b[0] == indexVersion && b[1] == markBuilding:
+		done, pos = int64(binary.BigEndian.Uint64(b[2:10])), string(b[10:])
+		return false, done >= 0 && (pos == "" || crdt.ValidateID(pos) == nil), done, pos
 	}
-	return false, false, ""
+	return false, false, 0, ""
 }
 
 // openIndexes loads the indexes: those of Config.Indexes the store has
@@ -231,7 +241,7 @@ func (n *Node) openIndexes(ctx context.Context) error {
 			continue
 		}
 		m, had := markers[name]
-		complete, building, pos := markerState(m)
+		complete, building, done, pos := markerState(m)
 		switch {
 		case complete:
 			ix.state, ix.live = IndexReady, true
@@ -244,7 +254,8 @@ func (n *Node) openIndexes(ctx context.Context) error {
 			ix.ready.Store(true)
 		case building:
 			ix.state, ix.live = IndexBuilding, true
-			ix.pos, ix.durable, ix.touched = pos, pos, map[string]struct{}{}
+			ix.pos, ix.durable, ix.done, ix.doneDur = pos, pos, done, done
+			ix.touched = map[string]struct{}{}
 			n.ix.tasks = append(n.ix.tasks, func(ctx context.Context) { n.runBuild(ctx, ix) })
 		default:
 			// Entries of a cut drop or of another encoding may be left:
@@ -446,7 +457,7 @@ func (n *Node) activate(ctx context.Context, ix *index) error {
 		err = b.Put(ctx, defKey(ix.coll, ix.field), []byte{1})
 	}
 	if err == nil {
-		err = b.Put(ctx, indexMarker(ix.coll, ix.field), buildingMarker(""))
+		err = b.Put(ctx, indexMarker(ix.coll, ix.field), buildingMarker(0, ""))
 	}
 	if err == nil {
 		err = b.Commit(ctx)
@@ -531,6 +542,9 @@ func (n *Node) buildFailed(ix *index, err error) {
 // the entries of those no write touched, with the marker; done reports
 // that it staged the complete marker, durably.
 func (n *Node) buildStep(ctx context.Context, ix *index) (done bool, err error) {
+	if buildHook != nil {
+		buildHook(ctx)
+	}
 	n.mu.Lock()
 	from := ix.pos
 	n.mu.Unlock()
@@ -591,7 +605,7 @@ func (n *Node) buildStep(ctx context.Context, ix *index) (done bool, err error) 
 	if last {
 		n.put(g, indexMarker(ix.coll, ix.field), []byte{indexVersion})
 	} else {
-		n.put(g, indexMarker(ix.coll, ix.field), buildingMarker(pos))
+		n.put(g, indexMarker(ix.coll, ix.field), buildingMarker(doneN, pos))
 	}
 	if err := n.end(ctx, g, true); err != nil {
 		return false, err

@@ -45,7 +45,7 @@ func scanQuery(tb testing.TB, n *Node, coll, q string, limit int, cursor string)
 // page a scan returns, and returns whether the first page read an index.
 func sameAsScan(tb testing.TB, n *Node, q string, limit int) bool {
 	tb.Helper()
-	cursor, indexed := "", false
+	cursor, indexed, matches := "", false, 0
 	for pages := 0; ; pages++ {
 		got, err := n.Query(context.Background(), "snapshots", q, limit, cursor)
 		if err != nil {
@@ -60,7 +60,11 @@ func sameAsScan(tb testing.TB, n *Node, q string, limit int) bool {
 		if !bytes.Equal(gj, wj) || got.NextCursor != want.NextCursor {
 			tb.Fatalf("query %q limit %d cursor %q:\nindex %s next %q\nscan  %s next %q", q, limit, cursor, gj, got.NextCursor, wj, want.NextCursor)
 		}
+		matches += len(want.Items)
 		if got.NextCursor == "" {
+			if c, _, err := n.Count(context.Background(), "snapshots", q); err != nil || c != matches {
+				tb.Fatalf("Count(%q) = %d, %v; a scan finds %d", q, c, err, matches)
+			}
 			return indexed
 		}
 		if pages > 1000 {
