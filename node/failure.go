@@ -43,6 +43,7 @@ func (n *Node) fail(g *group, cause error) error {
 	err := fmt.Errorf("%w: %w", ErrFailed, cause)
 	n.stats.commitFailures.Add(1)
 	n.failed = err
+	n.rewindBuilds(g, n.filling)
 	if f := n.filling; f != nil && f != g {
 		n.filling = nil
 		f.err = err
@@ -50,7 +51,6 @@ func (n *Node) fail(g *group, cause error) error {
 	}
 	// Every staged write belongs to g or to the filling group.
 	n.overlay = map[string]staged{}
-	n.rewindBuilds()
 	if rerr := n.reload(); rerr != nil {
 		n.stale = true
 		n.log.Error("store write failed, and reading the store back failed too; refusing writes until both work", "err", cause, "read_err", rerr)

@@ -41,12 +41,12 @@ import (
 // reads an index only once its final chunk, with the complete marker, is
 // durable (index.ready).
 //
-// DropIndex first makes the drop durable (the definition deleted, the
-// marker marked dropping), then takes the index out of the set the
-// planner and writers read, waits for the groups already staged to be
-// durable, and deletes the entries indexChunk at a time in the
-// background, then the marker. A drop cut short is finished by the next
-// Open, in the background too.
+// DropIndex takes the index out of the set the planner and writers read
+// and, in the same group commit, after anything staged for the index
+// before, deletes its definition and marks its marker dropping. Once that
+// is durable, a background task deletes the entries indexChunk at a time,
+// then the marker. A drop cut short is finished by the next Open, in the
+// background too.
 
 const (
 	defsPrefix = "/m/idef"
@@ -120,9 +120,19 @@ type index struct {
 	touched map[string]struct{} // ids after pos that writes staged since the build began; nil when complete
 	done    int64               // present items the build staged
 	doneDur int64               // ... made durable
+	rewinds int                 // times rewindBuilds rewound the build
+	// dropGroup is the group that makes a drop durable, and prevState
+	// and prevReady what the index was before it: a failed commit of
+	// that group puts the index back.
+	dropGroup *group
+	prevState string
+	prevReady bool
 }
 
-func (ix *index) name() string { return ix.coll + "." + ix.field }
+func (ix *index) name() string { return indexName(ix.coll, ix.field) }
+
+// indexName is the key of an index in indexes.all.
+func indexName(coll, field string) string { return coll + "\x00" + field }
 
 // indexes is the node's index bookkeeping.
 type indexes struct {
@@ -197,7 +207,7 @@ func (n *Node) openIndexes(ctx context.Context) error {
 	n.ix.ctx, n.ix.cancel = context.WithCancel(context.Background())
 	for coll, fields := range n.cfg.Indexes {
 		for _, f := range fields {
-			n.ix.all[coll+"."+f] = &index{coll: coll, field: f, flag: true}
+			n.ix.all[indexName(coll, f)] = &index{coll: coll, field: f, flag: true}
 		}
 	}
 	err := scan(ctx, n.store, defsPrefix, "", func(key string, _ []byte) (bool, error) {
@@ -205,7 +215,7 @@ func (n *Node) openIndexes(ctx context.Context) error {
 		if !ok {
 			return false, fmt.Errorf("%w: index definition %q", ErrCorrupt, key)
 		}
-		ix := n.ix.all[coll+"."+field]
+		ix := n.ix.all[indexName(coll, field)]
 		if ix == nil {
 			ix = &index{coll: coll, field: field}
 			n.ix.all[ix.name()] = ix
@@ -220,7 +230,7 @@ func (n *Node) openIndexes(ctx context.Context) error {
 			if !ok {
 				return false, fmt.Errorf("%w: index marker %q", ErrCorrupt, key)
 			}
-			markers[coll+"."+field] = val
+			markers[indexName(coll, field)] = val
 			return true, nil
 		})
 	}
@@ -229,7 +239,7 @@ func (n *Node) openIndexes(ctx context.Context) error {
 	}
 	for _, name := range sortedKeys(markers) {
 		if n.ix.all[name] == nil {
-			coll, field, _ := strings.Cut(name, ".")
+			coll, field, _ := strings.Cut(name, "\x00")
 			ix := &index{coll: coll, field: field, state: IndexDropping}
 			n.ix.all[name] = ix
 			n.ix.tasks = append(n.ix.tasks, func(ctx context.Context) { n.runDrop(ctx, ix) })
@@ -317,15 +327,33 @@ func (n *Node) stopIndexes() {
 	n.ix.wg.Wait()
 }
 
-// rewindBuilds takes every build back to its last durable chunk, and
-// forgets the ids writes touched, after a failed commit dropped every
-// staged write (see fail). Caller holds mu.
-func (n *Node) rewindBuilds() {
+// rewindBuilds runs when a commit of the groups failed fails, which drops
+// every staged write (see fail): it takes every build back to its last
+// durable chunk, forgetting the ids writes touched, and puts back an
+// index whose drop was in those groups, as the store still holds it,
+// with entries that match the items (every write staged since the drop
+// fails too). Its builder, which waits for the drop to be durable, goes
+// on. Caller holds mu.
+func (n *Node) rewindBuilds(failed ...*group) {
+	restored := false
 	for _, ix := range n.ix.all {
+		if ix.state == IndexDropping && ix.dropGroup != nil && slices.Contains(failed, ix.dropGroup) {
+			ix.live, ix.api, ix.state, ix.dropGroup = true, true, ix.prevState, nil
+			ix.dropped.Store(false)
+			ix.ready.Store(ix.prevReady)
+			if !ix.prevReady {
+				ix.touched = map[string]struct{}{}
+			}
+			restored = true
+		}
 		if ix.touched != nil {
 			ix.pos, ix.done = ix.durable, ix.doneDur
 			ix.touched = map[string]struct{}{}
+			ix.rewinds++
 		}
+	}
+	if restored {
+		n.publishLive()
 	}
 }
 
@@ -399,7 +427,7 @@ func (n *Node) AddIndex(ctx context.Context, collection, field string) (st Index
 		n.mu.Unlock()
 		return IndexStatus{}, false, ErrClosed
 	}
-	ix := n.ix.all[collection+"."+field]
+	ix := n.ix.all[indexName(collection, field)]
 	if ix != nil {
 		if ix.state == IndexDropping || !ix.live && ix.state != IndexFailed {
 			n.mu.Unlock()
@@ -546,7 +574,7 @@ func (n *Node) buildStep(ctx context.Context, ix *index) (done bool, err error) 
 		buildHook(ctx)
 	}
 	n.mu.Lock()
-	from := ix.pos
+	from, rewinds := ix.pos, ix.rewinds
 	n.mu.Unlock()
 	type read struct {
 		id, entry string
@@ -576,10 +604,24 @@ func (n *Node) buildStep(ctx context.Context, ix *index) (done bool, err error) 
 	if err != nil {
 		return false, err
 	}
-	if ix.pos != from || ix.dropped.Load() {
-		// A failed commit rewound the build meanwhile, or the index was
-		// dropped: read again from where it now stands.
-		return ix.dropped.Load(), n.end(ctx, g, false)
+	if dg := ix.dropGroup; ix.dropped.Load() {
+		// Dropped: end once the drop is durable; if its commit fails,
+		// the index is back (rewindBuilds) and the build goes on.
+		if err := n.end(ctx, g, false); err != nil {
+			return false, err
+		}
+		select {
+		case <-dg.done:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+		return dg.err == nil, nil
+	}
+	if ix.rewinds != rewinds {
+		// A failed commit rewound the build meanwhile, and forgot the
+		// ids writes touched since the chunk was read: read again from
+		// where it now stands.
+		return false, n.end(ctx, g, false)
 	}
 	for _, r := range chunk {
 		if _, ok := ix.touched[r.id]; ok || r.entry == "" {
@@ -612,7 +654,7 @@ func (n *Node) buildStep(ctx context.Context, ix *index) (done bool, err error) 
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if ix.pos != pos && !last {
+	if ix.rewinds != rewinds && !last {
 		return false, nil // rewound after this chunk was durable: redo from there
 	}
 	ix.durable, ix.doneDur = pos, doneN
@@ -634,12 +676,12 @@ func (n *Node) buildStep(ctx context.Context, ix *index) (done bool, err error) 
 func (n *Node) DropIndex(ctx context.Context, collection, field string) error {
 	n.ix.admin.Lock()
 	defer n.ix.admin.Unlock()
-	n.mu.Lock()
-	ix := n.ix.all[collection+"."+field]
-	var err error
+	g, err := n.begin()
+	if err != nil {
+		return err
+	}
+	ix := n.ix.all[indexName(collection, field)]
 	switch {
-	case n.closed:
-		err = ErrClosed
 	case ix == nil:
 		err = fmt.Errorf("%w: no index on %s.%s", ErrNotFound, collection, field)
 	case ix.flag:
@@ -647,43 +689,35 @@ func (n *Node) DropIndex(ctx context.Context, collection, field string) error {
 	case !ix.live && ix.state != IndexFailed:
 		err = fmt.Errorf("%w: the index on %s.%s is being dropped or cleared", ErrIndexBusy, collection, field)
 	}
-	n.mu.Unlock()
 	if err != nil {
-		return err
+		return n.endWith(ctx, g, false, err)
 	}
-	b, err := n.store.Batch(ctx)
-	if err == nil {
-		err = b.Delete(ctx, defKey(collection, field))
-	}
-	if err == nil {
-		err = b.Put(ctx, indexMarker(collection, field), []byte{indexVersion, markDropping})
-	}
-	if err == nil {
-		err = b.Commit(ctx)
-	}
-	if err != nil {
-		return fmt.Errorf("drop index %s.%s: %w", collection, field, err)
-	}
-	n.mu.Lock()
+	ix.prevState, ix.prevReady, ix.dropGroup = ix.state, ix.ready.Load(), g
 	ix.dropped.Store(true)
 	ix.ready.Store(false)
 	ix.live, ix.api, ix.state, ix.touched, ix.err = false, false, IndexDropping, nil, ""
 	n.publishLive()
-	// Entries staged before the index left the set commit with these
-	// groups: the deletion starts after them, so that it leaves none.
-	g := n.settled()
-	n.mu.Unlock()
-	n.log.Info("index dropped; deleting its entries", "collection", collection, "field", field)
+	// Staged after every entry and build marker of the index staged so
+	// far: once this group is durable, the store's marker says dropping
+	// and every entry the deletion must find is there.
+	n.put(g, defKey(collection, field), nil)
+	n.put(g, indexMarker(collection, field), []byte{indexVersion, markDropping})
+	err = n.end(ctx, g, true)
 	n.goIndex(func(ctx context.Context) {
-		if g != nil {
-			select {
-			case <-g.done:
-			case <-ctx.Done():
-				return
-			}
+		select {
+		case <-g.done:
+		case <-ctx.Done():
+			return
 		}
+		if g.err != nil {
+			return // not durable: rewindBuilds put the index back
+		}
+		n.log.Info("index dropped; deleting its entries", "collection", collection, "field", field)
 		n.runDrop(ctx, ix)
 	})
+	if err != nil {
+		return fmt.Errorf("drop index %s.%s: %w", collection, field, err)
+	}
 	return nil
 }
 

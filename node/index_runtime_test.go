@@ -383,3 +383,97 @@ func TestIndex_CountFromIndex(t *testing.T) {
 		}
 	}
 }
+
+// A build and writers under store failures that drop staged writes: the
+// build rewinds to its last durable chunk each time, and the index ends
+// with exactly its items' entries. A drop racing a build's chunks leaves
+// no entry, marker or definition.
+func TestIndex_BuildAndDropUnderFailures(t *testing.T) {
+	defer func(c, d int) { buildChunk, indexChunk = c, d }(buildChunk, indexChunk)
+	buildChunk, indexChunk = 3, 3
+	cfg := testConfig(nil)
+	cfg.RetryInterval = time.Millisecond
+	n, fst := openFaulty(t, t.TempDir(), cfg)
+	defer n.Close()
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 400 {
+		randomStep(t, n, r)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(5, uint64(w)))
+			for i := 0; ctx.Err() == nil && i < 100_000; i++ {
+				k := key("snapshots", fmt.Sprintf("s%d", r.IntN(300)))
+				// Not ctx: a write whose caller stops waiting still
+				// commits, after the checks below would have begun.
+				var err error
+				if r.IntN(4) == 0 {
+					err = n.Remove(context.Background(), k)
+				} else {
+					_, err = n.Add(context.Background(), k, mustDoc(t, randomDoc(r)))
+				}
+				if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrFailed) {
+					t.Error(err)
+					return
+				}
+				if errors.Is(err, ErrFailed) {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}()
+	}
+	add := func(f string) {
+		t.Helper()
+		for {
+			_, _, err := n.AddIndex(context.Background(), "snapshots", f)
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, ErrFailed) && !errors.Is(err, ErrIndexBusy) {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	add("cluster")
+	add("size")
+	for i := 0; i < 10; i++ {
+		time.Sleep(3 * time.Millisecond)
+		fst.set(enospc)
+		time.Sleep(3 * time.Millisecond)
+		fst.set(nil)
+	}
+	waitFor(t, "the store takes writes", func() bool { return n.Writable() == nil })
+	for {
+		if err := n.DropIndex(context.Background(), "snapshots", "size"); err == nil {
+			break
+		} else if !errors.Is(err, ErrFailed) {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	waitIndexes(t, n)
+	cancel()
+	wg.Wait()
+	if st := n.Indexes(); len(st) != 1 || st[0].Field != "cluster" {
+		t.Fatalf("indexes: %+v", st)
+	}
+	checkIndexes(t, n)
+	left := 0
+	_ = scan(context.Background(), n.store, indexPrefix("snapshots", "size"), "", func(string, []byte) (bool, error) {
+		left++
+		return true, nil
+	})
+	m, _ := get(context.Background(), n.store, indexMarker("snapshots", "size"))
+	d, _ := get(context.Background(), n.store, defKey("snapshots", "size"))
+	if left != 0 || m != nil || d != nil {
+		t.Fatalf("dropped index: %d entries, marker %v, definition %v", left, m, d)
+	}
+	if fst.commits.Load() == 0 {
+		t.Fatal("no commit failed")
+	}
+}

@@ -107,7 +107,18 @@ func checkIndexes(tb testing.TB, n *Node) {
 				tb.Fatal(err)
 			}
 			if !maps.Equal(want, got) {
-				tb.Fatalf("index %s.%s: %d entries, items call for %d\nhave %q\nwant %q", coll, f, len(got), len(want), got, want)
+				var missing, extra []string
+				for k := range want {
+					if _, ok := got[k]; !ok {
+						missing = append(missing, k)
+					}
+				}
+				for k := range got {
+					if _, ok := want[k]; !ok {
+						extra = append(extra, k)
+					}
+				}
+				tb.Fatalf("index %s.%s: %d entries, items call for %d\nmissing %q\nextra %q", coll, f, len(got), len(want), missing, extra)
 			}
 		}
 	}
