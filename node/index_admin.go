@@ -250,8 +250,7 @@ func (n *Node) openIndexes(ctx context.Context) error {
 		if ix.state == IndexDropping {
 			continue
 		}
-		m, had := markers[name]
-		complete, building, done, pos := markerState(m)
+		complete, building, done, pos := markerState(markers[name])
 		switch {
 		case complete:
 			ix.state, ix.live = IndexReady, true
@@ -268,15 +267,14 @@ func (n *Node) openIndexes(ctx context.Context) error {
 			ix.touched = map[string]struct{}{}
 			n.ix.tasks = append(n.ix.tasks, func(ctx context.Context) { n.runBuild(ctx, ix) })
 		default:
-			// Entries of a cut drop or of another encoding may be left:
-			// clear them before the index is maintained again.
+			// No marker (Repair dropped it), or one of a cut drop or of
+			// another encoding: entries that do not match the items may
+			// be left. Clear them before the index is maintained again.
 			ix.state = IndexBuilding
 			n.ix.tasks = append(n.ix.tasks, func(ctx context.Context) {
-				if had {
-					if err := n.clearIndex(ctx, ix.coll, ix.field); err != nil {
-						n.buildFailed(ix, err)
-						return
-					}
+				if err := n.clearIndex(ctx, ix.coll, ix.field); err != nil {
+					n.buildFailed(ix, err)
+					return
 				}
 				if err := n.activate(ctx, ix); err != nil {
 					n.buildFailed(ix, err)
@@ -433,7 +431,7 @@ func (n *Node) AddIndex(ctx context.Context, collection, field string) (st Index
 			n.mu.Unlock()
 			return IndexStatus{}, false, fmt.Errorf("%w: the index on %s.%s is being dropped or cleared; try again once it is gone", ErrIndexBusy, collection, field)
 		}
-		restart := ix.state == IndexFailed
+		restart, live := ix.state == IndexFailed, ix.live
 		if restart {
 			ix.state, ix.err = IndexBuilding, ""
 		}
@@ -441,7 +439,7 @@ func (n *Node) AddIndex(ctx context.Context, collection, field string) (st Index
 		n.mu.Unlock()
 		if restart {
 			n.goIndex(func(ctx context.Context) {
-				if !ix.live {
+				if !live {
 					if err := n.activate(ctx, ix); err != nil {
 						n.buildFailed(ix, err)
 						return
@@ -558,8 +556,12 @@ func (n *Node) runBuild(ctx context.Context, ix *index) {
 	}
 }
 
-// buildFailed records that ix's build stopped on err.
+// buildFailed records that ix's build stopped on err; nothing if it
+// stopped because the node is closing.
 func (n *Node) buildFailed(ix *index, err error) {
+	if errors.Is(err, ErrClosed) || errors.Is(err, context.Canceled) {
+		return
+	}
 	n.log.Error("index build failed; it resumes at the next start or AddIndex", "collection", ix.coll, "field", ix.field, "err", err)
 	n.mu.Lock()
 	ix.state, ix.err = IndexFailed, err.Error()

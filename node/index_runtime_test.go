@@ -477,3 +477,57 @@ func TestIndex_BuildAndDropUnderFailures(t *testing.T) {
 		t.Fatal("no commit failed")
 	}
 }
+
+// An index added at runtime survives a Repair, which drops every marker:
+// the next Open clears and rebuilds it in the background.
+func TestIndex_RuntimeRebuiltAfterRepair(t *testing.T) {
+	dir := t.TempDir()
+	n := openDir(t, dir, testConfig(nil))
+	for i := range 40 {
+		mustAdd(t, n, fmt.Sprintf("s%02d", i), fmt.Sprintf(`{"size":%d}`, i))
+	}
+	if _, _, err := n.AddIndex(context.Background(), "snapshots", "size"); err != nil {
+		t.Fatal(err)
+	}
+	waitIndexes(t, n)
+	// A stale entry the repair's damage might have left.
+	if err := n.store.Put(context.Background(), indexEntryKey(t, "size", "zz", `5`), []byte("zz")); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	repairDir(t, dir)
+	n = openDir(t, dir, testConfig(nil))
+	defer n.Close()
+	waitIndexes(t, n)
+	checkIndexes(t, n)
+	if st, _ := indexState(n, "snapshots", "size"); !st.API || st.State != IndexReady {
+		t.Fatalf("after the repair: %+v", st)
+	}
+}
+
+// FuzzIndexMarker: markerState and parseNamed take any bytes without
+// panicking, and what they accept is what the encoders write.
+func FuzzIndexMarker(f *testing.F) {
+	f.Add([]byte{indexVersion}, "/m/index/csnapshots/fsize")
+	f.Add(buildingMarker(7, "s01"), "/m/idef/csnapshots/fa.b")
+	f.Add([]byte{indexVersion, markDropping}, "/m/index/c/f")
+	f.Add([]byte{indexVersion, markBuilding, 0xff}, "/m/index/cx/fid/fy")
+	f.Fuzz(func(t *testing.T, val []byte, key string) {
+		complete, building, done, pos := markerState(val)
+		if complete && building {
+			t.Fatal("complete and building")
+		}
+		if building && !bytes.Equal(buildingMarker(done, pos), val) {
+			t.Fatalf("building marker %q does not round-trip: done %d pos %q", val, done, pos)
+		}
+		for _, prefix := range []string{markersPrefix, defsPrefix} {
+			if coll, field, ok := parseNamed(key, prefix); ok {
+				if indexMarker(coll, field).String() != markersPrefix+strings.TrimPrefix(key, prefix) {
+					t.Fatalf("%q parsed as %q, %q", key, coll, field)
+				}
+			}
+		}
+	})
+}

@@ -29,8 +29,8 @@ type Page struct {
 // id cursor ("" for the first page). It reads only durable state, scanning
 // items in id order from the cursor and decoding them one at a time, so its
 // memory does not grow with the catalog. When a term of q is an =, <, <=,
-// > or >= on a field of Config.Indexes, it reads that index instead (see
-// queryIndexed), with the same result. A query that does not parse
+// > or >= on a field with a complete index (Config.Indexes or AddIndex),
+// it reads that index instead (see queryIndexed), with the same result. A query that does not parse
 // returns a *query.SyntaxError.
 func (n *Node) Query(ctx context.Context, collection, q string, limit int, cursor string) (Page, error) {
 	if err := n.checkKey(crdt.Key{Collection: collection, ID: "x"}); err != nil {
