@@ -210,6 +210,7 @@ func TestIndex_Drop(t *testing.T) {
 	if p, err := n.Query(ctx, "snapshots", "cluster=c3", 5, ""); err != nil || !p.Scanned {
 		t.Fatalf("right after the drop: scanned %v, %v", p.Scanned, err)
 	}
+	sameAsScan(t, n, "cluster=c3", 4)
 	if _, _, err := n.AddIndex(ctx, "snapshots", "cluster"); err != nil && !errors.Is(err, ErrIndexBusy) {
 		t.Fatalf("AddIndex while dropping: %v", err)
 	}
