@@ -17,12 +17,16 @@
 // and, once:
 //
 //	GET  /catalog/query?type=C&q=...&limit=...&cursor=...  -> 200 {"items": [...], "next_cursor": "..."}
+//	GET    /catalog/indexes                      -> 200 {"indexes": [...]}
+//	GET    /catalog/indexes/{collection}/{field} -> 200 one index's status
+//	PUT    /catalog/indexes/{collection}/{field} -> 202 added, built in the background (200 if it exists)
+//	DELETE /catalog/indexes/{collection}/{field} -> 202 dropped, entries deleted in the background
 //	GET  /crdt/delta?limit=...     pending local deltas    -> 200 {"deltas": [...], "cursor": N, "more": bool}
 //	POST /crdt/delta               one delta or an array   -> 200 {"new", "duplicate", "waiting", "refused"}
 //	POST /crdt/delta/clear         {"cursor": N} or empty  -> 200 {"cleared": N}
 //	GET  /crdt/state               this node's full state  -> 200 stream, header Crdt-Delta-Cursor: N
 //	POST /crdt/state               join another's state    -> 200 {"items": n, "changed": m}
-//	GET  /status                   replica, applied_version_vector, counts, StatusFunc fields
+//	GET  /status                   replica, applied_version_vector, counts, indexes, StatusFunc fields
 //	GET  /healthz                  liveness: 200 {"status": "ok"}
 //	GET  /readyz                   200 {"status": "ready"}, 503 while closing or while the store refuses writes
 //	GET  /metrics                  Prometheus text exposition
@@ -54,8 +58,10 @@
 // Every error, including an unknown route (404) and a wrong method on a
 // known path (405, with an Allow header), is a JSON body {"error": "..."}:
 // 400 malformed input, 401 missing or wrong bearer token, 404 unknown item
-// or collection, 408 body not received within Config.BodyTimeout, 409 a
-// suspected fork (node.ErrForkSuspected), 410 pending deltas dropped from
+// or collection (or index), 408 body not received within
+// Config.BodyTimeout, 409 a suspected fork (node.ErrForkSuspected), or an
+// index that cannot be added or dropped now (one being dropped, one the
+// configuration declares, node.MaxIndexesPerCollection reached), 410 pending deltas dropped from
 // the log (take a full state), 412 a create-only add (If-None-Match: *)
 // of an item present on this node, 413 body too large, 415 wrong
 // Content-Type, 503 node closed or shutting down, or its store failing

@@ -55,7 +55,8 @@ func statusOf(err error) int {
 		return http.StatusInsufficientStorage
 	case errors.Is(err, node.ErrCursorExpired):
 		return http.StatusGone
-	case errors.Is(err, node.ErrForkSuspected):
+	case errors.Is(err, node.ErrForkSuspected), errors.Is(err, node.ErrIndexBusy),
+		errors.Is(err, node.ErrIndexDeclared), errors.Is(err, node.ErrIndexLimit):
 		return http.StatusConflict
 	case errors.Is(err, node.ErrExists):
 		// A create-only add (If-None-Match: *) of a present item.

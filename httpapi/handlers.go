@@ -539,6 +539,9 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 		out["fork_suspected"] = map[string]any{"evidence": st.ForkEvidence, "first": st.Fork, "writes_refused": st.Forked}
 	}
 	out["commit_failures"] = st.CommitFailures
+	if ix, ok := s.c.(Indexer); ok {
+		out["indexes"] = ix.Indexes()
+	}
 	out["writable"] = true
 	if err := s.c.Writable(); err != nil {
 		out["writable"] = false

@@ -277,6 +277,7 @@ func (s *Server) routes() {
 		batches = append(batches, route{http.MethodPost, "/" + coll + "/batch", s.wrap(s.handleBatch(coll))})
 	}
 	add(http.MethodGet, "/catalog/query", s.handleQuery)
+	s.indexRoutes(add)
 	add(http.MethodGet, "/crdt/delta", s.handleGetDeltas)
 	add(http.MethodPost, "/crdt/delta", s.handleApplyDeltas)
 	add(http.MethodPost, "/crdt/delta/clear", s.handleClearDeltas)

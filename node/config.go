@@ -24,7 +24,9 @@ type Config struct {
 	// scanning (see Query). Every write stages the entries of the items
 	// it changes in the same atomic batch as the items. Open builds an
 	// index the store does not hold yet, reading every item of its
-	// collection, and drops the entries of one no longer declared.
+	// collection, and drops (in the background) the entries of one no
+	// longer declared here nor by AddIndex. At most
+	// MaxIndexesPerCollection per collection, with those of AddIndex.
 	// Default: none.
 	Indexes map[string][]string
 

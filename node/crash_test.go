@@ -230,9 +230,17 @@ func crashVerify(t *testing.T, dir string, cycle int, model map[string]expectati
 			cycle, crashColl, st.Items[crashColl], visible, present)
 	}
 
-	// Every index holds exactly the entries of the items, and answers as
-	// a scan does.
+	// Every index holds exactly the entries of the items once the builds
+	// and drops the kill cut have resumed, and answers as a scan does.
+	for _, st := range n.Indexes() {
+		if st.State != IndexReady {
+			t.Logf("cycle %d: index on %s %s at reopen (%d/%d items)", cycle, st.Field, st.State, st.Indexed, st.Total)
+		}
+	}
+	waitIndexes(t, n)
 	checkIndexes(t, n)
+	sameAsScan(t, n, "status=completed", MaxQueryLimit)
+	sameAsScan(t, n, "kind=k3", MaxQueryLimit)
 	for _, q := range []string{"cluster=cluster-b", "size>=500 size<510", "created<2023-12-07T10:05:00Z"} {
 		if !sameAsScan(t, n, q, MaxQueryLimit) {
 			t.Fatalf("cycle %d: %q scanned", cycle, q)
@@ -329,6 +337,9 @@ func crashReadLog(t *testing.T, n *Node, cursor uint64) (map[crdt.Dot]*crdt.Delt
 // and print each acknowledged operation, until the parent kills the
 // process or a bound is reached.
 func crashChild(t *testing.T, dir, cycle string) {
+	// Small chunks, so that builds and drops span many commits and the
+	// kill is likely to land in one.
+	buildChunk, indexChunk = 2, 2
 	n := openDir(t, dir, crashConfig())
 	ctx, cancel := context.WithTimeout(context.Background(), crashMaxTime)
 	defer cancel()
@@ -341,6 +352,30 @@ func crashChild(t *testing.T, dir, cycle string) {
 		// only after its operation was acknowledged, and is out of the
 		// process (in the pipe) before the next one starts.
 		_, _ = os.Stdout.WriteString(verb + " " + id + "\n")
+	}
+	// Drop the index the previous cycle added at runtime and add another,
+	// built in the background while the writers below write.
+	for _, st := range n.Indexes() {
+		if st.API && st.State != IndexDropping {
+			if err := n.DropIndex(ctx, st.Collection, st.Field); err != nil {
+				emit("error", strings.ReplaceAll(fmt.Sprintf("drop index %s: %v", st.Field, err), "\n", " "))
+				return
+			}
+		}
+	}
+	c, _ := strconv.Atoi(cycle)
+	field := []string{"kind", "status"}[c%2]
+	for {
+		_, _, err := n.AddIndex(ctx, crashColl, field)
+		if errors.Is(err, ErrIndexBusy) && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond) // its earlier drop is still deleting entries
+			continue
+		}
+		if err != nil {
+			emit("error", strings.ReplaceAll(fmt.Sprintf("add index %s: %v", field, err), "\n", " "))
+			return
+		}
+		break
 	}
 	var ops atomic.Int64
 	var wg sync.WaitGroup
@@ -404,7 +439,7 @@ func crashConfig() Config {
 // crashDoc is the document of the i-th operation of writer g: its indexed
 // fields vary.
 func crashDoc(tb testing.TB, i, g int) crdt.Document {
-	return mustDoc(tb, fmt.Sprintf(`{"size":%d,"cluster":"cluster-%c","status":"completed","created":"2023-12-07T10:%02d:45Z"}`, i%1000, 'a'+g%3, i%60))
+	return mustDoc(tb, fmt.Sprintf(`{"size":%d,"cluster":"cluster-%c","status":"completed","created":"2023-12-07T10:%02d:45Z","kind":"k%d"}`, i%1000, 'a'+g%3, i%60, i%7))
 }
 
 // crashTail keeps the last max bytes written to it.

@@ -43,6 +43,7 @@ func (n *Node) fail(g *group, cause error) error {
 	err := fmt.Errorf("%w: %w", ErrFailed, cause)
 	n.stats.commitFailures.Add(1)
 	n.failed = err
+	n.rewindBuilds(g, n.filling)
 	if f := n.filling; f != nil && f != g {
 		n.filling = nil
 		f.err = err

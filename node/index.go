@@ -32,12 +32,14 @@ import (
 // stageJoin, full-state imports through the importer. Entries and items
 // are therefore always consistent in the store, after a crash included.
 //
-// An index the store has not built (declared on a store that already has
-// items, or whose build a crash cut short) is built by Open before it
-// returns, and marked built by the record /m/index/c<collection>/f<field>,
-// written last; the entries of an index no longer declared are deleted
-// at Open with their marker. Repair deletes every marker, so that the next
-// Open rebuilds every index from the items the repair kept.
+// An index of Config.Indexes the store has not built (declared on a
+// store that already has items, or whose build a crash cut short) is
+// built by Open before it returns, and marked built by the record
+// /m/index/c<collection>/f<field>, written last. Indexes added at runtime
+// build in the background instead (index_admin.go). The entries of an
+// index no longer declared are deleted in the background after Open,
+// then its marker. Repair deletes every marker, so that the next Open
+// rebuilds every index from the items the repair kept.
 
 const (
 	indexesPrefix = "/x"
@@ -76,68 +78,30 @@ func indexEntry(coll, field, id string, it *crdt.Item) string {
 
 // stageIndexes stages the index entries of item k as it moves from cur to
 // post: the old entries deleted, the new ones put, in the same group as
-// the item's record. Caller holds mu.
+// the item's record, for every index writes maintain, complete or
+// building; for a building one, it records k as touched if the build has
+// not passed it (see index_admin.go), and then stages its entry whether
+// or not it changed. Caller holds mu.
 func (n *Node) stageIndexes(g *group, k crdt.Key, cur, post *crdt.Item) {
-	for _, f := range n.cfg.Indexes[k.Collection] {
-		old, nu := indexEntry(k.Collection, f, k.ID, cur), indexEntry(k.Collection, f, k.ID, post)
-		if old == nu {
+	for _, ix := range n.liveIndexes(k.Collection) {
+		// The build will skip an item a write touched before it reached
+		// it, whose entry may not be in the store yet: stage it even if
+		// the write leaves it as it was.
+		ahead := ix.touched != nil && k.ID > ix.pos
+		if ahead {
+			ix.touched[k.ID] = struct{}{}
+		}
+		old, nu := indexEntry(k.Collection, ix.field, k.ID, cur), indexEntry(k.Collection, ix.field, k.ID, post)
+		if old == nu && !ahead {
 			continue
 		}
-		if old != "" {
+		if old != "" && old != nu {
 			n.put(g, ds.RawKey(old), nil)
 		}
 		if nu != "" {
 			n.put(g, ds.RawKey(nu), []byte(k.ID))
 		}
 	}
-}
-
-// openIndexes builds the declared indexes the store has not built and
-// deletes those no longer declared. It runs in Open before any write.
-func (n *Node) openIndexes(ctx context.Context) error {
-	declared := map[string]bool{}
-	for coll, fields := range n.cfg.Indexes {
-		for _, f := range fields {
-			declared[indexMarker(coll, f).String()] = true
-		}
-	}
-	var stale []string
-	built := map[string]bool{}
-	err := scan(ctx, n.store, markersPrefix, "", func(key string, val []byte) (bool, error) {
-		if declared[key] && len(val) == 1 && val[0] == indexVersion {
-			built[key] = true
-		} else {
-			stale = append(stale, key)
-		}
-		return true, nil
-	})
-	if err != nil {
-		return fmt.Errorf("indexes: %w", err)
-	}
-	for _, m := range stale {
-		coll, field, ok := parseMarker(m)
-		if !ok {
-			return fmt.Errorf("%w: index marker %q", ErrCorrupt, m)
-		}
-		if err := n.clearIndex(ctx, coll, field); err != nil {
-			return err
-		}
-		if err := n.store.Delete(ctx, ds.RawKey(m)); err != nil {
-			return fmt.Errorf("index %s.%s: %w", coll, field, err)
-		}
-		n.log.Info("dropped index entries (index no longer declared, or of another encoding)", "collection", coll, "field", field)
-	}
-	for _, coll := range sortedKeys(n.cfg.Indexes) {
-		for _, f := range n.cfg.Indexes[coll] {
-			if built[indexMarker(coll, f).String()] {
-				continue
-			}
-			if err := n.buildIndex(ctx, coll, f); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -157,16 +121,6 @@ func indexMarkerKeys(ctx context.Context, store ds.Datastore) ([]ds.Key, error) 
 		return true, nil
 	})
 	return keys, err
-}
-
-// parseMarker is the inverse of indexMarker.
-func parseMarker(s string) (coll, field string, ok bool) {
-	rest, ok := strings.CutPrefix(s, markersPrefix+"/c")
-	if !ok {
-		return "", "", false
-	}
-	coll, field, ok = strings.Cut(rest, "/f")
-	return coll, field, ok && coll != "" && field != ""
 }
 
 // clearIndex deletes every entry of an index, indexChunk at a time.
@@ -268,6 +222,7 @@ const maxRangeIDs = 200_000
 // candidate is an indexed term of a query with the key ranges of its
 // entries.
 type candidate struct {
+	ix     *index
 	eq     bool
 	ranges []util.Range
 	count  int // entries within ranges, up to the cap it was counted to
@@ -282,20 +237,25 @@ type candidate struct {
 // wider than maxRangeIDs also reports false. It reads one snapshot of
 // the store, as a scan does.
 func (n *Node) queryIndexed(ctx context.Context, collection string, q *query.Query, limit int, cursor string) (Page, bool, error) {
-	l, ok := n.store.(*leveldb.Datastore)
 	idPrefix, exact := q.IDPrefix()
-	if !ok || exact {
+	if exact {
 		return Page{}, false, nil
 	}
+	// The candidates are complete before the snapshot is taken, and not
+	// dropped after: the snapshot holds all their entries.
 	cands := n.candidates(collection, q)
 	if len(cands) == 0 {
 		return Page{}, false, nil
 	}
-	snap, err := l.DB.GetSnapshot()
-	if err != nil {
-		return Page{}, false, fmt.Errorf("query %s: %w", collection, err)
+	snap, release, ok, err := n.snapshot()
+	if !ok || err != nil {
+		return Page{}, false, err
 	}
-	defer snap.Release()
+	defer release()
+	cands = slices.DeleteFunc(cands, func(c candidate) bool { return c.ix.dropped.Load() })
+	if len(cands) == 0 {
+		return Page{}, false, nil
+	}
 	c, err := pick(snap, cands)
 	if err != nil {
 		return Page{}, false, fmt.Errorf("query %s: %w", collection, err)
@@ -374,30 +334,44 @@ func (n *Node) queryIndexed(ctx context.Context, collection string, q *query.Que
 	return page, true, nil
 }
 
-// candidates returns the terms of q on indexed fields of collection, with
-// the key ranges of their entries.
-func (n *Node) candidates(collection string, q *query.Query) []candidate {
-	fields := n.cfg.Indexes[collection]
-	if len(fields) == 0 {
-		return nil
+// snapshot returns a snapshot of a LevelDB store and its release; ok
+// false, with nothing to release, on another store.
+func (n *Node) snapshot() (snapshot, func(), bool, error) {
+	l, ok := n.store.(*leveldb.Datastore)
+	if !ok {
+		return nil, nil, false, nil
 	}
+	snap, err := l.DB.GetSnapshot()
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("index snapshot: %w", err)
+	}
+	return snap, snap.Release, true, nil
+}
+
+// candidates returns the terms of q on complete indexes of collection,
+// with the key ranges of their entries.
+func (n *Node) candidates(collection string, q *query.Query) []candidate {
 	var cands []candidate
 	for _, t := range q.IndexTerms() {
-		if !slices.Contains(fields, t.Field) {
-			continue
+		if ix := n.readyIndex(collection, t.Field); ix != nil {
+			cands = append(cands, candidate{ix: ix, eq: t.Eq, ranges: indexRanges(collection, t)})
 		}
-		c := candidate{eq: t.Eq}
-		p := indexPrefix(collection, t.Field) + "/"
-		for _, s := range t.Spans {
-			r := util.Range{Start: append([]byte(p), s.From...), Limit: query.PrefixEnd([]byte(p))}
-			if s.To != nil {
-				r.Limit = append([]byte(p), s.To...)
-			}
-			c.ranges = append(c.ranges, r)
-		}
-		cands = append(cands, c)
 	}
 	return cands
+}
+
+// indexRanges returns the key ranges of the entries within t's spans.
+func indexRanges(collection string, t query.IndexTerm) []util.Range {
+	p := indexPrefix(collection, t.Field) + "/"
+	var ranges []util.Range
+	for _, s := range t.Spans {
+		r := util.Range{Start: append([]byte(p), s.From...), Limit: query.PrefixEnd([]byte(p))}
+		if s.To != nil {
+			r.Limit = append([]byte(p), s.To...)
+		}
+		ranges = append(ranges, r)
+	}
+	return ranges
 }
 
 // pick counts the entries of each candidate, up to estimateCap and to the
@@ -559,24 +533,4 @@ func visibleAfter(snap snapshot, coll, id, idPrefix string) (bool, int, error) {
 		}
 	}
 	return false, read, it.Error()
-}
-
-// validateIndexes checks Config.Indexes against the collections.
-func (c *Config) validateIndexes(collections map[string]bool) error {
-	for coll, fields := range c.Indexes {
-		if !collections[coll] {
-			return fmt.Errorf("config: Indexes: collection %q is not one of Collections", coll)
-		}
-		seen := map[string]bool{}
-		for _, f := range fields {
-			if query.ValidateField(f) != nil || crdt.ValidateFieldName(f) != nil || f == "id" {
-				return fmt.Errorf("config: Indexes: %s: field %q: not a field name queries can name", coll, f)
-			}
-			if seen[f] {
-				return fmt.Errorf("config: Indexes: %s: field %q listed twice", coll, f)
-			}
-			seen[f] = true
-		}
-	}
-	return nil
 }

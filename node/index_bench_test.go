@@ -240,3 +240,129 @@ func benchAddRange(b *testing.B, n *Node, from, to, callers int) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkIndexedCount counts matches over *benchIndexItems items:
+// "eq-none", "eq-1pct" (cluster-hit) and "eq-2pct" (one of the 50 other
+// clusters) are equalities the index answers alone (no item read);
+// "range-1pct" is a size range, which reads its items. It reports the
+// latency per count, p50 and p99.
+func BenchmarkIndexedCount(b *testing.B) {
+	count := *benchIndexItems
+	lo := 1<<30 + count/2
+	for _, bc := range []struct {
+		name, q string
+		want    int
+	}{
+		{"eq-none", "cluster=cluster-none", 0},
+		{"eq-1pct", "cluster=cluster-hit", count / 100},
+		{"eq-2pct", "cluster=cluster-07", benchClusterCount(count, 7)},
+		{"range-1pct", fmt.Sprintf("size>=%d size<%d", lo, lo+count/100), count / 100},
+	} {
+		b.Run(fmt.Sprintf("%s-%d", bc.name, count), func(b *testing.B) {
+			n := benchIndexedCatalog(b)
+			ctx := context.Background()
+			var took []time.Duration
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				start := time.Now()
+				got, scanned, err := n.Count(ctx, benchColl, bc.q)
+				took = append(took, time.Since(start))
+				if err != nil || scanned || got != bc.want {
+					b.Fatalf("Count(%q) = %d, scanned %v, %v; want %d", bc.q, got, scanned, err, bc.want)
+				}
+			}
+			b.StopTimer()
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1e3, "p50-ms")
+			b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1e3, "p99-ms")
+		})
+	}
+}
+
+// benchClusterCount is how many of the first count items benchIndexDoc
+// puts in cluster-NN.
+func benchClusterCount(count, nn int) int {
+	c := 0
+	for i := nn; i < count; i += 50 {
+		if i%100 != 0 {
+			c++
+		}
+	}
+	return c
+}
+
+// BenchmarkIndexBuild adds an index on region to the *benchIndexItems
+// catalog at runtime and waits until it is ready, while 8 callers keep
+// rewriting existing items (the same documents, so the other benchmarks'
+// answers hold), then drops it and waits until its entries are gone. It
+// reports the build's time, the writers' rate during it and in the second
+// before it (the same writers, no build), and the drop's time.
+func BenchmarkIndexBuild(b *testing.B) {
+	count := *benchIndexItems
+	b.Run(fmt.Sprintf("region-%d", count), func(b *testing.B) {
+		n := benchIndexedCatalog(b)
+		ctx := context.Background()
+		var build, drop, before time.Duration
+		var during, preceding int64
+		for range b.N {
+			var writes atomic.Int64
+			wctx, stop := context.WithCancel(ctx)
+			var wg sync.WaitGroup
+			for w := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := w; wctx.Err() == nil; i = (i + 8) % count {
+						if _, err := n.Add(ctx, key(benchColl, benchID(i)), benchIndexDoc(i)); err != nil {
+							b.Error(err)
+							return
+						}
+						writes.Add(1)
+					}
+				}()
+			}
+			start := time.Now()
+			time.Sleep(time.Second)
+			before += time.Since(start)
+			preceding += writes.Swap(0)
+			start = time.Now()
+			if _, _, err := n.AddIndex(ctx, benchColl, "region"); err != nil {
+				b.Fatal(err)
+			}
+			benchWaitIndex(b, n, func(st []IndexStatus) bool {
+				return slices.ContainsFunc(st, func(s IndexStatus) bool { return s.Field == "region" && s.State == IndexReady })
+			})
+			build += time.Since(start)
+			during += writes.Load()
+			stop()
+			wg.Wait()
+			if got, scanned, err := n.Count(ctx, benchColl, "region=eu-west-1"); err != nil || scanned || got != count {
+				b.Fatalf("count through the new index: %d, scanned %v, %v", got, scanned, err)
+			}
+			start = time.Now()
+			if err := n.DropIndex(ctx, benchColl, "region"); err != nil {
+				b.Fatal(err)
+			}
+			benchWaitIndex(b, n, func(st []IndexStatus) bool {
+				return !slices.ContainsFunc(st, func(s IndexStatus) bool { return s.Field == "region" })
+			})
+			drop += time.Since(start)
+		}
+		b.ReportMetric(build.Seconds()/float64(b.N), "build-s")
+		b.ReportMetric(float64(during)/build.Seconds(), "writes/s-during")
+		b.ReportMetric(float64(preceding)/before.Seconds(), "writes/s-before")
+		b.ReportMetric(drop.Seconds()/float64(b.N), "drop-s")
+	})
+}
+
+// benchWaitIndex polls n.Indexes until done holds (at most 30 min).
+func benchWaitIndex(b *testing.B, n *Node, done func([]IndexStatus) bool) {
+	deadline := time.Now().Add(30 * time.Minute)
+	for !done(n.Indexes()) {
+		if time.Now().After(deadline) {
+			b.Fatalf("indexes not settled: %+v", n.Indexes())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -83,6 +83,7 @@ type Node struct {
 	finished          chan struct{}
 
 	stats counters
+	ix    indexes // secondary indexes; see index_admin.go
 }
 
 // staged is one write of a group; a nil value is a delete.
@@ -148,6 +149,7 @@ func Open(ctx context.Context, store ds.Batching, cfg Config) (*Node, error) {
 		<-n.finished
 		return nil, fmt.Errorf("open: %w", err)
 	}
+	n.startIndexes()
 	return n, nil
 }
 
@@ -629,6 +631,7 @@ func (n *Node) Close() error {
 	n.gate.Unlock()
 	close(n.stop)
 	<-n.finished
+	n.stopIndexes()
 	if err := n.store.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

@@ -29,8 +29,8 @@ type Page struct {
 // id cursor ("" for the first page). It reads only durable state, scanning
 // items in id order from the cursor and decoding them one at a time, so its
 // memory does not grow with the catalog. When a term of q is an =, <, <=,
-// > or >= on a field of Config.Indexes, it reads that index instead (see
-// queryIndexed), with the same result. A query that does not parse
+// > or >= on a field with a complete index (Config.Indexes or AddIndex),
+// it reads that index instead (see queryIndexed), with the same result. A query that does not parse
 // returns a *query.SyntaxError.
 func (n *Node) Query(ctx context.Context, collection, q string, limit int, cursor string) (Page, error) {
 	if err := n.checkKey(crdt.Key{Collection: collection, ID: "x"}); err != nil {
@@ -51,6 +51,12 @@ func (n *Node) Query(ctx context.Context, collection, q string, limit int, curso
 	if page, ok, err := n.queryIndexed(ctx, collection, parsed, limit, cursor); ok || err != nil {
 		return page, err
 	}
+	return n.scanPage(ctx, collection, parsed, limit, cursor)
+}
+
+// scanPage is Query without an index: it reads the collection's items in
+// id order from the cursor.
+func (n *Node) scanPage(ctx context.Context, collection string, parsed *query.Query, limit int, cursor string) (Page, error) {
 	prefix := collectionPrefix(collection)
 	from := ""
 	if cursor != "" {
@@ -67,7 +73,7 @@ func (n *Node) Query(ctx context.Context, collection, q string, limit int, curso
 	// the items that do not match cost no allocation; the ones returned are
 	// decoded in full.
 	var rd crdt.MetadataReader
-	err = scan(ctx, n.store, prefix, from, func(key string, val []byte) (bool, error) {
+	err := scan(ctx, n.store, prefix, from, func(key string, val []byte) (bool, error) {
 		k, ok := parseItemKey(key)
 		if !ok {
 			return false, fmt.Errorf("%w: item key %q", ErrCorrupt, key)
@@ -102,12 +108,24 @@ func (n *Node) Query(ctx context.Context, collection, q string, limit int, curso
 	return page, nil
 }
 
-// Count returns how many present items of a collection match q, reading
-// them as Query does, page after page (through an index when a term of q
-// is indexed); scanned reports that it scanned the collection. It reads
-// durable state only; writes committed while it runs may or may not be
-// counted.
+// Count returns how many present items of a collection match q; scanned
+// reports that it scanned the collection. When q is one = term on an
+// indexed field whose value the index keeps whole (see
+// query.Query.CountTerm), it counts the index's entries without reading
+// any item; otherwise it reads the items as Query does, page after page
+// (through an index when a term of q is indexed). It reads durable state
+// only; writes committed while it runs may or may not be counted.
 func (n *Node) Count(ctx context.Context, collection, q string) (count int, scanned bool, err error) {
+	if err := n.checkKey(crdt.Key{Collection: collection, ID: "x"}); err != nil {
+		return 0, false, err
+	}
+	parsed, err := query.Parse(q)
+	if err != nil {
+		return 0, false, err
+	}
+	if c, ok, err := n.countIndexed(ctx, collection, parsed); ok || err != nil {
+		return c, false, err
+	}
 	cursor := ""
 	for {
 		p, err := n.Query(ctx, collection, q, MaxQueryLimit, cursor)

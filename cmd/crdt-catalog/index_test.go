@@ -4,7 +4,9 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // -index is repeatable, adds fields to a collection named again, takes
@@ -37,5 +39,43 @@ func TestParseFlags_Index(t *testing.T) {
 		if _, err := parseFlags([]string{"-index", bad}, io.Discard, env("")); err == nil {
 			t.Errorf("-index %q accepted", bad)
 		}
+	}
+}
+
+// index-add, indexes and index-drop manage the node's indexes through
+// the API; a bad field is refused before any request.
+func TestClient_Indexes(t *testing.T) {
+	cn := newCLINode(t, nil)
+	if out, errOut, code := cn.cli(t, "", "index-add", "snapshots", "size"); code != 0 || !strings.Contains(out, "snapshots   size") {
+		t.Fatalf("index-add: %d %q %q", code, out, errOut)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, errOut, code := cn.cli(t, "", "indexes")
+		if code != 0 {
+			t.Fatalf("indexes: %d %q %q", code, out, errOut)
+		}
+		if strings.Contains(out, "ready") && strings.Contains(out, "api") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("index not ready after 30 s: %q", out)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if out, errOut, code := cn.cli(t, "", "indexes", "-o", "json"); code != 0 || !strings.Contains(out, `"field":"size"`) {
+		t.Fatalf("indexes -o json: %d %q %q", code, out, errOut)
+	}
+	if _, errOut, code := cn.cli(t, "", "index-add", "snapshots", "a b"); code == 0 || !strings.Contains(errOut, "field") {
+		t.Fatalf("index-add of a bad field: %d %q", code, errOut)
+	}
+	if _, errOut, code := cn.cli(t, "", "index-add", "nope", "size"); code == 0 || !strings.Contains(errOut, "unknown collection") {
+		t.Fatalf("index-add to an unknown collection: %d %q", code, errOut)
+	}
+	if out, errOut, code := cn.cli(t, "", "index-drop", "snapshots", "size"); code != 0 || !strings.Contains(out, "dropped index snapshots.size") {
+		t.Fatalf("index-drop: %d %q %q", code, out, errOut)
+	}
+	if _, errOut, code := cn.cli(t, "", "index-drop", "snapshots", "other"); code == 0 || !strings.Contains(errOut, "no index") {
+		t.Fatalf("index-drop of no index: %d %q", code, errOut)
 	}
 }

@@ -87,7 +87,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.IntVar(&o.meshDegree, "mesh-degree", 2, "GossipSub mesh degree: peers each peer forwards a delta to (2-64; more costs bandwidth, fewer relies on repair)")
 	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "HTTP API listen address; :0 picks a free port. A non-loopback address requires -api-token-file")
 	fs.StringVar(&o.collections, "collections", "snapshots,images", "comma-separated collections served")
-	fs.Var(&o.indexes, "index", "secondary index COLLECTION:FIELD,FIELD... (e.g. snapshots:cluster,size,created): queries with an =, <, <=, > or >= term on an indexed field read the index instead of scanning; built at start if missing, dropped when no longer named; repeatable (the environment separates several with ';')")
+	fs.Var(&o.indexes, "index", "secondary index COLLECTION:FIELD,FIELD... (e.g. snapshots:cluster,size,created): queries with an =, <, <=, > or >= term on an indexed field read the index instead of scanning; built at start if missing, dropped when no longer named (indexes added at runtime with index-add stay until index-drop); repeatable (the environment separates several with ';')")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.BoolVar(&o.sync, "sync", true, "fsync every commit before acknowledging it (off: a machine crash may lose recent writes)")
@@ -103,7 +103,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.IntVar(&o.maxReplicas, "max-replicas", 10_000, "most replicas the causal contexts may name; deltas of further new replicas are refused (at most 500000)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR | repair -data DIR\n"+
-			"       crdt-catalog add | get | rm | set | patch | query | status | peers | backup | restore  (the client of a node; COMMAND -help)\n"+
+			"       crdt-catalog add | get | rm | set | patch | query | indexes | index-add | index-drop | status | peers | backup | restore  (the client of a node; COMMAND -help)\n"+
 			"       crdt-catalog completion bash|zsh\n\n"+
 			"Runs one catalog node. Every flag can also be set by the environment\n"+
 			"variable CRDT_CATALOG_<FLAG> (e.g. CRDT_CATALOG_HTTP); the command line wins.\n\nFlags:\n")

@@ -292,3 +292,21 @@ func ValidateField(f string) error {
 	}
 	return nil
 }
+
+// CountTerm returns the query's term when an index on its field answers
+// the whole query exactly, from its entries alone: the query is one =
+// term on a field other than id, whose value the encoding keeps whole
+// (at most MaxIndexedBytes bytes). An item then matches exactly when its
+// entry lies within the term's spans. A longer value's spans also hold
+// the items whose values only share its cut prefix, which only Match can
+// tell apart.
+func (q *Query) CountTerm() (IndexTerm, bool) {
+	if q == nil || len(q.terms) != 1 {
+		return IndexTerm{}, false
+	}
+	t := &q.terms[0]
+	if t.isID || t.op != opEq || len(t.vb) > MaxIndexedBytes {
+		return IndexTerm{}, false
+	}
+	return IndexTerm{Field: t.field, Eq: true, Spans: t.eqSpans()}, true
+}
