@@ -495,7 +495,7 @@ func (w *Watcher) Next(ctx context.Context, limit int) ([]*ItemEvent, error) {
 		first, last := h.first, h.last
 		h.mu.Unlock()
 		if w.live {
-			return nil, fmt.Errorf("%w: more than %d changes behind", ErrWatchTooSlow, ringEvents)
+			return nil, fmt.Errorf("%w: more than %d changes behind", ErrWatchTooSlow, min(ringEvents, w.n.cfg.ChangeHistory))
 		}
 		if w.next < first {
 			return nil, fmt.Errorf("%w: changes after %d are no longer held (oldest: %d)", ErrHistoryTrimmed, w.next-1, first)
