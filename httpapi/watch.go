@@ -110,6 +110,9 @@ func (ws *watchStream) flush() error {
 // added and one that leaves it removed.
 func (ws *watchStream) change(e *node.ItemEvent) error {
 	ws.pos = e.Seq
+	if e.Key.Collection != ws.coll {
+		return nil
+	}
 	before, after, err := e.Match(ws.q)
 	if err != nil {
 		return err
@@ -242,47 +245,46 @@ func (s *Server) stream(ctx context.Context, ws *watchStream, watcher *node.Watc
 		return err
 	}
 	stop := s.watchStop()
+	hb := time.NewTimer(s.cfg.WatchHeartbeat)
+	defer hb.Stop()
 	for {
-		wait, cancel := context.WithTimeout(ctx, s.cfg.WatchHeartbeat)
-		go func() {
-			select {
-			case <-stop:
-				cancel()
-			case <-wait.Done():
-			}
-		}()
-		evs, err := watcher.Next(wait, watchBatch)
-		cancel()
 		select {
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-stop:
 			return ws.end(errClosing, "")
-		default:
-		}
-		switch {
-		case err == nil:
+		case <-hb.C:
+			// Reset only here, not per message: a stream that sent
+			// something lately waits for the rest of the interval.
+			if quiet := time.Since(ws.sent); quiet < s.cfg.WatchHeartbeat {
+				hb.Reset(s.cfg.WatchHeartbeat - quiet)
+				continue
+			}
+			hb.Reset(s.cfg.WatchHeartbeat)
+			if err := ws.send(watchEvent{Type: "heartbeat", Seq: ws.pos}, true); err != nil {
+				return err
+			}
+		case <-watcher.Ready():
+			evs, err := watcher.Next(ctx, watchBatch)
+			switch {
+			case err == nil:
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case errors.Is(err, node.ErrHistoryTrimmed):
+				return ws.end(err, "initial=true")
+			default:
+				return ws.end(err, "")
+			}
 			for _, e := range evs {
 				if err := ws.change(e); err != nil {
 					return ws.end(err, "")
 				}
 			}
-			if time.Since(ws.sent) < s.cfg.WatchHeartbeat {
-				break
-			}
-			// Changes keep coming, but none for this watcher's filter.
-			fallthrough
-		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-			if err := ws.send(watchEvent{Type: "heartbeat", Seq: ws.pos}, true); err != nil {
+		}
+		if ws.w.Buffered() > 0 {
+			if err := ws.flush(); err != nil {
 				return err
 			}
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case errors.Is(err, node.ErrHistoryTrimmed):
-			return ws.end(err, "initial=true")
-		default:
-			return ws.end(err, "")
-		}
-		if err := ws.flush(); err != nil {
-			return err
 		}
 	}
 }

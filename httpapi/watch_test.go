@@ -160,14 +160,17 @@ func TestWatch_InitialThenChanges(t *testing.T) {
 	}
 	add(t, n, "b", `{"owner":"ann"}`) // enters
 	add(t, n, "c", `{"owner":"cid"}`) // never matches: not sent
+	if _, err := n.Add(context.Background(), crdt.Key{Collection: "images", ID: "i"}, crdt.Document{"owner": []byte(`"ann"`)}); err != nil {
+		t.Fatal(err) // another collection: not sent
+	}
 	add(t, n, "a", `{"owner":"ann","v":1}`)
 	add(t, n, "a", `{"owner":"dan"}`) // leaves
 	if err := n.Remove(context.Background(), crdt.Key{Collection: "snapshots", ID: "b"}); err != nil {
 		t.Fatal(err)
 	}
 	ms = c.expect(t, `change added b {"owner":"ann"}`, `change updated a {"owner":"ann","v":1}`, "change removed a", "change removed b")
-	if ms[0].id != "3" || ms[3].id != "7" {
-		t.Fatalf("event ids %q..%q, want 3..7", ms[0].id, ms[3].id)
+	if ms[0].id != "3" || ms[3].id != "8" {
+		t.Fatalf("event ids %q..%q, want 3..8", ms[0].id, ms[3].id)
 	}
 	if o := ms[0].ev.Origin; o == nil || o.Via != "local" || o.Replica != string(n.ReplicaID()) || o.Counter == 0 {
 		t.Fatalf("origin %+v", o)

@@ -377,7 +377,7 @@ func (n *Node) stageFeed(g *group) {
 // hub hands the durable changes to watchers. Its lock is held only to
 // append a commit's changes and to copy a watcher's next ones.
 type hub struct {
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	ring   []*ItemEvent // the newest durable changes, consecutive
 	bytes  int          // their records' size
 	last   uint64       // the last durable change
@@ -426,8 +426,8 @@ func (h *hub) close() {
 // ChangeBounds returns the oldest change still held in the history and
 // the last durable one; first is last+1 when the history is empty.
 func (n *Node) ChangeBounds() (first, last uint64) {
-	n.hub.mu.Lock()
-	defer n.hub.mu.Unlock()
+	n.hub.mu.RLock()
+	defer n.hub.mu.RUnlock()
 	return n.hub.first, n.hub.last
 }
 
@@ -461,6 +461,23 @@ func (n *Node) Watch(since uint64) (*Watcher, error) {
 // one the watcher started after).
 func (w *Watcher) Position() uint64 { return w.next - 1 }
 
+// closed is a closed channel, for Ready.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Ready returns a channel that is closed once Next has something to
+// return without waiting: a change after the watcher's position, or an
+// error (the node closed). It lets one goroutine wait for changes, a
+// timer and other events in one select.
+func (w *Watcher) Ready() <-chan struct{} {
+	h := w.n.hub
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.closed || w.next <= h.last {
+		return closed
+	}
+	return h.wake
+}
+
 // Next returns the next changes, at most limit of them, waiting until
 // there is one or ctx is done. It fails with ErrHistoryTrimmed if the
 // history was trimmed past the watcher, ErrWatchTooSlow if it fell out of
@@ -469,14 +486,14 @@ func (w *Watcher) Next(ctx context.Context, limit int) ([]*ItemEvent, error) {
 	h := w.n.hub
 	limit = max(limit, 1)
 	for {
-		h.mu.Lock()
+		h.mu.RLock()
 		if h.closed {
-			h.mu.Unlock()
+			h.mu.RUnlock()
 			return nil, ErrClosed
 		}
 		if w.next > h.last {
 			wake := h.wake
-			h.mu.Unlock()
+			h.mu.RUnlock()
 			select {
 			case <-wake:
 				continue
@@ -487,13 +504,13 @@ func (w *Watcher) Next(ctx context.Context, limit int) ([]*ItemEvent, error) {
 		if len(h.ring) > 0 && w.next >= h.ring[0].Seq {
 			i := int(w.next - h.ring[0].Seq)
 			out := append([]*ItemEvent(nil), h.ring[i:min(len(h.ring), i+limit)]...)
-			h.mu.Unlock()
+			h.mu.RUnlock()
 			w.next += uint64(len(out))
 			w.live = true
 			return out, nil
 		}
 		first, last := h.first, h.last
-		h.mu.Unlock()
+		h.mu.RUnlock()
 		if w.live {
 			return nil, fmt.Errorf("%w: more than %d changes behind", ErrWatchTooSlow, min(ringEvents, w.n.cfg.ChangeHistory))
 		}
