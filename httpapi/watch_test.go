@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -275,24 +276,32 @@ func TestWatch_HeartbeatAndClosing(t *testing.T) {
 // with a message saying it was too slow and where to resume.
 func TestWatch_SlowWatcherCutOff(t *testing.T) {
 	n := newNode(t, func(c *node.Config) { c.ChangeHistory = 16 })
-	srv := httptest.NewServer(newServer(t, n, nil))
+	// Small socket buffers on both ends, so that the server's writes
+	// block after a few changes.
+	small := func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = errors.Join(syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096),
+				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096))
+		})
+		return errors.Join(err, serr)
+	}
+	ln, err := (&net.ListenConfig{Control: small}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(newServer(t, n, nil))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
 	t.Cleanup(srv.Close)
-	// A small receive buffer, so that the server's writes block soon.
-	client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
-		Control: func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-			if err != nil {
-				return err
-			}
-			return serr
-		}}).DialContext}}
+	client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{Control: small}).DialContext}}
 	c := openWatch(t, client, srv.URL+"/catalog/watch?type=snapshots", "Accept: application/x-ndjson")
 	add(t, n, "first", `{}`)
 	c.expect(t, "change added first {}")
 	big := fmt.Sprintf(`{"pad":%q}`, strings.Repeat("x", 4000))
 	ctx := context.Background()
-	for i := 0; i < 4000; i += 100 {
+	for i := 0; i < 600; i += 100 {
 		ops := make([]node.Op, 100)
 		for j := range ops {
 			d, _ := crdt.ParseDocument([]byte(big))
