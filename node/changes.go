@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
@@ -299,6 +301,28 @@ func (n *Node) loadFeed(ctx context.Context) error {
 		n.hub = &hub{last: m.Last, first: m.First, wake: make(chan struct{})}
 	}
 	return nil
+}
+
+// repairFeed returns the feed's bookkeeping after a Repair, and the
+// change records to delete: the damage may have taken items whose
+// removal no change records, so the history is dropped (a watcher
+// resuming from before the repair gets ErrHistoryTrimmed and starts from
+// a snapshot), and numbering goes on after the highest number found, so
+// that no number is used twice.
+func repairFeed(ctx context.Context, store ds.Datastore) (feedMeta, []ds.Key, error) {
+	m, err := readFeed(ctx, store)
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		return feedMeta{}, nil, err
+	}
+	var keys []ds.Key
+	err = scan(ctx, store, changesPrefix, "", func(key string, _ []byte) (bool, error) {
+		if n, err := strconv.ParseUint(strings.TrimPrefix(key, changesPrefix+"/"), 16, 64); err == nil {
+			m.Last = max(m.Last, n)
+		}
+		keys = append(keys, ds.RawKey(key))
+		return true, nil
+	})
+	return feedMeta{Last: m.Last, First: m.Last + 1}, keys, err
 }
 
 // feedGroup is what a group adds to the feed.

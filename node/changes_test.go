@@ -456,3 +456,39 @@ func FuzzDecodeFeed(f *testing.F) {
 		}
 	})
 }
+
+// TestChanges_RepairDropsHistory: after Repair the history is empty (a
+// watcher from before it must start from a snapshot) and numbering goes on
+// after the last number used.
+func TestChanges_RepairDropsHistory(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	n := openDir(t, dir, testConfig(nil))
+	for i := range 3 {
+		if _, err := n.Add(ctx, key("snapshots", fmt.Sprint("s", i)), mustDoc(t, `{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	repairDir(t, dir)
+	n = openDir(t, dir, testConfig(nil))
+	defer n.Close()
+	if first, last := n.ChangeBounds(); first != 4 || last != 3 {
+		t.Fatalf("bounds after repair %d..%d, want 4..3", first, last)
+	}
+	if _, err := n.Watch(1); !errors.Is(err, ErrHistoryTrimmed) {
+		t.Fatalf("watch from before the repair: %v", err)
+	}
+	w, err := n.Watch(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Add(ctx, key("snapshots", "after"), mustDoc(t, `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if e := readN(t, w, 1)[0]; e.Seq != 4 || e.Key.ID != "after" {
+		t.Fatalf("first change after the repair: %d %s", e.Seq, e.Key)
+	}
+}
