@@ -17,6 +17,7 @@
 // and, once:
 //
 //	GET  /catalog/query?type=C&q=...&limit=...&cursor=...  -> 200 {"items": [...], "next_cursor": "..."}
+//	GET  /catalog/watch?type=C&q=...&since=N&initial=true  -> 200 stream of changes (SSE, or NDJSON; see watch.go)
 //	GET  /crdt/delta?limit=...     pending local deltas    -> 200 {"deltas": [...], "cursor": N, "more": bool}
 //	POST /crdt/delta               one delta or an array   -> 200 {"new", "duplicate", "waiting", "refused"}
 //	POST /crdt/delta/clear         {"cursor": N} or empty  -> 200 {"cleared": N}
@@ -56,7 +57,8 @@
 // 400 malformed input, 401 missing or wrong bearer token, 404 unknown item
 // or collection, 408 body not received within Config.BodyTimeout, 409 a
 // suspected fork (node.ErrForkSuspected), 410 pending deltas dropped from
-// the log (take a full state), 412 a create-only add (If-None-Match: *)
+// the log (take a full state) or a watch's since older than the change
+// history (start again with initial=true), 412 a create-only add (If-None-Match: *)
 // of an item present on this node, 413 body too large, 415 wrong
 // Content-Type, 503 node closed or shutting down, or its store failing
 // writes (node.ErrFailed), 507 the disk is full (an error wrapping
