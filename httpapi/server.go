@@ -232,9 +232,15 @@ type Server struct {
 	// watch streams (see watch.go).
 	stopMu      sync.Mutex
 	stopWatches chan struct{}
+	// groups are the watch groups by key (see watchgroup.go).
+	groupsMu sync.Mutex
+	groups   map[string]*watchGroup
 	// pageBytes bounds the JSON of a GET /crdt/delta page:
 	// maxDeltaPageBytes, lower in tests.
 	pageBytes int
+	// groupRing bounds a watch group's messages: groupRing, lower in
+	// tests.
+	groupRing int
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -250,6 +256,7 @@ func New(c Catalog, cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		pageBytes: maxDeltaPageBytes,
+		groupRing: groupRing,
 		c:         c,
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -259,6 +266,7 @@ func New(c Catalog, cfg Config) (*Server, error) {
 		tokenSum:  sha256.Sum256([]byte(cfg.Token)),
 
 		stopWatches: make(chan struct{}),
+		groups:      map[string]*watchGroup{},
 	}
 	for _, name := range c.Collections() {
 		if err := crdt.ValidateCollection(name); err != nil {

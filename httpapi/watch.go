@@ -72,6 +72,7 @@ type watchStream struct {
 	buf    []byte
 	wdline time.Duration
 	sent   time.Time // when the last message was buffered
+	group  string    // the key of its watch group (watchgroup.go)
 }
 
 // send buffers one message; id sets the SSE event id.
@@ -80,19 +81,25 @@ func (ws *watchStream) send(ev watchEvent, id bool) error {
 	if err != nil {
 		return err
 	}
+	return ws.write(ev.Type, ev.Seq, b, id)
+}
+
+// write buffers one message of type typ whose JSON is b; id sets the SSE
+// event id to seq.
+func (ws *watchStream) write(typ string, seq uint64, b []byte, id bool) error {
 	ws.buf = ws.buf[:0]
 	if ws.sse {
 		if id {
-			ws.buf = append(append(ws.buf, "id: "...), strconv.FormatUint(ev.Seq, 10)...)
+			ws.buf = append(append(ws.buf, "id: "...), strconv.FormatUint(seq, 10)...)
 			ws.buf = append(ws.buf, '\n')
 		}
-		ws.buf = append(append(append(ws.buf, "event: "...), ev.Type...), '\n')
+		ws.buf = append(append(append(ws.buf, "event: "...), typ...), '\n')
 		ws.buf = append(append(append(ws.buf, "data: "...), b...), "\n\n"...)
 	} else {
 		ws.buf = append(append(ws.buf, b...), '\n')
 	}
 	ws.sent = time.Now()
-	_, err = ws.w.Write(ws.buf)
+	_, err := ws.w.Write(ws.buf)
 	return err
 }
 
@@ -105,17 +112,27 @@ func (ws *watchStream) flush() error {
 	return ws.ctl.Flush()
 }
 
-// change sends what e means to this watcher: the filter is evaluated on
-// the item before and after the change, so an item that enters it is
-// added and one that leaves it removed.
+// change sends what e means to this watcher.
 func (ws *watchStream) change(e *node.ItemEvent) error {
 	ws.pos = e.Seq
-	if e.Key.Collection != ws.coll {
-		return nil
-	}
-	before, after, err := e.Match(ws.q)
-	if err != nil {
+	b, err := changeMessage(e, ws.coll, ws.q, ws.confl)
+	if b == nil || err != nil {
 		return err
+	}
+	return ws.write("change", e.Seq, b, true)
+}
+
+// changeMessage returns the JSON of the change message that e means to a
+// watcher of collection coll with filter q, or nil if none: the filter is
+// evaluated on the item before and after the change, so an item that
+// enters it is added and one that leaves it removed.
+func changeMessage(e *node.ItemEvent, coll string, q *query.Query, conflicts bool) ([]byte, error) {
+	if e.Key.Collection != coll {
+		return nil, nil
+	}
+	before, after, err := e.Match(q)
+	if err != nil {
+		return nil, err
 	}
 	ev := watchEvent{Type: "change", Seq: e.Seq, Collection: e.Key.Collection, ID: e.Key.ID,
 		Origin: &originJSON{Via: e.Via.String(), Replica: string(e.Dot.Replica), Counter: e.Dot.Counter}}
@@ -127,16 +144,16 @@ func (ws *watchStream) change(e *node.ItemEvent) error {
 		}
 		it, _, err := e.Item()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		j := toItem(it, ws.confl)
+		j := toItem(it, conflicts)
 		ev.Item = &j
 	case before:
 		ev.Kind = node.ChangeRemoved.String()
 	default:
-		return nil
+		return nil, nil
 	}
-	return ws.send(ev, true)
+	return json.Marshal(ev)
 }
 
 // handleWatch serves GET /catalog/watch?type=&q=&since=&initial=&conflicts=
@@ -213,7 +230,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusOK)
 	ctl := http.NewResponseController(w)
 	ws := &watchStream{w: bufio.NewWriterSize(deadlineWriter{w, ctl, s.cfg.WriteTimeout}, 16<<10), ctl: ctl,
-		sse: sse, coll: coll, q: q, confl: conflicts, wdline: s.cfg.WriteTimeout}
+		sse: sse, coll: coll, q: q, confl: conflicts, wdline: s.cfg.WriteTimeout, group: groupKey(coll, params.Get("q"), conflicts)}
 	err = s.stream(r.Context(), ws, watcher)
 	if err != nil && r.Context().Err() == nil {
 		s.log.Debug("watch ended", "collection", coll, "at", ws.pos, "err", err)
@@ -247,7 +264,19 @@ func (s *Server) stream(ctx context.Context, ws *watchStream, watcher *node.Watc
 	stop := s.watchStop()
 	hb := time.NewTimer(s.cfg.WatchHeartbeat)
 	defer hb.Stop()
+	var m *member // nil while the stream reads its own watcher
+	defer func() {
+		if m != nil {
+			s.leave(m)
+		}
+	}()
 	for {
+		var ready <-chan struct{}
+		if m != nil {
+			ready = m.ready()
+		} else {
+			ready = watcher.Ready()
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -261,10 +290,22 @@ func (s *Server) stream(ctx context.Context, ws *watchStream, watcher *node.Watc
 				continue
 			}
 			hb.Reset(s.cfg.WatchHeartbeat)
+			if m != nil {
+				// Where the group stands, past changes it did not send.
+				if err := s.readGroup(ws, m); err != nil {
+					return err
+				}
+			}
 			if err := ws.send(watchEvent{Type: "heartbeat", Seq: ws.pos}, true); err != nil {
 				return err
 			}
-		case <-watcher.Ready():
+		case <-ready:
+			if m != nil {
+				if err := s.readGroup(ws, m); err != nil {
+					return err
+				}
+				break
+			}
 			evs, err := watcher.Next(ctx, watchBatch)
 			switch {
 			case err == nil:
@@ -280,12 +321,44 @@ func (s *Server) stream(ctx context.Context, ws *watchStream, watcher *node.Watc
 					return ws.end(err, "")
 				}
 			}
+			if caughtUp(watcher) {
+				m = s.join(ws.group, ws.coll, ws.q, ws.confl, ws.pos)
+			}
 		}
 		if ws.w.Buffered() > 0 {
 			if err := ws.flush(); err != nil {
 				return err
 			}
 		}
+	}
+}
+
+// readGroup writes the stream's next messages from its group.
+func (s *Server) readGroup(ws *watchStream, m *member) error {
+	msgs, pos, err := m.read(watchBatch)
+	if err != nil {
+		resume := ""
+		if errors.Is(err, node.ErrHistoryTrimmed) {
+			resume = "initial=true"
+		}
+		return ws.end(err, resume)
+	}
+	for _, msg := range msgs {
+		if err := ws.write("change", msg.seq, msg.b, true); err != nil {
+			return err
+		}
+	}
+	ws.pos = pos
+	return nil
+}
+
+// caughtUp reports whether w has read every durable change.
+func caughtUp(w *node.Watcher) bool {
+	select {
+	case <-w.Ready():
+		return false
+	default:
+		return true
 	}
 }
 

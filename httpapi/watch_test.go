@@ -275,7 +275,7 @@ func TestWatch_HeartbeatAndClosing(t *testing.T) {
 // writers back; once it reads again, the stream it fell behind on ends
 // with a message saying it was too slow and where to resume.
 func TestWatch_SlowWatcherCutOff(t *testing.T) {
-	n := newNode(t, func(c *node.Config) { c.ChangeHistory = 16 })
+	n := newNode(t, nil)
 	// Small socket buffers on both ends, so that the server's writes
 	// block after a few changes.
 	small := func(_, _ string, c syscall.RawConn) error {
@@ -290,7 +290,9 @@ func TestWatch_SlowWatcherCutOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(newServer(t, n, nil))
+	api := newServer(t, n, nil)
+	api.groupRing = 16 // the group's ring: a stream more than 16 changes behind is too slow
+	srv := httptest.NewUnstartedServer(api)
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.Start()
@@ -300,16 +302,8 @@ func TestWatch_SlowWatcherCutOff(t *testing.T) {
 	add(t, n, "first", `{}`)
 	c.expect(t, "change added first {}")
 	big := fmt.Sprintf(`{"pad":%q}`, strings.Repeat("x", 4000))
-	ctx := context.Background()
-	for i := 0; i < 600; i += 100 {
-		ops := make([]node.Op, 100)
-		for j := range ops {
-			d, _ := crdt.ParseDocument([]byte(big))
-			ops[j] = node.Op{Kind: node.OpAdd, Key: crdt.Key{Collection: "snapshots", ID: fmt.Sprint("s", i+j)}, Doc: d}
-		}
-		if _, err := n.Batch(ctx, ops); err != nil {
-			t.Fatal(err)
-		}
+	for i := range 200 {
+		add(t, n, fmt.Sprint("s", i), big)
 	}
 	last := watchEvent{Seq: 1}
 	for {
@@ -329,5 +323,72 @@ func TestWatch_SlowWatcherCutOff(t *testing.T) {
 			}
 			last = m.ev
 		}
+	}
+}
+
+// TestWatch_GroupShared: streams with one filter share one reader of the
+// feed once they have caught up with it: a stream resuming from far back
+// reads on its own first, then joins; each gets every change once, in
+// order; the group ends with its last stream.
+func TestWatch_GroupShared(t *testing.T) {
+	n := newNode(t, nil)
+	s := newServer(t, n, nil)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	for i := range 5 {
+		add(t, n, fmt.Sprint("a", i), `{"k":1}`)
+	}
+	url := srv.URL + "/catalog/watch?type=snapshots&q=k%3D1"
+	live := openWatch(t, nil, url, "Accept: application/x-ndjson")
+	add(t, n, "b0", `{"k":1}`) // the live stream catches up and starts the group
+	live.expect(t, `change added b0 {"k":1}`)
+	back := openWatch(t, nil, url+"&since=0", "Accept: application/x-ndjson")
+	for i := range 20 {
+		add(t, n, fmt.Sprint("c", i), `{"k":1}`)
+		add(t, n, fmt.Sprint("x", i), `{"k":2}`) // matches neither
+	}
+	for name, c := range map[string]*watchConn{"live": live, "back": back} {
+		var seqs []uint64
+		for len(seqs) < map[string]int{"live": 20, "back": 26}[name] {
+			m, err := c.next(t)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if m.ev.Type == "change" {
+				seqs = append(seqs, m.ev.Seq)
+			}
+		}
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] <= seqs[i-1] {
+				t.Fatalf("%s: changes %v out of order or doubled", name, seqs)
+			}
+		}
+	}
+	s.groupsMu.Lock()
+	g := s.groups[groupKey("snapshots", "k=1", false)]
+	s.groupsMu.Unlock()
+	if g == nil {
+		t.Fatal("no group for the shared filter")
+	}
+	g.mu.Lock()
+	members := g.members
+	g.mu.Unlock()
+	if members != 2 {
+		t.Fatalf("the group has %d members, want 2", members)
+	}
+	live.res.Body.Close()
+	back.res.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.groupsMu.Lock()
+		left := len(s.groups)
+		s.groupsMu.Unlock()
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d groups left after their streams closed", left)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
