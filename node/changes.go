@@ -211,13 +211,13 @@ func decodeChange(seq uint64, b []byte) (*ItemEvent, error) {
 	rest := b[3:]
 	var parts [4][]byte
 	for i := range parts {
-		n, k := binary.Uvarint(rest)
+		n, k := uvarint(rest)
 		if k <= 0 || n > uint64(len(rest)-k) {
 			return bad("truncated")
 		}
 		parts[i], rest = rest[k:k+int(n)], rest[k+int(n):]
 	}
-	counter, k := binary.Uvarint(rest)
+	counter, k := uvarint(rest)
 	if k <= 0 {
 		return bad("truncated")
 	}
@@ -252,6 +252,16 @@ func decodeChange(seq uint64, b []byte) (*ItemEvent, error) {
 		return bad("item records do not match the kind")
 	}
 	return e, nil
+}
+
+// uvarint is binary.Uvarint that refuses a number not in its shortest
+// form, so that a record has one encoding.
+func uvarint(b []byte) (uint64, int) {
+	n, k := binary.Uvarint(b)
+	if k > 1 && b[k-1] == 0 {
+		return 0, -1
+	}
+	return n, k
 }
 
 // feedMeta is the feed's bookkeeping record: the last sequence number
