@@ -202,7 +202,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) error {
 	if n := s.watchers.Add(1); n > int64(s.cfg.MaxWatchers) {
 		s.watchers.Add(-1)
 		w.Header().Set("Retry-After", "5")
-		return &httpError{http.StatusServiceUnavailable, fmt.Sprintf("too many watchers on this node (limit %d, Config.MaxWatchers / -http-max-watchers); retry later", s.cfg.MaxWatchers)}
+		return &httpError{http.StatusServiceUnavailable, fmt.Sprintf("too many watchers on this node (limit %d, -max-watchers); retry later", s.cfg.MaxWatchers)}
 	}
 	defer s.watchers.Add(-1)
 
