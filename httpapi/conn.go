@@ -31,7 +31,7 @@ const stateProgressBytes = 1 << 20
 // net/http's own errors. Serve it on a listener from LimitListener. The
 // body deadline is not the server's: ServeHTTP sets it per request.
 func (s *Server) HTTPServer(errorLog *log.Logger) *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		// ReadTimeout stays 0: it would also cover reading the body, which
@@ -41,6 +41,9 @@ func (s *Server) HTTPServer(errorLog *log.Logger) *http.Server {
 		IdleTimeout:  s.cfg.IdleTimeout,
 		ErrorLog:     errorLog,
 	}
+	// Shutdown waits for handlers to return: end the watch streams.
+	srv.RegisterOnShutdown(func() { s.endWatches(true) })
+	return srv
 }
 
 // LimitListener returns ln limited to Config.MaxConns open connections:

@@ -21,6 +21,7 @@
 //	GET    /catalog/indexes/{collection}/{field} -> 200 one index's status
 //	PUT    /catalog/indexes/{collection}/{field} -> 202 added, built in the background (200 if it exists)
 //	DELETE /catalog/indexes/{collection}/{field} -> 202 dropped, entries deleted in the background
+//	GET  /catalog/watch?type=C&q=...&since=N&initial=true  -> 200 stream of changes (SSE, or NDJSON; see watch.go)
 //	GET  /crdt/delta?limit=...     pending local deltas    -> 200 {"deltas": [...], "cursor": N, "more": bool}
 //	POST /crdt/delta               one delta or an array   -> 200 {"new", "duplicate", "waiting", "refused"}
 //	POST /crdt/delta/clear         {"cursor": N} or empty  -> 200 {"cleared": N}
@@ -62,7 +63,8 @@
 // Config.BodyTimeout, 409 a suspected fork (node.ErrForkSuspected), or an
 // index that cannot be added or dropped now (one being dropped, one the
 // configuration declares, node.MaxIndexesPerCollection reached), 410 pending deltas dropped from
-// the log (take a full state), 412 a create-only add (If-None-Match: *)
+// the log (take a full state) or a watch's since older than the change
+// history (start again with initial=true), 412 a create-only add (If-None-Match: *)
 // of an item present on this node, 413 body too large, 415 wrong
 // Content-Type, 503 node closed or shutting down, or its store failing
 // writes (node.ErrFailed), 507 the disk is full (an error wrapping

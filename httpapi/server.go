@@ -12,11 +12,13 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/crdt-catalog/crdt-catalog/node"
+	"github.com/crdt-catalog/crdt-catalog/node/query"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -34,6 +36,9 @@ type Catalog interface {
 	Get(ctx context.Context, k crdt.Key) (node.Item, error)
 	WaitApplied(ctx context.Context, t crdt.Token) error
 	Query(ctx context.Context, collection, q string, limit int, cursor string) (node.Page, error)
+	ChangeBounds() (first, last uint64)
+	Watch(since uint64) (*node.Watcher, error)
+	WatchInitial(ctx context.Context, collection string, q *query.Query, fn func(node.Item) error) (*node.Watcher, error)
 	Count(ctx context.Context, collection, q string) (int, bool, error)
 	GetDeltas(ctx context.Context, limit int) (node.Pending, error)
 	Attest(d *crdt.Delta) error
@@ -115,6 +120,14 @@ type Config struct {
 	// connections share; each connection costs a file descriptor and a
 	// goroutine with its buffers.
 	MaxConns int
+	// MaxWatchers bounds the GET /catalog/watch streams open at once;
+	// one more is answered 503 with Retry-After. Each holds a connection
+	// (counted in MaxConns, so keep it well below) and a goroutine.
+	// Default 256.
+	MaxWatchers int
+	// WatchHeartbeat is how long a watch stream stays silent before it
+	// sends a heartbeat. Default 15s.
+	WatchHeartbeat time.Duration
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -128,6 +141,8 @@ func DefaultConfig() Config {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxConns:          1024,
+		MaxWatchers:       256,
+		WatchHeartbeat:    15 * time.Second,
 	}
 }
 
@@ -157,6 +172,7 @@ func (c *Config) validate() error {
 		{"BodyTimeout", &c.BodyTimeout, d.BodyTimeout},
 		{"WriteTimeout", &c.WriteTimeout, d.WriteTimeout},
 		{"IdleTimeout", &c.IdleTimeout, d.IdleTimeout},
+		{"WatchHeartbeat", &c.WatchHeartbeat, d.WatchHeartbeat},
 	} {
 		if *t.v == 0 {
 			*t.v = t.def
@@ -170,6 +186,12 @@ func (c *Config) validate() error {
 	}
 	if c.MaxConns < 0 {
 		return fmt.Errorf("httpapi config: MaxConns must be positive, got %d", c.MaxConns)
+	}
+	if c.MaxWatchers == 0 {
+		c.MaxWatchers = d.MaxWatchers
+	}
+	if c.MaxWatchers < 0 {
+		return fmt.Errorf("httpapi config: MaxWatchers must be positive, got %d", c.MaxWatchers)
 	}
 	if c.TokenForReads && c.Token == "" {
 		return errors.New("httpapi config: TokenForReads is set but Token is empty")
@@ -205,9 +227,20 @@ type Server struct {
 	closing  atomic.Bool
 	metrics  *httpMetrics
 	conns    atomic.Int64 // connections open through LimitListener
+	watchers atomic.Int64 // open watch streams
+	// stopWatches is closed while the server is closing: it ends the
+	// watch streams (see watch.go).
+	stopMu      sync.Mutex
+	stopWatches chan struct{}
+	// groups are the watch groups by key (see watchgroup.go).
+	groupsMu sync.Mutex
+	groups   map[string]*watchGroup
 	// pageBytes bounds the JSON of a GET /crdt/delta page:
 	// maxDeltaPageBytes, lower in tests.
 	pageBytes int
+	// groupRing bounds a watch group's messages: groupRing, lower in
+	// tests.
+	groupRing int
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -223,6 +256,7 @@ func New(c Catalog, cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		pageBytes: maxDeltaPageBytes,
+		groupRing: groupRing,
 		c:         c,
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -230,6 +264,9 @@ func New(c Catalog, cfg Config) (*Server, error) {
 		colls:     map[string]bool{},
 		patterns:  map[string]bool{},
 		tokenSum:  sha256.Sum256([]byte(cfg.Token)),
+
+		stopWatches: make(chan struct{}),
+		groups:      map[string]*watchGroup{},
 	}
 	for _, name := range c.Collections() {
 		if err := crdt.ValidateCollection(name); err != nil {
@@ -278,6 +315,7 @@ func (s *Server) routes() {
 	}
 	add(http.MethodGet, "/catalog/query", s.handleQuery)
 	s.indexRoutes(add)
+	add(http.MethodGet, "/catalog/watch", s.handleWatch)
 	add(http.MethodGet, "/crdt/delta", s.handleGetDeltas)
 	add(http.MethodPost, "/crdt/delta", s.handleApplyDeltas)
 	add(http.MethodPost, "/crdt/delta/clear", s.handleClearDeltas)
@@ -320,8 +358,12 @@ func (s *Server) routes() {
 // SetClosing marks the API as closing (true) or serving (false). While
 // closing, every request except GET /healthz and GET /metrics gets 503,
 // /readyz included, so that a load balancer stops sending traffic while
-// in-flight requests finish. Safe for concurrent use.
-func (s *Server) SetClosing(closing bool) { s.closing.Store(closing) }
+// in-flight requests finish; watch streams end at once (with a message
+// saying where to resume). Safe for concurrent use.
+func (s *Server) SetClosing(closing bool) {
+	s.closing.Store(closing)
+	s.endWatches(closing)
+}
 
 // Registry returns the registry the server's metrics are registered on:
 // Config.Registry, or the one New created.

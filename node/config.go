@@ -37,6 +37,15 @@ type Config struct {
 	// MaxLogBytes bounds the delta log by encoded size. Default 64 MiB.
 	MaxLogBytes int64
 
+	// ChangeHistory bounds the change history (the numbered changes
+	// of items that watchers resume from, see Watch) by count, and
+	// ChangeHistoryBytes by the size of its records (each holds the item
+	// before and after the change). A watcher that resumes from a change
+	// older than the history must start again from a snapshot. Defaults
+	// 100,000 and 64 MiB.
+	ChangeHistory      int
+	ChangeHistoryBytes int64
+
 	// TempDir is the directory where ImportState copies a full-state
 	// stream that it cannot seek back over (a network stream, a request
 	// body), so that it can check all of the stream before applying any
@@ -121,17 +130,19 @@ const maxReplicasLimit = 500_000
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Collections:      []string{"snapshots", "images"},
-		MaxLogEntries:    100_000,
-		MaxLogBytes:      64 << 20,
-		MaxStateBytes:    1 << 30,
-		MaxClockOffset:   time.Minute,
-		MaxWaitingDeltas: 10_000,
-		MaxWaitingBytes:  4 << 20,
-		MaxReplicas:      10_000,
-		RetryInterval:    2 * time.Second,
-		Now:              time.Now,
-		Logger:           slog.Default(),
+		Collections:        []string{"snapshots", "images"},
+		MaxLogEntries:      100_000,
+		MaxLogBytes:        64 << 20,
+		ChangeHistory:      100_000,
+		ChangeHistoryBytes: 64 << 20,
+		MaxStateBytes:      1 << 30,
+		MaxClockOffset:     time.Minute,
+		MaxWaitingDeltas:   10_000,
+		MaxWaitingBytes:    4 << 20,
+		MaxReplicas:        10_000,
+		RetryInterval:      2 * time.Second,
+		Now:                time.Now,
+		Logger:             slog.Default(),
 	}
 }
 
@@ -165,6 +176,18 @@ func (c *Config) validate() error {
 	}
 	if c.MaxLogBytes < crdt.MaxDeltaBytes {
 		return fmt.Errorf("config: MaxLogBytes must be at least %d, got %d", crdt.MaxDeltaBytes, c.MaxLogBytes)
+	}
+	if c.ChangeHistory == 0 {
+		c.ChangeHistory = d.ChangeHistory
+	}
+	if c.ChangeHistory < 1 {
+		return fmt.Errorf("config: ChangeHistory must be positive, got %d", c.ChangeHistory)
+	}
+	if c.ChangeHistoryBytes == 0 {
+		c.ChangeHistoryBytes = d.ChangeHistoryBytes
+	}
+	if c.ChangeHistoryBytes < 1 {
+		return fmt.Errorf("config: ChangeHistoryBytes must be positive, got %d", c.ChangeHistoryBytes)
 	}
 	if c.MaxStateBytes == 0 {
 		c.MaxStateBytes = d.MaxStateBytes

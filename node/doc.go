@@ -25,7 +25,11 @@
 //   - Bounded. Contexts, waiting deltas, replicas and imported states
 //     are held to the limits of Config; input beyond them is refused with
 //     an error, never a panic.
+//   - Numbered changes. Every change of an item (local, remote delta,
+//     full-state import) gets the next change sequence number in the same
+//     atomic batch; Watch and WatchInitial read them in order, each once,
+//     without ever making a writer wait (changes.go).
 //
-// Reads (Get, Query) see durable writes only. All methods are safe for
+// Reads (Get, Query, Watch) see durable writes only. All methods are safe for
 // concurrent use.
 package node

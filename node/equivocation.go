@@ -270,7 +270,7 @@ func (n *Node) dropBanned(ctx context.Context, g *group, r crdt.ReplicaID, from 
 		if post == cur {
 			continue
 		}
-		if err := n.restage(g, k, cur, post); err != nil {
+		if err := n.restage(g, k, cur, post, crdt.Dot{Replica: r, Counter: from}); err != nil {
 			return changed, err
 		}
 		changed++
@@ -294,9 +294,10 @@ func (n *Node) loggedOrStaged(ctx context.Context, dot crdt.Dot) ([]byte, error)
 	return n.logged(ctx, dot)
 }
 
-// restage stages item k, now cur, as post: its record, its index entries
-// and the visible count. Caller holds mu.
-func (n *Node) restage(g *group, k crdt.Key, cur, post *crdt.Item) error {
+// restage stages item k, now cur, as post, which a proof of equivocation
+// against fork's replica from fork's counter made: its record, its index
+// entries, the visible count and the change. Caller holds mu.
+func (n *Node) restage(g *group, k crdt.Key, cur, post *crdt.Item, fork crdt.Dot) error {
 	var rec []byte
 	if !post.Empty() {
 		var err error
@@ -306,6 +307,7 @@ func (n *Node) restage(g *group, k crdt.Key, cur, post *crdt.Item) error {
 	}
 	n.stageIndexes(g, k, cur, post)
 	n.put(g, itemKey(k), rec)
+	n.stageChange(g, k, cur, post, rec, ViaEquivocation, fork)
 	if was, is := cur.Visible(), post.Visible(); was != is {
 		if is {
 			n.meta.Visible[k.Collection]++

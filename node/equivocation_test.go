@@ -148,11 +148,28 @@ func TestEquivocation_ProvenAndConvergedWithoutLosingHonestWrites(t *testing.T) 
 	mustAdd(t, b, "from-b", `{"v":"b"}`)
 	mustAdd(t, c, "from-c", `{"v":"c"}`)
 
+	_, last := c.ChangeBounds()
+	watch, err := c.Watch(last)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if found := compareHistories(t, b, c); found != 1 {
 		t.Fatalf("c found %d proofs comparing with b, want 1", found)
 	}
 	if eqs := c.Equivocators(); len(eqs) != 1 || eqs[0].Replica != eq || eqs[0].From != 3 {
 		t.Fatalf("c's equivocators: %+v, want %s from 3", eqs, eq)
+	}
+	// c's change feed tells its watchers that x went with the proof.
+	evs, err := watch.Next(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var xGone bool
+	for _, e := range evs {
+		xGone = xGone || (e.Key == key("snapshots", "x") && e.Kind == ChangeRemoved && e.Via == ViaEquivocation && e.Dot == crdt.Dot{Replica: eq, Counter: 3})
+	}
+	if !xGone {
+		t.Fatalf("c's feed after the proof: %d changes, none removing x by equivocation", len(evs))
 	}
 	passForks(t, c, b)
 	passForks(t, c, d)

@@ -76,6 +76,9 @@ func (n *Node) reload() error {
 	if err != nil {
 		return err
 	}
+	if err := n.loadFeed(context.Background()); err != nil {
+		return err
+	}
 	n.meta, n.seen, n.applied, n.heads = m, seen, applied, heads
 	n.durable = m.Seq
 	n.stale = false

@@ -843,6 +843,7 @@ func (in *importer) join(ctx context.Context, key string, theirs *crdt.Item) err
 		}
 		n.put(g, itemKey(k), b)
 	}
+	n.stageChange(g, k, cur, post, nil, ViaState, crdt.Dot{})
 	if was, is := cur.Visible(), post.Visible(); was != is {
 		if is {
 			n.meta.Visible[k.Collection]++

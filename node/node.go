@@ -44,6 +44,8 @@ type Node struct {
 	overlay map[string]staged // staged writes not yet durable, by key
 	ahead   map[string][]byte // item records read ahead for the write being staged (nil: absent); see readAhead
 	subs    map[*Subscription]struct{}
+	feed    feedMeta // the change feed's bookkeeping, as staged; see changes.go
+	hub     *hub     // hands durable changes to watchers
 	// advanced is closed by the next successful commit, for WaitApplied;
 	// nil until someone waits.
 	advanced chan struct{}
@@ -97,6 +99,7 @@ type group struct {
 	writes  map[string][]byte       // key -> value, nil for delete
 	heads   map[crdt.ReplicaID]bool // replicas whose chain head moved: staged at commit
 	changes []Change
+	feed    feedGroup     // the item changes it numbers; see changes.go
 	done    chan struct{} // closed once committed (or failed)
 	err     error         // set before done is closed
 }
@@ -139,6 +142,9 @@ func Open(ctx context.Context, store ds.Batching, cfg Config) (*Node, error) {
 	n.clock.MaxOffset = cfg.MaxClockOffset.Milliseconds()
 	if err := n.load(ctx); err != nil {
 		return nil, err
+	}
+	if err := n.loadFeed(ctx); err != nil {
+		return nil, fmt.Errorf("open: %w", err)
 	}
 	if err := n.openIndexes(ctx); err != nil {
 		return nil, fmt.Errorf("open: %w", err)
@@ -514,6 +520,7 @@ func (n *Node) commitOnce() {
 	n.signGroup(g)
 	n.stageHeads(g)
 	n.trimLog(g)
+	n.stageFeed(g)
 	bk, err := n.bookkeeping()
 	for k, v := range bk {
 		g.writes[k] = v
@@ -548,6 +555,7 @@ func (n *Node) commitOnce() {
 			n.durable = g.changes[len(g.changes)-1].Seq
 			n.publish(g.changes)
 		}
+		n.publishChanges(g.feed)
 	}
 	g.err = err
 	n.writing = nil
@@ -627,6 +635,7 @@ func (n *Node) Close() error {
 	for s := range n.subs {
 		s.close(ErrClosed)
 	}
+	n.hub.close()
 	n.mu.Unlock()
 	n.gate.Unlock()
 	close(n.stop)

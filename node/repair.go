@@ -138,6 +138,11 @@ func Repair(ctx context.Context, store ds.Batching, key ed25519.PrivateKey, log 
 		return rep, fmt.Errorf("repair: read index markers: %w", err)
 	}
 	drop = append(drop, markers...)
+	feed, changes, err := repairFeed(ctx, store)
+	if err != nil {
+		return rep, fmt.Errorf("repair: read change history: %w", err)
+	}
+	drop = append(drop, changes...)
 	for len(drop) > 0 {
 		chunk := drop[:min(len(drop), repairChunk)]
 		drop = drop[len(chunk):]
@@ -182,7 +187,7 @@ func Repair(ctx context.Context, store ds.Batching, key ed25519.PrivateKey, log 
 	for _, kv := range []struct {
 		k ds.Key
 		v []byte
-	}{{keyMeta, encodeMeta(m)}, {keySeen, encSeen}, {keyApplied, encApplied}} {
+	}{{keyMeta, encodeMeta(m)}, {keySeen, encSeen}, {keyApplied, encApplied}, {keyFeed, encodeFeed(feed)}} {
 		if err := b.Put(ctx, kv.k, kv.v); err != nil {
 			return rep, fmt.Errorf("repair: %w", err)
 		}

@@ -26,6 +26,7 @@ const (
 	exitConflict    = 4 // 409 (fork suspected), 412 (create-only add of a present item)
 	exitUnreachable = 5 // connection refused, timed out, or 503
 	exitNotApplied  = 6 // 504: a read's causal token was not applied in time
+	exitResync      = 7 // 410 on watch: the changes to resume from are gone
 )
 
 // statusError is an error with the exit status it calls for.
@@ -87,6 +88,8 @@ var clientCommands = []clientCommand{
 		minArgs: 2, maxArgs: 2, run: runIndexAdd},
 	{name: "index-drop", args: "COLLECTION FIELD", summary: "drop an index added with index-add",
 		minArgs: 2, maxArgs: 2, run: runIndexDrop},
+	{name: "watch", args: "COLLECTION [QUERY]", summary: "print the changes of the items that match a query as they happen; reconnects by itself from the last change seen",
+		minArgs: 1, maxArgs: 2, flags: watchFlags, run: runWatch},
 	{name: "status", summary: "print the node's main status fields",
 		run: runStatus},
 	{name: "peers", summary: "print the node's connected peers",
@@ -120,6 +123,12 @@ type clientOpts struct {
 	cursor   string        // query: start here
 	count    bool          // query: the number of matches, not the items
 	conflict bool          // read: include the losing concurrent values
+	initial  bool          // watch: the matching items first
+	since    seqFlag       // watch: resume after this change
+	resync   bool          // watch: on 410, start again with initial
+	changes  int           // watch: exit after this many changes
+	retryFor time.Duration // watch: how long to try reconnecting
+	idle     time.Duration // watch: reconnect after this much silence
 }
 
 func addFlags(fs *flag.FlagSet, o *clientOpts) {

@@ -49,6 +49,9 @@ type options struct {
 	maxOffset     time.Duration
 	maxReplicas   int
 	maxConns      int
+	maxWatchers   int
+	changeHistory int
+	changeBytes   int64
 	writers       stringList
 	writersFile   string
 	version       bool
@@ -100,6 +103,9 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.Var(&o.writers, "writers", "comma-separated peer IDs whose deltas this node accepts from the network (this node always counts); repeatable; none and no -writers-file: every peer may write")
 	fs.StringVar(&o.writersFile, "writers-file", "", "file of writer peer IDs, one per line, # comments; joined to -writers; reloaded on SIGHUP and when it changes")
 	fs.BoolVar(&o.version, "version", false, "print the version (as the version subcommand does) and exit")
+	fs.IntVar(&o.maxWatchers, "max-watchers", 256, "most GET /catalog/watch streams open at once (each holds one of -max-conns); one more is answered 503")
+	fs.IntVar(&o.changeHistory, "change-history", 100_000, "changes kept for watchers to resume from (GET /catalog/watch?since=); an older since is answered 410")
+	fs.Int64Var(&o.changeBytes, "change-history-bytes", 64<<20, "bound of the kept changes' size, in bytes (each holds the item before and after)")
 	fs.IntVar(&o.maxReplicas, "max-replicas", 10_000, "most replicas the causal contexts may name; deltas of further new replicas are refused (at most 500000)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR | repair -data DIR\n"+
@@ -205,6 +211,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	cfg.MaxStateBytes = o.maxState
 	cfg.MaxClockOffset = o.maxOffset
 	cfg.MaxReplicas = o.maxReplicas
+	cfg.ChangeHistory, cfg.ChangeHistoryBytes = o.changeHistory, o.changeBytes
 	cfg.Indexes = o.indexes.byColl
 	// The replica is keyed by the peer's identity: its deltas carry proofs
 	// that every peer checks.
@@ -292,6 +299,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	acfg.MaxBodyBytes = o.maxBody
 	acfg.MaxStateBytes = o.maxState
 	acfg.MaxConns = o.maxConns
+	acfg.MaxWatchers = o.maxWatchers
 	api, err := httpapi.New(n, acfg)
 	if err == nil {
 		err = api.Registry().Register(peer.Collector())

@@ -92,6 +92,11 @@ type options struct {
 	jsonOut      bool
 	fillTimeout  time.Duration
 	queryTimeout time.Duration
+
+	watchers      int // the watch phase (watch.go); 0: skipped
+	watchShards   int
+	watchRate     int
+	watchDuration time.Duration
 }
 
 func main() {
@@ -115,6 +120,10 @@ func parseFlags() (*options, error) {
 	flag.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
 	flag.DurationVar(&o.fillTimeout, "fill-timeout", 5*time.Minute, "time bound of the untimed top-up before the query phase")
 	flag.DurationVar(&o.queryTimeout, "query-timeout", 2*time.Minute, "time bound of the timed queries")
+	flag.IntVar(&o.watchers, "watchers", 0, "watch phase after phase 1: this many GET /catalog/watch streams (0: skip it)")
+	flag.IntVar(&o.watchShards, "watch-shards", 100, "watch phase: streams filter shard=j%S; each paced add reaches watchers/S of them (watchers must be a multiple)")
+	flag.IntVar(&o.watchRate, "watch-rate", 1000, "watch phase: paced adds per second while the latency is measured")
+	flag.DurationVar(&o.watchDuration, "watch-duration", 20*time.Second, "watch phase: how long the paced adds run")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", flag.Arg(0))
@@ -130,6 +139,10 @@ func parseFlags() (*options, error) {
 		return nil, fmt.Errorf("-doc-bytes must be 0-%d, got %d", 512<<10, o.docBytes)
 	case o.queryItems < 0 || o.queryItems > 100_000_000:
 		return nil, fmt.Errorf("-query-items must be 0-100000000, got %d", o.queryItems)
+	case o.watchers < 0 || o.watchers > 10_000 || o.watchShards < 1 || o.watchers%o.watchShards != 0:
+		return nil, fmt.Errorf("-watchers must be 0-10000 and a multiple of -watch-shards, got %d and %d", o.watchers, o.watchShards)
+	case o.watchRate < 1 || o.watchRate > 100_000 || o.watchDuration <= 0 || o.watchDuration > time.Hour:
+		return nil, errors.New("-watch-rate must be 1-100000 and -watch-duration positive, at most 1h")
 	case o.fillTimeout <= 0 || o.queryTimeout <= 0:
 		return nil, errors.New("-fill-timeout and -query-timeout must be positive")
 	}
@@ -303,6 +316,16 @@ func runPhases(ctx context.Context, o *options, lg *loader, nd *nodeProc, rep *r
 		rep.Add.CommitBusyPct = 100 * (after.commitSec - before.commitSec) / rep.Add.ElapsedSec
 	}
 	progress("phase 1: %d acknowledged in %.2fs (%.0f/s), %d errors", res.acked, res.elapsed.Seconds(), rep.Add.PerSec, res.errors)
+	next := int(res.issued)
+	if o.watchers > 0 && ctx.Err() == nil {
+		if err := runWatchPhase(ctx, o, lg, nd, rep, next); err != nil {
+			return err
+		}
+		if after, err = lg.scrape(ctx); err != nil {
+			return fmt.Errorf("after the watch phase: %w", err)
+		}
+		next = int(after.items) // the watch phase's ids sort after phase 1's
+	}
 	if o.queryItems == 0 || ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -310,7 +333,6 @@ func runPhases(ctx context.Context, o *options, lg *loader, nd *nodeProc, rep *r
 	// Top up to -query-items, ids continuing after phase 1's.
 	fill := &fillInfo{Existing: int(after.items), Target: o.queryItems}
 	rep.Fill = fill
-	next := int(res.issued)
 	if missing := o.queryItems - int(after.items); missing > 0 {
 		progress("phase 2: adding %d items (untimed, at most %v)", missing, o.fillTimeout)
 		fr := lg.load(ctx, next, missing, o.clients, o.fillTimeout, false)

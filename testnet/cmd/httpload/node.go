@@ -68,6 +68,9 @@ func startNode(ctx context.Context, o *options) (nd *nodeProc, cleanup func(), e
 	}
 	nd = &nodeProc{bin: bin, data: data, logs: newLogWriter(), exited: make(chan struct{})}
 	nd.args = append([]string{"-data", data, "-http", "127.0.0.1:0", "-sync=" + strconv.FormatBool(o.sync)}, extra...)
+	if o.watchers > 0 {
+		nd.args = append(nd.args, "-max-watchers", strconv.Itoa(o.watchers), "-max-conns", strconv.Itoa(o.watchers+o.clients+128))
+	}
 	nd.cmd = exec.Command(bin, nd.args...)
 	nd.cmd.Env = nodeEnv()
 	bindToParent(nd.cmd)

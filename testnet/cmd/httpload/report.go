@@ -19,6 +19,7 @@ type report struct {
 	Add     addSummary    `json:"add"`
 	Fill    *fillInfo     `json:"fill,omitempty"`
 	Queries []queryResult `json:"queries,omitempty"`
+	Watch   *watchReport  `json:"watch,omitempty"`
 	Stop    *stopInfo     `json:"stop,omitempty"` // nil for an external node
 	Targets []target      `json:"targets"`
 	Error   string        `json:"error,omitempty"` // why the run ended early
@@ -237,6 +238,9 @@ func (r *report) writeText(w io.Writer) {
 				p("    NOTE: %s", q.Note)
 			}
 		}
+	}
+	if r.Watch != nil {
+		r.Watch.writeText(w)
 	}
 	p("")
 	if r.Error != "" {
