@@ -9,8 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
