@@ -449,6 +449,11 @@ func (n *Node) publishChanges(fg feedGroup) {
 		drop++
 	}
 	h.ring = h.ring[drop:]
+	if h.closed {
+		// Close ran while this group was being written: its wake is
+		// closed already, and watchers get ErrClosed.
+		return
+	}
 	close(h.wake)
 	h.wake = make(chan struct{})
 }
