@@ -1,0 +1,112 @@
+package node
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// benchJoinItems is the size of the catalog BenchmarkImportState joins:
+// 100,000 by default; the million-item run of docs/BENCHMARKS.md passes
+// -join-items 1000000.
+var benchJoinItems = flag.Int("join-items", 100_000, "items in the catalog of BenchmarkImportState")
+
+var (
+	benchJoinOnce  sync.Once
+	benchJoinState string // file holding the exported state
+)
+
+// benchJoinFile returns a file holding the full state of a node of
+// *benchJoinItems items with benchIndexDoc's ~200-byte documents, written
+// in batches of MaxBatchOps, built once per process.
+func benchJoinFile(b *testing.B) string {
+	b.Helper()
+	benchJoinOnce.Do(func() {
+		benchSetup(func() {
+			start := time.Now()
+			n := benchOpenMem(b, testConfig(nil))
+			defer n.Close()
+			count := *benchJoinItems
+			ops := make([]Op, 0, MaxBatchOps)
+			for i := 0; i < count; i += MaxBatchOps {
+				ops = ops[:0]
+				for j := i; j < min(i+MaxBatchOps, count); j++ {
+					ops = append(ops, Op{Kind: OpAdd, Key: key(benchColl, benchID(j)), Doc: benchIndexDoc(j)})
+				}
+				if _, err := n.Batch(context.Background(), ops); err != nil {
+					b.Fatal(err)
+				}
+			}
+			dir, err := os.MkdirTemp("", "bench-join-")
+			if err != nil {
+				b.Fatal(err)
+			}
+			f, err := os.Create(filepath.Join(dir, "state"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			if err := n.ExportState(context.Background(), f); err != nil {
+				b.Fatal(err)
+			}
+			benchJoinState = f.Name()
+			b.Logf("built a catalog of %d items and exported it in %v", count, time.Since(start).Round(time.Millisecond))
+		})
+	})
+	if benchJoinState == "" {
+		b.Fatal("state not built")
+	}
+	return benchJoinState
+}
+
+// BenchmarkImportState joins the full state of a catalog of
+// *benchJoinItems items into a new node on an fsynced on-disk LevelDB
+// with a StateDir, as a joining node of the binary does, read as a
+// network stream would be (not seekable). It reports the time per join,
+// the stream's bytes per item, and the export alone (export-ms).
+func BenchmarkImportState(b *testing.B) {
+	path := benchJoinFile(b)
+	st, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	count := *benchJoinItems
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		dir := b.TempDir()
+		cfg := testConfig(nil)
+		cfg.StateDir = dir
+		store, err := OpenLevelDB(filepath.Join(dir, "store"), true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := Open(context.Background(), store, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		res, err := n.ImportState(context.Background(), onlyReader{f})
+		b.StopTimer()
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Items != count {
+			b.Fatalf("imported %d items, want %d", res.Items, count)
+		}
+		if err := n.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(st.Size())/float64(count), "B/item")
+}
