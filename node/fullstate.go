@@ -1028,6 +1028,7 @@ func (n *Node) admitContexts(seen, applied *crdt.Context) error {
 	}
 	return nil
 }
+
 // admitHeads checks that a full state claims no dot of a keyed replica
 // that the replica did not sign: for each keyed replica its contexts name
 // beyond what this node applied, the state must carry the replica's chain
