@@ -60,15 +60,20 @@ type stateFrame struct {
 }
 
 func writeFrame(w io.Writer, f *stateFrame) error {
-	b, err := cbor.Marshal(f)
-	if err != nil {
-		return err
+	var b []byte
+	if f.Kind == frameItem && f.Collection != "" && f.ID != "" && len(f.Item) > 0 {
+		b = appendItemFrame(make([]byte, 0, 16+len(f.Collection)+len(f.ID)+len(f.Item)), f)
+	} else {
+		var err error
+		if b, err = cbor.Marshal(f); err != nil {
+			return err
+		}
 	}
 	var hdr [binary.MaxVarintLen64]byte
 	if _, err := w.Write(hdr[:binary.PutUvarint(hdr[:], uint64(len(b)))]); err != nil {
 		return err
 	}
-	_, err = w.Write(b)
+	_, err := w.Write(b)
 	return err
 }
 
@@ -159,6 +164,33 @@ func decodeItemFrame(b []byte) (f *stateFrame, ok bool) {
 	return &stateFrame{Kind: frameItem, Collection: string(parts[0]), ID: string(parts[1]), Item: parts[2]}, true
 }
 
+// appendItemFrame appends the CBOR of an item frame (non-empty
+// collection, ID and item) to b as cbor.Marshal writes it, without its
+// reflection: decodeItemFrame's form.
+func appendItemFrame(b []byte, f *stateFrame) []byte {
+	b = append(b, 0xa4, 0x01, frameItem, 0x06)
+	b = append(appendCBORHead(b, 0x60, len(f.Collection)), f.Collection...)
+	b = append(b, 0x07)
+	b = append(appendCBORHead(b, 0x60, len(f.ID)), f.ID...)
+	b = append(b, 0x08)
+	return append(appendCBORHead(b, 0x40, len(f.Item)), f.Item...)
+}
+
+// appendCBORHead appends the shortest CBOR head of major type major (the
+// high three bits) and argument n.
+func appendCBORHead(b []byte, major byte, n int) []byte {
+	switch {
+	case n < 24:
+		return append(b, major|byte(n))
+	case n <= 0xff:
+		return append(b, major|24, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, major|25), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint32(append(b, major|26), uint32(n))
+	}
+}
+
 // cborString splits a definite-length CBOR string of the given major
 // type (0x40 bytes, 0x60 text) in its shortest length form off b.
 func cborString(b []byte, major byte) (v, rest []byte, ok bool) {
@@ -237,7 +269,7 @@ type stateItem struct {
 	key  string // its store key
 	k    crdt.Key
 	item *crdt.Item
-	size int // bytes of its record
+	raw  []byte // its record, as received
 }
 
 // openState reads and checks the header of a state stream.
@@ -396,7 +428,7 @@ func (sr *stateReader) next() (*stateItem, error) {
 	}
 	sr.lastKey = key
 	sr.items++
-	return &stateItem{key: key, k: k, item: it, size: len(f.Item)}, nil
+	return &stateItem{key: key, k: k, item: it, raw: f.Item}, nil
 }
 
 // checkState reads the whole stream from r and checks every frame as the
@@ -590,12 +622,12 @@ type ImportResult struct {
 // The stream is joined in checked pieces: each piece is read whole, held
 // decoded, and every frame of it checked (format version, frame kinds,
 // item keys and their order, every item record, the contexts) before any
-// of it is joined. A piece is at most importPieceBytes (4 MiB) of item
-// records. While one piece is joined the next is received and checked.
+// of it is joined. A piece is at most importPieceBytes (1 MiB) of item
+// records (about 2,500 items of 200 bytes). While one piece is joined the
+// next is received and checked.
 // The sender's contexts are joined with the last piece, after its
 // trailer's count and the end of the stream were checked. A stream of one
-// piece (up to about 10,000 items of 200 bytes) is so checked whole before
-// any of it is joined; a longer one that turns out bad midway leaves the
+// piece is so checked whole before any of it is joined; a longer one that turns out bad midway leaves the
 // pieces before the bad one joined: valid items, each a join of the
 // sender's item as a complete state would give it, without the sender's
 // contexts (a later import or anti-entropy round completes them).
@@ -669,9 +701,9 @@ func (n *Node) importSeekable(ctx context.Context, rs io.ReadSeeker, start int64
 
 // importPieceBytes bounds a piece of an import: the part of the stream
 // checked whole before any of it is joined, held decoded in memory
-// meanwhile (about 2.5 times its size; two pieces at a time). 4 MiB:
-// about 10,000 items of 200 bytes. A variable for tests.
-var importPieceBytes = 4 << 20
+// meanwhile (several times its size; two pieces at a time). 1 MiB: about
+// 2,500 items of 200 bytes. A variable for tests.
+var importPieceBytes = 1 << 20
 
 // minFreeDisk is the disk space an import into a node with a StateDir and
 // without Config.MaxStateBytes leaves free: it stops before a piece would
@@ -836,7 +868,7 @@ func (n *Node) readPiece(ctx context.Context, sr *stateReader, hdr []byte) (*pie
 			break
 		}
 		p.items = append(p.items, it)
-		if size += len(it.key) + it.size; size >= importPieceBytes {
+		if size += len(it.key) + len(it.raw); size >= importPieceBytes {
 			if w != nil {
 				err = writeFrame(w, &stateFrame{Kind: framePieceEnd, Count: uint64(sr.items)})
 			}
@@ -952,7 +984,7 @@ func (n *Node) applyState(ctx context.Context, sr *stateReader) (ImportResult, e
 			return true, nil
 		}
 		for in.cur != nil && in.cur.key < key {
-			if err := in.join(ctx, in.cur.key, in.cur.item, nil); err != nil {
+			if err := in.join(ctx, in.cur, nil); err != nil {
 				return false, err
 			}
 			if err := in.next(); err != nil {
@@ -962,17 +994,17 @@ func (n *Node) applyState(ctx context.Context, sr *stateReader) (ImportResult, e
 		if in.cur == nil && sr.more && key > sr.lastKey {
 			return false, nil
 		}
-		var theirs *crdt.Item
+		theirs := &stateItem{key: key} // the sender holds nothing under key
 		if in.cur != nil && in.cur.key == key {
-			theirs = in.cur.item
+			theirs = in.cur
 			if err := in.next(); err != nil {
 				return false, err
 			}
 		}
-		return true, in.join(ctx, key, theirs, val)
+		return true, in.join(ctx, theirs, val)
 	})
 	for err == nil && in.cur != nil {
-		if err = in.join(ctx, in.cur.key, in.cur.item, nil); err == nil {
+		if err = in.join(ctx, in.cur, nil); err == nil {
 			err = in.next()
 		}
 	}
@@ -1076,9 +1108,11 @@ func (in *importer) next() error {
 	return nil
 }
 
-// join joins the incoming item (nil: the sender holds nothing under key)
-// into the local one, whose stored record is local (nil: none).
-func (in *importer) join(ctx context.Context, key string, theirs *crdt.Item, local []byte) error {
+// join joins the incoming item in (in.item nil: the sender holds
+// nothing under in.key) into the local one, whose stored record is local
+// (nil: none).
+func (in *importer) join(ctx context.Context, it *stateItem, local []byte) error {
+	key, theirs := it.key, it.item
 	k, ok := parseItemKey(key)
 	if !ok {
 		return fmt.Errorf("%w: item key %q", ErrCorrupt, key)
@@ -1097,8 +1131,13 @@ func (in *importer) join(ctx context.Context, key string, theirs *crdt.Item, loc
 	}
 	in.g = g
 	defer n.mu.Unlock()
-	post := crdt.JoinItem(cur, n.seen, theirs, in.sr.seen)
-	if post.Equal(cur) {
+	var post *crdt.Item
+	var rec []byte // post's record, if known
+	if cur == nil && !theirs.Empty() && !anySeen(theirs, n.seen) {
+		// A new item, none of whose entries this node removed: the join
+		// is the sender's item, and its record the one received.
+		post, rec = theirs, it.raw
+	} else if post = crdt.JoinItem(cur, n.seen, theirs, in.sr.seen); post.Equal(cur) {
 		return nil
 	}
 	if theirs != nil {
@@ -1109,9 +1148,12 @@ func (in *importer) join(ctx context.Context, key string, theirs *crdt.Item, loc
 		}
 	}
 	n.stageIndexes(g, k, cur, post)
-	if post.Empty() {
+	switch {
+	case post.Empty():
 		n.put(g, itemKey(k), nil)
-	} else {
+	case rec != nil:
+		n.put(g, itemKey(k), rec)
+	default:
 		b, err := crdt.EncodeItem(post)
 		if err != nil {
 			return err
@@ -1154,6 +1196,23 @@ func (in *importer) flush(ctx context.Context) error {
 	}
 	hook("chunk")
 	return nil
+}
+
+// anySeen reports whether seen holds a dot of an entry of it.
+func anySeen(it *crdt.Item, seen *crdt.Context) bool {
+	for _, d := range it.Presence {
+		if seen.Contains(d) {
+			return true
+		}
+	}
+	for _, es := range it.Fields {
+		for _, e := range es {
+			if seen.Contains(e.Dot) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // stageContexts joins the sender's contexts, and takes its chain heads

@@ -160,7 +160,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
 	defer cancel()
-	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto)
+	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.packedSyncProto(), p.proto)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNotCatalog, err)
 	}
@@ -215,17 +215,21 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			p.rounds.observe(received, bytes)
 			p.log.Debug("anti-entropy round", "peer", id, "deltas", received, "bytes", bytes)
 			return nil
-		case frameFull:
-			// The node checks the whole stream before it applies any of
-			// it (spooling it to a temporary file), so neither garbage
-			// nor a stream cut short changes anything. A state that keeps
+		case frameFull, frameFullPacked:
+			// The node checks each piece of the stream before it applies
+			// any of it, so neither garbage nor a stream cut short
+			// changes more than the pieces before it. A state that keeps
 			// arriving has FullStateTimeout, not what is left of
 			// SyncTimeout.
 			timed.setEnd(p.cfg.FullStateTimeout)
 			fstart := time.Now()
 			fctx, fcancel := context.WithTimeout(ctx, p.cfg.FullStateTimeout)
 			cr := &countingReader{r: br}
-			res, err := p.cat.ImportState(fctx, cr)
+			var state io.Reader = cr
+			if f.Kind == frameFullPacked {
+				state = newUnpacker(cr)
+			}
+			res, err := p.cat.ImportState(fctx, state)
 			fcancel()
 			p.stats.syncBytesReceived.Add(uint64(cr.n))
 			if err != nil {
@@ -331,10 +335,19 @@ func (p *Peer) handleSync(s network.Stream) {
 		defer fcancel()
 		// The announcement goes out at once: the puller's idle timeout
 		// runs while the export starts.
-		if _, err = writeFrame(cw, &syncFrame{Kind: frameFull}); err == nil {
+		kind, packed := frameFull, s.Protocol() == p.packedSyncProto()
+		if packed {
+			kind = frameFullPacked
+		}
+		if _, err = writeFrame(cw, &syncFrame{Kind: uint(kind)}); err == nil {
 			err = bw.Flush()
 		}
-		if err == nil {
+		if err == nil && packed {
+			z := packer(cw)
+			if err = p.cat.ExportState(fctx, z); err == nil {
+				err = z.Close()
+			}
+		} else if err == nil {
 			err = p.cat.ExportState(fctx, cw)
 		}
 		if err == nil {
@@ -439,14 +452,20 @@ func (p *Peer) remember(id peer.ID, c *crdt.Context) {
 	p.mu.Unlock()
 }
 
+// countingReader counts the bytes read through it and keeps the first
+// error of its reader.
 type countingReader struct {
-	r io.Reader
-	n int
+	r   io.Reader
+	n   int
+	err error
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n += n
+	if err != nil && c.err == nil {
+		c.err = err
+	}
 	return n, err
 }
 

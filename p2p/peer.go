@@ -156,6 +156,7 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 
 func (p *Peer) start(ctx context.Context) error {
 	p.h.SetStreamHandler(p.proto, p.handleSync)
+	p.servePacked()
 	p.h.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(n network.Network, c network.Conn) {
 			p.logConn("peer connected", n, c)

@@ -52,13 +52,16 @@ type JoinResult struct {
 	Wire      int64         // bytes the receiver read of the full state
 	SenderRSS int64         // peak RSS sampled during the join, bytes
 	RecvRSS   int64
+	SenderCPU time.Duration // CPU time (user and system) during the join
+	RecvCPU   time.Duration
 }
 
 // String formats r as the report of "testnet join".
 func (r *JoinResult) String() string {
-	return fmt.Sprintf("items %d: joined in %v (pull %v); %d bytes on the wire, %.0f B/item (state file %.0f B/item); peak RSS during the join: sender %d MiB, receiver %d MiB; catalog loaded into the sender in %v",
+	return fmt.Sprintf("items %d: joined in %v (pull %v); %d bytes on the wire, %.0f B/item (state file %.0f B/item); during the join: peak RSS sender %d MiB, receiver %d MiB; CPU sender %v, receiver %v; catalog loaded into the sender in %v",
 		r.Items, r.Join.Round(time.Millisecond), r.Transfer.Round(time.Millisecond), r.Wire, float64(r.Wire)/float64(r.Items),
-		float64(r.StateFile)/float64(r.Items), r.SenderRSS>>20, r.RecvRSS>>20, r.Load.Round(time.Millisecond))
+		float64(r.StateFile)/float64(r.Items), r.SenderRSS>>20, r.RecvRSS>>20, r.SenderCPU.Round(10*time.Millisecond),
+		r.RecvCPU.Round(10*time.Millisecond), r.Load.Round(time.Millisecond))
 }
 
 // joinDoc is item i's ~200-byte document (node's index benchmarks use the
@@ -129,7 +132,8 @@ func buildState(ctx context.Context, path string, items int) error {
 // loads a catalog of cfg.Items items into it (POST /crdt/state of a state
 // file built once), then starts a second node, which bootstraps to the
 // first, finds it has nothing and pulls a full state (the catalog was
-// never in the first node's delta log). It reports the time from the
+// never in the first node's delta log). The first node is restarted after
+// the load, as a node holding the catalog would run. It reports the time from the
 // second node's start until it has joined the state, the bytes of the
 // transfer, and the peak RSS of both processes, sampled every 50 ms
 // during the join.
@@ -179,12 +183,17 @@ func RunJoin(ctx context.Context, cfg JoinConfig) (*JoinResult, error) {
 		return nil, err
 	}
 	res.Load = time.Since(start)
-	cfg.Logf("loaded in %v", res.Load.Round(time.Millisecond))
+	cfg.Logf("loaded in %v; restarting peer 0, so that the load's garbage is not counted in its RSS", res.Load.Round(time.Millisecond))
+	if err := c.Restart(ctx, 0); err != nil {
+		return nil, err
+	}
 
 	c.ctl.Lock()
 	c.opts.Args = cfg.ReceiverArgs // the new node's flags, from here on
 	c.ctl.Unlock()
-	sampler := sampleRSS(c.Peer(0).PID)
+	sender := c.Peer(0).PID
+	sampler := sampleRSS(sender)
+	senderCPU := readCPU(sender)
 	start = time.Now()
 	i, err := c.AddPeer(ctx)
 	if err != nil {
@@ -209,6 +218,7 @@ func RunJoin(ctx context.Context, cfg JoinConfig) (*JoinResult, error) {
 		}
 	}
 	res.Join = time.Since(start)
+	res.SenderCPU, res.RecvCPU = readCPU(sender)-senderCPU, readCPU(c.Peer(i).PID)
 	res.SenderRSS, res.RecvRSS = sampler.stop(), recv.stop()
 	res.Wire, res.Transfer, err = joinedLine(c.Peer(i).Log)
 	return res, err
@@ -307,4 +317,26 @@ func readRSS(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// readCPU returns the user and system CPU time of pid so far (0 if
+// unknown), from /proc/PID/stat, in clock ticks of 1/100 s.
+func readCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command, which is in parentheses and may hold
+	// spaces: utime and stime are the 12th and 13th of them.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
 }
