@@ -73,6 +73,10 @@ func (p *Peer) requestPull(id peer.ID) {
 		p.log.Debug("anti-entropy: not pulling from a backed-off peer", "peer", id)
 		return
 	}
+	if w := p.stateRetryWait(id); w > 0 {
+		p.log.Debug("anti-entropy: not pulling yet from a peer whose full state failed", "peer", id, "retry_in", w)
+		return
+	}
 	if !p.isWriter(id) {
 		p.skipPull(id)
 		return
@@ -104,7 +108,7 @@ func (p *Peer) requestPull(id peer.ID) {
 			// the writers list.
 			if !p.isWriter(id) {
 				p.skipPull(id)
-			} else if !p.backedOff(id) {
+			} else if !p.backedOff(id) && p.stateRetryWait(id) == 0 {
 				if err := p.Pull(ctx, id); err != nil && p.ctx.Err() == nil {
 					p.log.Debug("anti-entropy pull", "peer", id, "err", err)
 				}
@@ -211,6 +215,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 				return p.misbehaved(s, id, fmt.Errorf("%w: context: %v", ErrBadMessage, err))
 			}
 			p.remember(id, theirs)
+			p.stateSucceeded(id)
 			p.stats.rounds.Add(1)
 			p.rounds.observe(received, bytes)
 			p.log.Debug("anti-entropy round", "peer", id, "deltas", received, "bytes", bytes)
@@ -237,10 +242,14 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 					err = fmt.Errorf("%w within %v: %w", errSlowState, p.cfg.FullStateTimeout, err)
 				}
 				if !isGarbage(err) && !isBad(err) && p.ctx.Err() == nil {
-					p.log.Info("anti-entropy: full state not imported; the peer stays connected", "peer", id, "bytes", cr.n, "err", err)
+					// Not an offence, but the peer would answer the next
+					// pull with the same state: wait before it, longer
+					// with each failure in a row.
+					p.stateFailed(id, cr.n, err)
 				}
 				return p.misbehaved(s, id, err)
 			}
+			p.stateSucceeded(id)
 			p.stats.fullReceived.Add(1)
 			p.stats.rounds.Add(1)
 			p.rounds.observe(res.Items, bytes+cr.n)
