@@ -364,8 +364,8 @@ func TestPeer_PackedFullState(t *testing.T) {
 	before.check(t, target)
 
 	garbage := append([]byte{0xff, 0x06, 0x00, 0x00}, []byte("sNaPpY")...) // snappy's stream identifier
-	garbage = append(garbage, 0x00, 0x10, 0x00, 0x00)                           // a compressed chunk of 16 bytes...
-	garbage = append(garbage, bytes.Repeat([]byte{0xfe}, 16)...)                // ...that are not snappy
+	garbage = append(garbage, 0x00, 0x10, 0x00, 0x00)                      // a compressed chunk of 16 bytes...
+	garbage = append(garbage, bytes.Repeat([]byte{0xfe}, 16)...)           // ...that are not snappy
 	fh.answer.Store(&garbage)
 	st := target.p.Stats()
 	if err := pull(target, fh.ID()); err == nil || !isGarbage(err) {
