@@ -714,6 +714,20 @@ const minFreeDisk = 1 << 30
 // StateDir or Config.MaxStateBytes: such a node knows no disk to measure.
 const noDirStateBytes = 1 << 30
 
+// checkDisk fails with ErrStateTooLarge if the file system of dir has
+// less than a piece and minFreeDisk available: an import into a node with
+// a StateDir and without Config.MaxStateBytes stops there.
+func checkDisk(dir string) error {
+	free, err := diskFree(dir)
+	if err != nil {
+		return fmt.Errorf("copy state stream: free space of %s: %w", dir, err)
+	}
+	if free >= 0 && free < int64(importPieceBytes)+minFreeDisk {
+		return fmt.Errorf("%w: %s has %d MiB free, and an import leaves at least %d MiB", ErrStateTooLarge, dir, free>>20, minFreeDisk>>20)
+	}
+	return nil
+}
+
 // piece is a checked piece of a state stream, held decoded, and with a
 // StateDir copied to a file there.
 type piece struct {
