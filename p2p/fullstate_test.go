@@ -368,8 +368,10 @@ func TestPeer_PackedFullState(t *testing.T) {
 	garbage = append(garbage, bytes.Repeat([]byte{0xfe}, 16)...)           // ...that are not snappy
 	fh.answer.Store(&garbage)
 	st := target.p.Stats()
-	if err := pull(target, fh.ID()); err == nil || !isGarbage(err) {
-		t.Fatalf("packed garbage: %v, want garbage", err)
+	// The target's own pull on connecting may be the one that gets the
+	// garbage first and disconnects the sender, cutting this one short.
+	if err := pull(target, fh.ID()); err == nil {
+		t.Fatal("packed garbage imported")
 	}
 	waitFor(t, 10*time.Second, "counted as garbage, the sender disconnected", func() bool {
 		return target.p.Stats().SyncRejected > st.SyncRejected && target.p.h.Network().Connectedness(fh.ID()) != network.Connected
