@@ -80,6 +80,7 @@ func newFullStateHost(t *testing.T, target *testPeer) *fullStateHost {
 
 func newFullStateHostPacked(t *testing.T, target *testPeer, packed bool) *fullStateHost {
 	fh := &fullStateHost{Host: rawHost(t)}
+	plainProto, packedProto := target.p.proto, target.p.packedSyncProto()
 	handler := func(s network.Stream) {
 		defer s.Close()
 		_ = s.SetDeadline(time.Now().Add(10 * time.Second))
@@ -88,7 +89,7 @@ func newFullStateHostPacked(t *testing.T, target *testPeer, packed bool) *fullSt
 			return
 		}
 		kind, body := uint(frameFull), *fh.answer.Load()
-		if s.Protocol() == target.p.packedSyncProto() {
+		if s.Protocol() == packedProto {
 			kind = frameFullPacked
 			if !fh.asIs.Load() {
 				var z bytes.Buffer
@@ -113,9 +114,9 @@ func newFullStateHostPacked(t *testing.T, target *testPeer, packed bool) *fullSt
 			s.Reset()
 		}
 	}
-	fh.SetStreamHandler(target.p.proto, handler)
+	fh.SetStreamHandler(plainProto, handler)
 	if packed {
-		fh.SetStreamHandler(target.p.packedSyncProto(), handler)
+		fh.SetStreamHandler(packedProto, handler)
 	}
 	target.p.h.Peerstore().AddAddrs(fh.ID(), fh.Addrs(), peerstore.PermanentAddrTTL)
 	return fh
