@@ -316,7 +316,7 @@ func trailerWithCount(t testing.TB, count int) []byte {
 // doubles the wait before the next scheduled pull from that peer, up to
 // the cap; a successful pull resets it; other peers are not affected.
 func TestPeer_FullStateRetryGrowsAndResets(t *testing.T) {
-	p := &Peer{stateRetry: map[peer.ID]*backoff{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	p := &Peer{retries: map[peer.ID]*backoff{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	p.cfg.FullStateRetry, p.cfg.MaxFullStateRetry = time.Minute, 5*time.Minute
 	const id, other = peer.ID("a"), peer.ID("b")
 	for i, want := range []time.Duration{1, 2, 4, 5, 5} {

@@ -62,15 +62,15 @@ type Peer struct {
 	wg      sync.WaitGroup
 	closers []io.Closer // discovery services, closed in reverse order
 
-	mu         sync.Mutex                // guards closed and the maps below
-	closed     bool                      // Close has begun: start no goroutine
-	gapWait    map[peer.ID]bool          // a gap check for this peer is pending
-	inflight   map[peer.ID]bool          // a pull from this peer is running
-	again      map[peer.ID]bool          // pull once more when it ends
-	known      map[peer.ID]*crdt.Context // each peer's applied context, as last exchanged
-	backoffs   map[peer.ID]*backoff      // bad peers: no scheduled pull until their backoff ends
-	stateRetry map[peer.ID]*backoff      // full-state pulls that failed, by peer (see stateFailed)
-	syncIn     map[peer.ID]int           // inbound sync streams being answered, per peer
+	mu       sync.Mutex                // guards closed and the maps below
+	closed   bool                      // Close has begun: start no goroutine
+	gapWait  map[peer.ID]bool          // a gap check for this peer is pending
+	inflight map[peer.ID]bool          // a pull from this peer is running
+	again    map[peer.ID]bool          // pull once more when it ends
+	known    map[peer.ID]*crdt.Context // each peer's applied context, as last exchanged
+	backoffs map[peer.ID]*backoff      // bad peers: no scheduled pull until their backoff ends
+	retries  map[peer.ID]*backoff      // peers whose full state failed: no scheduled pull until the wait ends (see stateFailed)
+	syncIn   map[peer.ID]int           // inbound sync streams being answered, per peer
 	// syncInTotal is the sum of syncIn.
 	syncInTotal int
 	// mdnsPeers are the peers found by mDNS that a goroutine keeps connected.
@@ -115,22 +115,22 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 		return nil, err
 	}
 	p := &Peer{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		cat:        cat,
-		bw:         metrics.NewBandwidthCounter(),
-		proto:      protocol.ID(cfg.syncProto()),
-		inflight:   map[peer.ID]bool{},
-		gapWait:    map[peer.ID]bool{},
-		pullSem:    make(chan struct{}, cfg.MaxPulls),
-		again:      map[peer.ID]bool{},
-		known:      map[peer.ID]*crdt.Context{},
-		backoffs:   map[peer.ID]*backoff{},
-		stateRetry: map[peer.ID]*backoff{},
-		syncIn:     map[peer.ID]int{},
-		mdnsPeers:  map[peer.ID]bool{},
-		redialing:  map[peer.ID]bool{},
-		rounds:     newRoundSizes(),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		cat:       cat,
+		bw:        metrics.NewBandwidthCounter(),
+		proto:     protocol.ID(cfg.syncProto()),
+		inflight:  map[peer.ID]bool{},
+		gapWait:   map[peer.ID]bool{},
+		pullSem:   make(chan struct{}, cfg.MaxPulls),
+		again:     map[peer.ID]bool{},
+		known:     map[peer.ID]*crdt.Context{},
+		backoffs:  map[peer.ID]*backoff{},
+		retries:   map[peer.ID]*backoff{},
+		syncIn:    map[peer.ID]int{},
+		mdnsPeers: map[peer.ID]bool{},
+		redialing: map[peer.ID]bool{},
+		rounds:    newRoundSizes(),
 	}
 	p.writers.Store(newWriterSet(cfg.Writers))
 	p.punches.log = p.log

@@ -13,10 +13,10 @@ import (
 // cannot join a peer's state stays behind until it can.
 func (p *Peer) stateFailed(id peer.ID, bytes int, err error) {
 	p.mu.Lock()
-	b := p.stateRetry[id]
+	b := p.retries[id]
 	if b == nil {
 		b = &backoff{next: p.cfg.FullStateRetry}
-		p.stateRetry[id] = b
+		p.retries[id] = b
 	}
 	d := b.next
 	b.until = time.Now().Add(d)
@@ -30,7 +30,7 @@ func (p *Peer) stateFailed(id peer.ID, bytes int, err error) {
 // succeeded.
 func (p *Peer) stateSucceeded(id peer.ID) {
 	p.mu.Lock()
-	delete(p.stateRetry, id)
+	delete(p.retries, id)
 	p.mu.Unlock()
 }
 
@@ -39,7 +39,7 @@ func (p *Peer) stateSucceeded(id peer.ID) {
 func (p *Peer) stateRetryWait(id peer.ID) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if b := p.stateRetry[id]; b != nil {
+	if b := p.retries[id]; b != nil {
 		return max(0, time.Until(b.until))
 	}
 	return 0
