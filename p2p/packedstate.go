@@ -20,8 +20,9 @@ import (
 // frameFullPacked instead of frameFull. Releases that know only the plain
 // protocol negotiate it and get what they always got, either way round.
 
-// frameFullPacked announces a full state in snappy's framing format.
-const frameFullPacked = 5
+// frameFullPacked announces a full state in snappy's framing format. Far
+// from the kinds of wire.go (1 to 6 so far), which may grow.
+const frameFullPacked = 16
 
 // packedSyncProto is the sync protocol of a requester that reads packed
 // full states.
