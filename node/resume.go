@@ -104,16 +104,3 @@ func (n *Node) resumeOne(ctx context.Context, path string) (ImportResult, error)
 	sr.local = true // a piece frame, and values checked before
 	return n.applyState(ctx, sr)
 }
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
