@@ -626,26 +626,28 @@ type ImportResult struct {
 // decoded, and every frame of it checked (format version, frame kinds,
 // item keys and their order, every item record, the contexts) before any
 // of it is joined. A piece is at most importPieceBytes (1 MiB) of item
-// records (about 2,500 items of 200 bytes). While one piece is joined the
-// next is received and checked.
-// The sender's contexts are joined with the last piece, after its
-// trailer's count and the end of the stream were checked. A stream of one
-// piece is so checked whole before any of it is joined; a longer one that turns out bad midway leaves the
-// pieces before the bad one joined: valid items, each a join of the
-// sender's item as a complete state would give it, without the sender's
-// contexts (a later import or anti-entropy round completes them).
+// records, about 2,500 items of 200 bytes. While one piece is joined the
+// next is received and checked. The sender's contexts are joined with the
+// last piece, after its trailer's count and the end of the stream were
+// checked. A stream of one piece is so checked whole before any of it is
+// joined; a longer one that turns out bad midway leaves the pieces before
+// the bad one joined: valid items, each a join of the sender's item as a
+// complete state would give it, without the sender's contexts (a later
+// import or anti-entropy round completes them).
 //
 // If r is an io.Seeker (an *os.File, a *bytes.Reader) and there is no
 // StateDir, the whole of r is checked first, then sought back and joined,
-// without a copy: such a stream is always all or nothing.
+// without a copy and without a size limit: such a stream is all or
+// nothing.
 //
 // Size: with Config.MaxStateBytes set, a stream longer than that is
-// refused with ErrStateTooLarge. Without (the default), a stream may be as
-// long as the disk of the copies allows: before each piece, the import
-// stops with ErrStateTooLarge if that disk would have less than
-// minFreeDisk (1 GiB) left. So a node joins any catalog it has disk for,
-// and a peer that sends a state that never ends is cut off before the
-// disk is full (and, in p2p, backed off).
+// refused with ErrStateTooLarge. Without it (the default) and with a
+// StateDir, a stream may be as long as the StateDir's disk allows: before
+// each piece, the import stops with ErrStateTooLarge if that disk would
+// have less than minFreeDisk (1 GiB) left. So a node joins any catalog it
+// has disk for, and a peer that sends a state that never ends is cut off
+// before the disk is full (and, in p2p, backed off). Without either, the
+// bound is noDirStateBytes (1 GiB).
 //
 // A stream that fails leaves the node as it was, except for the pieces
 // joined before the failure. Its error tells why, for errors.Is:
