@@ -970,18 +970,14 @@ func (n *Node) applyState(ctx context.Context, sr *stateReader) (ImportResult, e
 	n.gate.Lock()
 	defer n.gate.Unlock()
 	// Make every write staged before the import durable, so the scan of
-	// local items below sees all of them.
-	g, err := n.stage()
-	if err != nil {
-		return res, err
-	}
-	n.mu.Unlock()
-	if err := n.wait(ctx, g, true); err != nil {
+	// local items below sees all of them. Nothing staged (the pieces
+	// after the first, usually): no commit, so no sync, per piece.
+	if err := n.readBarrier(ctx, func() {}); err != nil {
 		return res, err
 	}
 
 	n.mu.Lock()
-	err = n.admitContexts(sr.seen, sr.applied)
+	err := n.admitContexts(sr.seen, sr.applied)
 	if err == nil {
 		err = n.admitHeads(sr)
 	}
