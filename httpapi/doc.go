@@ -50,9 +50,11 @@
 //
 // POST /crdt/state takes that stream (as application/vnd.crdt-catalog.state
 // or application/octet-stream), at most Config.MaxStateBytes of it. The
-// node checks all of it, in a temporary file, before joining any of it: a
-// malformed stream, one cut short or of an unknown format version is a
-// 400, one too large a 413, and each leaves the state untouched.
+// node checks it in pieces of 1 MiB, each before joining any of it (see
+// node.ImportState): a malformed stream, one cut short or of an unknown
+// format version is a 400, one too large a 413; a body of one piece is so
+// all or nothing, a longer one keeps the pieces before the bad one joined
+// (valid items, without the sender's contexts: post the state again).
 //
 // # Errors
 //

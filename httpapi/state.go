@@ -49,9 +49,10 @@ type importResponse struct {
 }
 
 // handleImportState serves POST /crdt/state: joins a full state produced
-// by GET /crdt/state of another node. The node checks the whole body
-// before applying any of it, so a bad body (400), one too large (413) or
-// of an unknown format version (400) leaves the state untouched.
+// by GET /crdt/state of another node. The node checks each piece of the
+// body before applying any of it (node.ImportState), so a bad body (400),
+// one too large (413) or of an unknown format version (400) changes
+// nothing beyond the valid pieces before the bad one.
 func (s *Server) handleImportState(w http.ResponseWriter, r *http.Request) error {
 	if err := checkMediaType(r.Header.Get("Content-Type"), []string{mediaState, mediaOctets}); err != nil {
 		return err

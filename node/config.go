@@ -30,12 +30,20 @@ type Config struct {
 	// Default: none.
 	Indexes map[string][]string
 
-	// MaxLogEntries bounds the delta log by count. A longer log lets peers
-	// that were away longer catch up by deltas instead of a full-state
-	// transfer, at the cost of disk. Default 100,000.
-	MaxLogEntries int
-	// MaxLogBytes bounds the delta log by encoded size. Default 64 MiB.
+	// MaxLogBytes bounds the delta log by encoded size (about 300 bytes a
+	// delta of a 200-byte document, with its proof); the oldest deltas are
+	// dropped first. A longer log lets peers that were away longer catch
+	// up by deltas instead of a full-state transfer, at the cost of disk.
+	// Default 128 MiB, about 430,000 deltas: a catch-up through all of
+	// it (128 MB on the wire, some 20 s of applying) costs about what a
+	// full-state join of a catalog of 1,000,000 items costs (69 MB packed
+	// on the wire, 20 s; docs/BENCHMARKS.md), so a longer log saves a
+	// catalog of that size nothing, and a shorter one sends peers that
+	// missed a few minutes of a busy writer to a full state.
 	MaxLogBytes int64
+	// MaxLogEntries, if positive, also bounds the delta log by count.
+	// Default 0: by bytes alone.
+	MaxLogEntries int
 
 	// ChangeHistory bounds the change history (the numbered changes
 	// of items that watchers resume from, see Watch) by count, and
@@ -46,27 +54,29 @@ type Config struct {
 	ChangeHistory      int
 	ChangeHistoryBytes int64
 
-	// TempDir is the directory where ImportState copies a full-state
-	// stream that it cannot seek back over (a network stream, a request
-	// body), so that it can check all of the stream before applying any
-	// of it. The file is removed before ImportState returns. Default "":
-	// os.TempDir().
+	// TempDir is unused: ImportState no longer copies streams outside
+	// StateDir (see ImportState). Kept so that configurations that set it
+	// still build.
 	TempDir string
 	// StateDir, if set, makes full-state imports survive a crash: every
-	// stream ImportState takes (seekable or not) is copied there, checked,
-	// synced and kept under a "pending" name until its join has
-	// committed, and Open finishes any import a crash cut short before it
-	// returns. Use a directory on the disk of the store, owned by this
-	// node alone (the data directory). Costs one disk copy and fsync of
-	// every imported stream. Default "": no copy for seekable streams,
-	// unseekable ones go to TempDir, and an import cut by a crash keeps
-	// the items it joined without the sender's contexts until another
-	// import or anti-entropy completes it.
+	// checked piece of a stream ImportState takes is copied there and kept
+	// under a "pending" name until its join has committed, and Open
+	// finishes the join of a piece a crash cut short before it returns
+	// (see ImportState for imports of several pieces). It also bounds
+	// imports by the free space of its disk (see MaxStateBytes). Use a
+	// directory on the disk of the store, owned by this node alone (the
+	// data directory). Costs one write of every imported stream. Default
+	// "": no copy, and an import cut by a crash keeps the items it joined
+	// without the sender's contexts until another import or anti-entropy
+	// completes it.
 	StateDir string
-	// MaxStateBytes bounds such a copied stream; a longer one is refused
-	// with ErrStateTooLarge before anything is applied. The whole stream
-	// sits in TempDir during the import, so mind that directory's space
-	// (and whether it is a RAM-backed tmpfs). Default 1 GiB.
+	// MaxStateBytes, if positive, bounds an imported full-state stream; a
+	// longer one is refused with ErrStateTooLarge (after the pieces before
+	// the limit are joined, for a stream of several pieces). Default 0: no
+	// fixed bound; with a StateDir, an import stops before it would leave
+	// its disk less than 1 GiB free, so a node joins any catalog it has
+	// disk for while a stream that never ends is cut off; without a
+	// StateDir, 1 GiB.
 	MaxStateBytes int64
 
 	// MaxWaitingDeltas and MaxWaitingBytes bound the remote deltas held
@@ -131,11 +141,9 @@ const maxReplicasLimit = 500_000
 func DefaultConfig() Config {
 	return Config{
 		Collections:        []string{"snapshots", "images"},
-		MaxLogEntries:      100_000,
-		MaxLogBytes:        64 << 20,
+		MaxLogBytes:        128 << 20,
 		ChangeHistory:      100_000,
 		ChangeHistoryBytes: 64 << 20,
-		MaxStateBytes:      1 << 30,
 		MaxClockOffset:     time.Minute,
 		MaxWaitingDeltas:   10_000,
 		MaxWaitingBytes:    4 << 20,
@@ -165,11 +173,8 @@ func (c *Config) validate() error {
 	if err := c.validateIndexes(seen); err != nil {
 		return err
 	}
-	if c.MaxLogEntries == 0 {
-		c.MaxLogEntries = d.MaxLogEntries
-	}
-	if c.MaxLogEntries < 1 {
-		return fmt.Errorf("config: MaxLogEntries must be positive, got %d", c.MaxLogEntries)
+	if c.MaxLogEntries < 0 {
+		return fmt.Errorf("config: MaxLogEntries must not be negative, got %d", c.MaxLogEntries)
 	}
 	if c.MaxLogBytes == 0 {
 		c.MaxLogBytes = d.MaxLogBytes
@@ -188,9 +193,6 @@ func (c *Config) validate() error {
 	}
 	if c.ChangeHistoryBytes < 1 {
 		return fmt.Errorf("config: ChangeHistoryBytes must be positive, got %d", c.ChangeHistoryBytes)
-	}
-	if c.MaxStateBytes == 0 {
-		c.MaxStateBytes = d.MaxStateBytes
 	}
 	if c.MaxStateBytes < 0 {
 		return fmt.Errorf("config: MaxStateBytes must not be negative, got %d", c.MaxStateBytes)

@@ -15,7 +15,8 @@ import (
 // local or remote — under a local arrival sequence number, with an index
 // by dot. It serves two readers: the pending-delta consumer of the seed's
 // API (GetDeltas / ClearDeltas, by sequence) and anti-entropy (DeltasFor,
-// by dot). It is trimmed oldest first to MaxLogEntries and MaxLogBytes.
+// by dot). It is trimmed oldest first to MaxLogBytes (and MaxLogEntries,
+// if set).
 
 // Pending is a page of logged deltas in arrival order.
 type Pending struct {
@@ -233,8 +234,8 @@ func (n *Node) ClearAllDeltas(ctx context.Context) (uint64, error) {
 // trimLog stages the deletion of the oldest log entries while the log is
 // over its bounds. Caller holds mu.
 func (n *Node) trimLog(g *group) {
-	for n.meta.First <= n.meta.Seq &&
-		(n.meta.Seq-n.meta.First+1 > uint64(n.cfg.MaxLogEntries) || n.meta.Bytes > n.cfg.MaxLogBytes) {
+	for n.meta.First <= n.meta.Seq && (n.meta.Bytes > n.cfg.MaxLogBytes ||
+		n.cfg.MaxLogEntries > 0 && n.meta.Seq-n.meta.First+1 > uint64(n.cfg.MaxLogEntries)) {
 		k := logSeqKey(n.meta.First)
 		b, err := n.read(context.Background(), k)
 		if err != nil {

@@ -237,3 +237,47 @@ func TestLogKeys_Layout(t *testing.T) {
 		}
 	}
 }
+
+// TestNode_LogBoundedByBytes: by default the delta log is bounded by its
+// encoded size alone: many small deltas stay (no count bound), and large
+// deltas push the oldest out once MaxLogBytes is reached; a consumer
+// behind the trimmed part gets ErrCursorExpired.
+func TestNode_LogBoundedByBytes(t *testing.T) {
+	ctx := context.Background()
+	if d := DefaultConfig(); d.MaxLogEntries != 0 || d.MaxLogBytes != 128<<20 {
+		t.Fatalf("defaults: MaxLogEntries %d, MaxLogBytes %d; want 0 (no count bound) and 128 MiB", d.MaxLogEntries, d.MaxLogBytes)
+	}
+	cfg := testConfig(nil)
+	cfg.MaxLogBytes = crdt.MaxDeltaBytes // the least allowed: 2 MiB
+	n := openMem(t, cfg)
+	const small = 3000
+	ops := make([]Op, 0, MaxBatchOps)
+	for i := 0; i < small; i += MaxBatchOps {
+		ops = ops[:0]
+		for j := i; j < min(i+MaxBatchOps, small); j++ {
+			ops = append(ops, Op{Kind: OpAdd, Key: key("snapshots", fmt.Sprintf("s%05d", j)), Doc: crdt.Document{"n": []byte(fmt.Sprint(j))}})
+		}
+		if _, err := n.Batch(ctx, ops); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := n.Stats()
+	if st.LogEntries != small || st.LogBytes > cfg.MaxLogBytes {
+		t.Fatalf("after %d small deltas the log holds %d entries of %d bytes, want all of them", small, st.LogEntries, st.LogBytes)
+	}
+	for i := range 30 {
+		if _, err := n.Add(ctx, key("snapshots", fmt.Sprintf("big%02d", i)), bigDoc(100<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st = n.Stats()
+	if st.LogBytes > cfg.MaxLogBytes || st.LogBytes < cfg.MaxLogBytes-200<<10 {
+		t.Fatalf("the log holds %d bytes, want at most %d and close to it", st.LogBytes, cfg.MaxLogBytes)
+	}
+	if st.LogEntries >= 30 {
+		t.Fatalf("the log holds %d entries: the large deltas did not push the old ones out", st.LogEntries)
+	}
+	if _, err := n.DeltasSince(ctx, 0, 10, false); !errors.Is(err, ErrCursorExpired) {
+		t.Fatalf("a consumer behind the trimmed log: %v, want ErrCursorExpired", err)
+	}
+}

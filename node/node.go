@@ -102,6 +102,7 @@ type group struct {
 	feed    feedGroup     // the item changes it numbers; see changes.go
 	done    chan struct{} // closed once committed (or failed)
 	err     error         // set before done is closed
+	lazy    bool          // items of a full-state import only: written without a sync (see writeLazy)
 }
 
 // counters are the node's running totals; see Stats.
@@ -602,6 +603,11 @@ func (n *Node) stageHeads(g *group) {
 
 // write commits g's writes as one atomic batch.
 func (n *Node) write(g *group) error {
+	if g.lazy {
+		if done, err := n.writeLazy(g); done {
+			return err
+		}
+	}
 	ctx := context.Background()
 	batch, err := n.store.Batch(ctx)
 	if err != nil {

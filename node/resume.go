@@ -5,11 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 )
 
 // Full-state imports that survive a crash (Config.StateDir).
@@ -20,15 +18,19 @@ import (
 // sender whose log no longer reached back had nothing but a full state to
 // offer, and a client that posted it did not know it had to post it again.
 //
-// With a StateDir, the stream is copied there as it is checked
-// ("crdt-catalog-import-*.tmp"), synced, and renamed to a pending name
-// ("….pending", the rename synced too) before the join starts; the file
-// is removed once the join, contexts included, is durable. Open joins every
-// pending file before it returns, and deletes the .tmp copies a crash left
-// (streams never checked, so never started). Joining a state twice, or a
-// part of it again, is harmless: joins are idempotent, and the item joins
-// of a cut import read the receiver's unchanged seen context, as the first
-// attempt did.
+// With a StateDir, each piece of the stream (see ImportState) is copied
+// there as it is checked ("crdt-catalog-import-*.tmp") and renamed to a
+// pending name ("….pending") before its join starts; the file is removed
+// once the piece's join (with the sender's contexts, for the last piece)
+// is durable. Open joins every pending file before it returns, and deletes
+// the .tmp copies a crash left (pieces never checked, so never started).
+// Joining a state twice, or a part of it again, is harmless: joins are
+// idempotent, and the item joins of a cut import read the receiver's
+// unchanged seen context, as the first attempt did. Pieces are made
+// pending one at a time, in order, so at most one is pending at a crash.
+// A crash cuts an import of several pieces: the pending piece is finished
+// at the next start, the pieces after it were never received, and the
+// node, lacking the sender's contexts, pulls the state again.
 
 const (
 	importTmp     = ".tmp"
@@ -37,58 +39,16 @@ const (
 )
 
 // importHook, if set (by tests only), is called at the points where a
-// crash must leave a node that finishes or redoes the import: "spooled"
-// (checked, not yet pending), "pending" (before the join), "chunk" (after
-// each committed chunk of items), "joined" (committed, file not removed).
+// crash must leave a node that finishes or redoes the import, for each
+// piece: "spooled" (checked, not yet pending), "pending" (before its
+// join), "chunk" (after each committed chunk of items), "joined"
+// (committed, file not removed).
 var importHook func(point string)
 
 func hook(point string) {
 	if importHook != nil {
 		importHook(point)
 	}
-}
-
-// importDurably is ImportState with a StateDir.
-func (n *Node) importDurably(ctx context.Context, r io.Reader) (ImportResult, error) {
-	f, err := os.CreateTemp(n.cfg.StateDir, importPrefix+"*"+importTmp)
-	if err != nil {
-		return ImportResult{}, fmt.Errorf("spool state stream: %w", err)
-	}
-	path := f.Name()
-	defer func() {
-		_ = f.Close()
-		if path != "" {
-			_ = os.Remove(path)
-		}
-	}()
-	if err := n.copyChecked(ctx, r, f); err != nil {
-		return ImportResult{}, err
-	}
-	if err := f.Sync(); err != nil {
-		return ImportResult{}, fmt.Errorf("spool state stream: %w", err)
-	}
-	hook("spooled")
-	pending := strings.TrimSuffix(path, importTmp) + importPending
-	if err := os.Rename(path, pending); err != nil {
-		return ImportResult{}, fmt.Errorf("spool state stream: %w", err)
-	}
-	path = pending
-	if err := syncDir(n.cfg.StateDir); err != nil {
-		return ImportResult{}, fmt.Errorf("spool state stream: %w", err)
-	}
-	hook("pending")
-	res, err := n.applyState(context.WithoutCancel(ctx), bufio.NewReaderSize(f, stateBuffer))
-	if err != nil {
-		if res.Changed > 0 || errors.Is(err, ErrFailed) {
-			// Keep the checked stream: the next start finishes it.
-			n.log.Error("full-state import stopped midway after its stream was checked; it is finished at the next start",
-				"changed", res.Changed, "file", path, "err", err)
-			path = ""
-		}
-		return res, err
-	}
-	hook("joined")
-	return res, nil
 }
 
 // resumeImports finishes the imports a crash cut short (see above). A
@@ -137,18 +97,10 @@ func (n *Node) resumeOne(ctx context.Context, path string) (ImportResult, error)
 	defer f.Close()
 	// The file was checked whole before it was made pending; the join
 	// reads it through the same checks again.
-	return n.applyState(ctx, bufio.NewReaderSize(f, stateBuffer))
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	sr, err := openState(bufio.NewReaderSize(f, stateBuffer), nil)
 	if err != nil {
-		return err
+		return ImportResult{}, err
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	sr.local = true // a piece frame, and values checked before
+	return n.applyState(ctx, sr)
 }

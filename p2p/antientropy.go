@@ -73,6 +73,10 @@ func (p *Peer) requestPull(id peer.ID) {
 		p.log.Debug("anti-entropy: not pulling from a backed-off peer", "peer", id)
 		return
 	}
+	if w := p.stateRetryWait(id); w > 0 {
+		p.log.Debug("anti-entropy: not pulling yet from a peer whose full state failed", "peer", id, "retry_in", w)
+		return
+	}
 	if !p.isWriter(id) {
 		p.skipPull(id)
 		return
@@ -104,7 +108,7 @@ func (p *Peer) requestPull(id peer.ID) {
 			// the writers list.
 			if !p.isWriter(id) {
 				p.skipPull(id)
-			} else if !p.backedOff(id) {
+			} else if !p.backedOff(id) && p.stateRetryWait(id) == 0 {
 				if err := p.Pull(ctx, id); err != nil && p.ctx.Err() == nil {
 					p.log.Debug("anti-entropy pull", "peer", id, "err", err)
 				}
@@ -160,7 +164,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
 	defer cancel()
-	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto)
+	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.packedSyncProto(), p.proto)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNotCatalog, err)
 	}
@@ -219,21 +223,26 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 				return p.misbehaved(s, id, err)
 			}
 			p.remember(id, theirs)
+			p.stateSucceeded(id)
 			p.stats.rounds.Add(1)
 			p.rounds.observe(received, bytes)
 			p.log.Debug("anti-entropy round", "peer", id, "deltas", received, "bytes", bytes)
 			return nil
-		case frameFull:
-			// The node checks the whole stream before it applies any of
-			// it (spooling it to a temporary file), so neither garbage
-			// nor a stream cut short changes anything. A state that keeps
+		case frameFull, frameFullPacked:
+			// The node checks each piece of the stream before it applies
+			// any of it, so neither garbage nor a stream cut short
+			// changes more than the pieces before it. A state that keeps
 			// arriving has FullStateTimeout, not what is left of
 			// SyncTimeout.
 			timed.setEnd(p.cfg.FullStateTimeout)
 			fstart := time.Now()
 			fctx, fcancel := context.WithTimeout(ctx, p.cfg.FullStateTimeout)
 			cr := &countingReader{r: br}
-			res, err := p.cat.ImportState(fctx, cr)
+			var state io.Reader = cr
+			if f.Kind == frameFullPacked {
+				state = newUnpacker(cr)
+			}
+			res, err := p.cat.ImportState(fctx, state)
 			fcancel()
 			p.stats.syncBytesReceived.Add(uint64(cr.n))
 			if err != nil {
@@ -241,10 +250,14 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 					err = fmt.Errorf("%w within %v: %w", errSlowState, p.cfg.FullStateTimeout, err)
 				}
 				if !isGarbage(err) && !isBad(err) && p.ctx.Err() == nil {
-					p.log.Info("anti-entropy: full state not imported; the peer stays connected", "peer", id, "bytes", cr.n, "err", err)
+					// Not an offence, but the peer would answer the next
+					// pull with the same state: wait before it, longer
+					// with each failure in a row.
+					p.stateFailed(id, cr.n, err)
 				}
 				return p.misbehaved(s, id, err)
 			}
+			p.stateSucceeded(id)
 			p.stats.fullReceived.Add(1)
 			p.stats.rounds.Add(1)
 			p.rounds.observe(res.Items, bytes+cr.n)
@@ -349,10 +362,19 @@ func (p *Peer) handleSync(s network.Stream) {
 		defer fcancel()
 		// The announcement goes out at once: the puller's idle timeout
 		// runs while the export starts.
-		if _, err = writeFrame(cw, &syncFrame{Kind: frameFull}); err == nil {
+		kind, packed := frameFull, s.Protocol() == p.packedSyncProto()
+		if packed {
+			kind = frameFullPacked
+		}
+		if _, err = writeFrame(cw, &syncFrame{Kind: uint(kind)}); err == nil {
 			err = bw.Flush()
 		}
-		if err == nil {
+		if err == nil && packed {
+			z := packer(cw)
+			if err = p.cat.ExportState(fctx, z); err == nil {
+				err = z.Close()
+			}
+		} else if err == nil {
 			err = p.cat.ExportState(fctx, cw)
 		}
 		if err == nil {
@@ -462,14 +484,20 @@ func (p *Peer) remember(id peer.ID, c *crdt.Context) {
 	p.mu.Unlock()
 }
 
+// countingReader counts the bytes read through it and keeps the first
+// error of its reader.
 type countingReader struct {
-	r io.Reader
-	n int
+	r   io.Reader
+	n   int
+	err error
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n += n
+	if err != nil && c.err == nil {
+		c.err = err
+	}
 	return n, err
 }
 

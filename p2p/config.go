@@ -153,6 +153,14 @@ type Config struct {
 	// BadPeerBackoff once a peer has behaved for MaxBadPeerBackoff.
 	// Defaults 1m and 30m.
 	BadPeerBackoff, MaxBadPeerBackoff time.Duration
+	// FullStateRetry is how long this peer waits before it pulls again
+	// from a peer whose full state it failed to import for a reason that
+	// is not an offence (the stream was cut short, the state is of a newer
+	// format, this node's store failed): the peer would most likely answer
+	// with the same full state at once. It doubles with each failure in a
+	// row up to MaxFullStateRetry, and starts again from FullStateRetry
+	// after a pull from the peer succeeds. Defaults 10s and 10m.
+	FullStateRetry, MaxFullStateRetry time.Duration
 	// ConnLow and ConnHigh are the connection manager's water marks.
 	// Defaults 64 and 192.
 	ConnLow, ConnHigh int
@@ -196,6 +204,8 @@ func DefaultConfig() Config {
 		MaxSyncStreams:        64,
 		BadPeerBackoff:        time.Minute,
 		MaxBadPeerBackoff:     30 * time.Minute,
+		FullStateRetry:        10 * time.Second,
+		MaxFullStateRetry:     10 * time.Minute,
 		ConnLow:               64,
 		ConnHigh:              192,
 		Logger:                slog.Default(),
@@ -292,6 +302,12 @@ func (c *Config) validate() error {
 	if c.MaxBadPeerBackoff == 0 {
 		c.MaxBadPeerBackoff = max(d.MaxBadPeerBackoff, c.BadPeerBackoff)
 	}
+	if c.FullStateRetry == 0 {
+		c.FullStateRetry = d.FullStateRetry
+	}
+	if c.MaxFullStateRetry == 0 {
+		c.MaxFullStateRetry = max(d.MaxFullStateRetry, c.FullStateRetry)
+	}
 	if c.ConnLow == 0 {
 		c.ConnLow = d.ConnLow
 	}
@@ -334,6 +350,8 @@ func (c *Config) validate() error {
 	case c.AntiEntropyInterval < 0, c.HeartbeatInterval < 0, c.SyncTimeout < 0,
 		c.FullStateTimeout < 0, c.SyncIdleTimeout < 0, c.BadPeerBackoff < 0:
 		return fmt.Errorf("p2p config: intervals and timeouts must be positive")
+	case c.FullStateRetry < 0 || c.MaxFullStateRetry < c.FullStateRetry:
+		return fmt.Errorf("p2p config: need 0 <= FullStateRetry <= MaxFullStateRetry, got %v and %v", c.FullStateRetry, c.MaxFullStateRetry)
 	case c.MaxBadPeerBackoff < c.BadPeerBackoff:
 		return fmt.Errorf("p2p config: MaxBadPeerBackoff (%v) must be at least BadPeerBackoff (%v)", c.MaxBadPeerBackoff, c.BadPeerBackoff)
 	case c.MaxPulls < 1, c.MaxSyncStreamsPerPeer < 1, c.MaxSyncStreams < c.MaxSyncStreamsPerPeer:

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,34 +64,60 @@ func intruderState(t testing.TB, n int) [][]byte {
 
 // fullStateHost is a raw host that answers every pull with a full-state
 // frame followed by the bytes of the case at hand, then closes the stream
-// (or resets it).
+// (or resets it). A packed one also serves the packed sync protocol,
+// which the target offers first: it answers with a packed full state,
+// the case's bytes packed (or, with asIs, as they are).
 type fullStateHost struct {
 	host.Host
 	answer atomic.Pointer[[]byte]
 	reset  atomic.Bool
+	asIs   atomic.Bool
 }
 
 func newFullStateHost(t *testing.T, target *testPeer) *fullStateHost {
+	return newFullStateHostPacked(t, target, false)
+}
+
+func newFullStateHostPacked(t *testing.T, target *testPeer, packed bool) *fullStateHost {
 	fh := &fullStateHost{Host: rawHost(t)}
-	var full bytes.Buffer
-	if _, err := writeFrame(&full, &syncFrame{Kind: frameFull}); err != nil {
-		t.Fatal(err)
-	}
-	fh.SetStreamHandler(target.p.proto, func(s network.Stream) {
+	plainProto, packedProto := target.p.proto, target.p.packedSyncProto()
+	handler := func(s network.Stream) {
 		defer s.Close()
 		_ = s.SetDeadline(time.Now().Add(10 * time.Second))
 		if _, _, err := readFrame(bufio.NewReader(s)); err != nil {
 			s.Reset()
 			return
 		}
-		if _, err := s.Write(append(bytes.Clone(full.Bytes()), *fh.answer.Load()...)); err != nil {
+		kind, body := uint(frameFull), *fh.answer.Load()
+		if s.Protocol() == packedProto {
+			kind = frameFullPacked
+			if !fh.asIs.Load() {
+				var z bytes.Buffer
+				w := packer(&z)
+				if _, err := w.Write(body); err != nil || w.Close() != nil {
+					s.Reset()
+					return
+				}
+				body = z.Bytes()
+			}
+		}
+		var full bytes.Buffer
+		if _, err := writeFrame(&full, &syncFrame{Kind: kind}); err != nil {
+			s.Reset()
+			return
+		}
+		if _, err := s.Write(append(full.Bytes(), body...)); err != nil {
 			s.Reset()
 			return
 		}
 		if fh.reset.Load() {
 			s.Reset()
 		}
-	})
+	}
+	fh.SetStreamHandler(plainProto, handler)
+	if packed {
+		fh.SetStreamHandler(packedProto, handler)
+	}
 	target.p.h.Peerstore().AddAddrs(fh.ID(), fh.Addrs(), peerstore.PermanentAddrTTL)
 	return fh
 }
@@ -167,6 +194,9 @@ func TestPeer_FullStateCutShortIsNotGarbage(t *testing.T) {
 			now := target.p.Stats()
 			if now.SyncFailures <= st.SyncFailures {
 				t.Fatal("not counted as a sync failure")
+			}
+			if target.p.stateRetryWait(fh.ID()) == 0 {
+				t.Fatal("a failed full state did not put off the next pull from its sender")
 			}
 			if now.SyncRejected != st.SyncRejected || now.FullStatesReceived != st.FullStatesReceived {
 				t.Fatalf("counted as rejected (%d -> %d) or received (%d -> %d)",
@@ -280,4 +310,91 @@ func trailerWithCount(t testing.TB, count int) []byte {
 		t.Fatalf("count %d too large for this helper", count)
 	}
 	return append(binary.AppendUvarint(nil, uint64(len(b))), b...)
+}
+
+// TestPeer_FullStateRetryGrowsAndResets: each full-state failure in a row
+// doubles the wait before the next scheduled pull from that peer, up to
+// the cap; a successful pull resets it; other peers are not affected.
+func TestPeer_FullStateRetryGrowsAndResets(t *testing.T) {
+	p := &Peer{retries: map[peer.ID]*backoff{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	p.cfg.FullStateRetry, p.cfg.MaxFullStateRetry = time.Minute, 5*time.Minute
+	const id, other = peer.ID("a"), peer.ID("b")
+	for i, want := range []time.Duration{1, 2, 4, 5, 5} {
+		p.stateFailed(id, 100, io.ErrUnexpectedEOF)
+		if w := p.stateRetryWait(id); w <= want*time.Minute-time.Second || w > want*time.Minute {
+			t.Fatalf("failure %d: waits %v, want %v", i+1, w, want*time.Minute)
+		}
+	}
+	if w := p.stateRetryWait(other); w != 0 {
+		t.Fatalf("another peer waits %v", w)
+	}
+	p.stateSucceeded(id)
+	if w := p.stateRetryWait(id); w != 0 {
+		t.Fatalf("after a success: waits %v", w)
+	}
+	p.stateFailed(id, 100, io.ErrUnexpectedEOF)
+	if w := p.stateRetryWait(id); w > time.Minute {
+		t.Fatalf("the first failure after a success waits %v, want 1m", w)
+	}
+}
+
+// TestPeer_PackedFullState: a requester offers the packed sync protocol
+// first; a full state packed with snappy that is cut short is a sync
+// failure, not garbage, and changes nothing; bytes that do not unpack are
+// garbage (rejected, the sender disconnected); the whole packed stream
+// imports, with fewer bytes on the wire than the plain stream.
+func TestPeer_PackedFullState(t *testing.T) {
+	target := startPeer(t, testConfig(t), nil)
+	fs := intruderState(t, 200)
+	whole := bytes.Join(fs, nil)
+	fh := newFullStateHostPacked(t, target, true)
+	before := takeSnapshot(t, target)
+
+	var z bytes.Buffer
+	w := packer(&z)
+	if _, err := w.Write(whole); err != nil || w.Close() != nil {
+		t.Fatal("pack")
+	}
+	cut := z.Bytes()[:z.Len()/2]
+	fh.answer.Store(&cut)
+	fh.asIs.Store(true)
+	err := pull(target, fh.ID())
+	if err == nil || isGarbage(err) || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a packed stream cut mid-chunk: %v, want a stream cut short, not garbage", err)
+	}
+	before.check(t, target)
+
+	garbage := append([]byte{0xff, 0x06, 0x00, 0x00}, []byte("sNaPpY")...) // snappy's stream identifier
+	garbage = append(garbage, 0x00, 0x10, 0x00, 0x00)                      // a compressed chunk of 16 bytes...
+	garbage = append(garbage, bytes.Repeat([]byte{0xfe}, 16)...)           // ...that are not snappy
+	fh.answer.Store(&garbage)
+	st := target.p.Stats()
+	// The target's own pull on connecting may be the one that gets the
+	// garbage first and disconnects the sender, cutting this one short.
+	if err := pull(target, fh.ID()); err == nil {
+		t.Fatal("packed garbage imported")
+	}
+	waitFor(t, 10*time.Second, "counted as garbage, the sender disconnected", func() bool {
+		return target.p.Stats().SyncRejected > st.SyncRejected && target.p.h.Network().Connectedness(fh.ID()) != network.Connected
+	})
+	before.check(t, target)
+
+	fh.answer.Store(&whole)
+	fh.asIs.Store(false)
+	st = target.p.Stats()
+	if err := pull(target, fh.ID()); err != nil {
+		t.Fatalf("the whole packed stream: %v", err)
+	}
+	now := target.p.Stats()
+	if now.FullStatesReceived <= st.FullStatesReceived {
+		t.Fatal("not counted as a full state received")
+	}
+	if got := now.SyncBytesReceived - st.SyncBytesReceived; got >= uint64(len(whole)) {
+		t.Fatalf("%d bytes received for a plain stream of %d", got, len(whole))
+	}
+	for i := range 200 {
+		if !has(target.n, fmt.Sprint("intruder-", i)) {
+			t.Fatalf("intruder-%d is missing after the whole stream", i)
+		}
+	}
 }

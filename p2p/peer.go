@@ -80,6 +80,7 @@ type Peer struct {
 	again    map[peer.ID]bool          // pull once more when it ends
 	known    map[peer.ID]*crdt.Context // each peer's applied context, as last exchanged
 	backoffs map[peer.ID]*backoff      // bad peers: no scheduled pull until their backoff ends
+	retries  map[peer.ID]*backoff      // peers whose full state failed: no scheduled pull until the wait ends (see stateFailed)
 	syncIn   map[peer.ID]int           // inbound sync streams being answered, per peer
 	// syncInTotal is the sum of syncIn.
 	syncInTotal int
@@ -137,6 +138,7 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 		again:     map[peer.ID]bool{},
 		known:     map[peer.ID]*crdt.Context{},
 		backoffs:  map[peer.ID]*backoff{},
+		retries:   map[peer.ID]*backoff{},
 		syncIn:    map[peer.ID]int{},
 		mdnsPeers: map[peer.ID]bool{},
 		redialing: map[peer.ID]bool{},
@@ -168,6 +170,7 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 
 func (p *Peer) start(ctx context.Context) error {
 	p.h.SetStreamHandler(p.proto, p.handleSync)
+	p.servePacked()
 	p.h.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(n network.Network, c network.Conn) {
 			p.logConn("peer connected", n, c)

@@ -46,6 +46,7 @@ type options struct {
 	tokenForReads bool
 	maxBody       int64
 	maxState      int64
+	maxLogBytes   int64
 	maxOffset     time.Duration
 	maxReplicas   int
 	maxConns      int
@@ -98,7 +99,8 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.BoolVar(&o.tokenForReads, "api-token-reads", false, "require the bearer token on GET requests too")
 	fs.Int64Var(&o.maxBody, "max-body", 1<<20, "largest accepted request body, in bytes")
 	fs.IntVar(&o.maxConns, "max-conns", 1024, "most HTTP connections open at once; further clients wait to be accepted (keep it well below the file descriptor limit)")
-	fs.Int64Var(&o.maxState, "max-state", 1<<30, "largest full state this node imports (from a peer or POST /crdt/state), in bytes; it is checked whole in a temporary file in -data first")
+	fs.Int64Var(&o.maxState, "max-state", 0, "largest full state this node imports, in bytes; 0: from a peer, any that leaves 1 GiB free on the disk of -data (it is checked and joined in pieces of 1 MiB), and by POST /crdt/state up to 1 GiB")
+	fs.Int64Var(&o.maxLogBytes, "max-log-bytes", 128<<20, "size of the delta log, in bytes (about 300 a delta): peers that missed fewer deltas catch up by deltas, others by a full state")
 	fs.DurationVar(&o.maxOffset, "max-clock-offset", time.Minute, "how far ahead of this node's wall clock a peer's timestamp may pull the clock that stamps local writes")
 	fs.Var(&o.writers, "writers", "comma-separated peer IDs whose deltas this node accepts from the network (this node always counts); repeatable; none and no -writers-file: every peer may write")
 	fs.StringVar(&o.writersFile, "writers-file", "", "file of writer peer IDs, one per line, # comments; joined to -writers; reloaded on SIGHUP and when it changes")
@@ -209,6 +211,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	// import cut by a crash is finished at the next start.
 	cfg.StateDir = o.data
 	cfg.MaxStateBytes = o.maxState
+	cfg.MaxLogBytes = o.maxLogBytes
 	cfg.MaxClockOffset = o.maxOffset
 	cfg.MaxReplicas = o.maxReplicas
 	cfg.ChangeHistory, cfg.ChangeHistoryBytes = o.changeHistory, o.changeBytes

@@ -9,6 +9,9 @@
 //	    its state file), or, if that "up" died, its peers and namespaces.
 //	testnet bench [-n 5] [-rate 1000] [-duration 20s] ...
 //	    the cluster benchmark (see -help); -n takes a list, e.g. 3,5,10.
+//	testnet join [-items 1000000] [-dir DIR] ...
+//	    a new node joining a catalog of that many items by a full-state
+//	    pull: time, bytes on the wire, peak RSS of both nodes (see -help).
 //
 // Run it from the module root (go run ./testnet/cmd/testnet ...): without
 // -bin it builds ./cmd/crdt-catalog with "go build". Peers listen on
@@ -51,7 +54,7 @@ func main() {
 	}
 }
 
-const usage = `usage: testnet up [flags] | down [flags] | bench [flags]   (-help after a subcommand lists its flags)`
+const usage = `usage: testnet up [flags] | down [flags] | bench [flags] | join [flags]   (-help after a subcommand lists its flags)`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -65,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return down(args[1:], stdout, stderr)
 	case "bench":
 		return bench(ctx, args[1:], stdout, stderr)
+	case "join":
+		return join(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -330,3 +335,38 @@ func (l *listFlag) String() string { return strings.Join(*l, " ") }
 
 // Set appends one value.
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func join(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("testnet join", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	items := fs.Int("items", 1_000_000, "items of the catalog the new node joins")
+	dir := fs.String("dir", filepath.Join(os.TempDir(), "crdt-testnet-join"), "directory of the peers and of the cached state file (state-ITEMS.bin)")
+	bin := fs.String("bin", "", "crdt-catalog binary (default: build ./cmd/crdt-catalog)")
+	timeout := fs.Duration("timeout", 10*time.Minute, "bound on loading the catalog and on the join")
+	var senderArgs, receiverArgs listFlag
+	fs.Var(&senderArgs, "sender-arg", "extra flag of the node holding the catalog (repeatable); default -max-state=8589934592, so that POST /crdt/state loads it")
+	fs.Var(&receiverArgs, "receiver-arg", "extra flag of the new node (repeatable); default none: the defaults")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(senderArgs) == 0 {
+		senderArgs = listFlag{"-max-state=8589934592"}
+	}
+	tmp, err := os.MkdirTemp("", "testnet-join-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	b, err := binary(ctx, *bin, tmp, stderr)
+	if err != nil {
+		return err
+	}
+	logf := func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }
+	res, err := testnet.RunJoin(ctx, testnet.JoinConfig{Binary: b, Items: *items, Dir: *dir, SenderArgs: senderArgs,
+		ReceiverArgs: receiverArgs, Timeout: *timeout, Logf: logf})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, res)
+	return nil
+}
