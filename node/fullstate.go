@@ -776,7 +776,7 @@ func (p *piece) reader(sr *stateReader) *stateReader {
 	if len(p.items) > 0 {
 		last = p.items[len(p.items)-1].key
 	}
-	return &stateReader{seen: sr.seen, applied: sr.applied, heads: sr.heads, lastKey: last,
+	return &stateReader{seen: sr.seen, applied: sr.applied, heads: sr.heads, forks: sr.forks, lastKey: last,
 		items: p.first + len(p.items), from: p.from, more: !p.final, queued: true, queue: p.items}
 }
 
@@ -1181,7 +1181,7 @@ func (in *importer) join(ctx context.Context, it *stateItem, local []byte) error
 	in.g, g.lazy = g, true
 	defer n.mu.Unlock()
 	var post *crdt.Item
-	var rec []byte // post's record, if known
+	var rec []byte                  // post's record, if known
 	kept := n.withoutBanned(theirs) // an equivocator's entries are dropped
 	if cur == nil && kept == theirs && !theirs.Empty() && !anySeen(theirs, n.seen) {
 		// A new item, none of whose entries this node removed: the join
