@@ -261,3 +261,35 @@ func FuzzDeltaJSON(f *testing.F) {
 		}
 	})
 }
+
+// FuzzContextEntry: SetEntry never panics, refuses with a sentinel and no
+// change, and what it accepts is canonical and re-encodes to the input.
+func FuzzContextEntry(f *testing.F) {
+	cloudy := NewContext()
+	for _, d := range []Dot{{"a", 1}, {"a", 2}, {"a", 5}, {"a", 9}, {"b", 3}, {"c", 1}, {"c", 4}} {
+		cloudy.Add(d)
+	}
+	for _, r := range []ReplicaID{"a", "b", "c"} {
+		f.Add(cloudy.AppendEntry(nil, r))
+	}
+	f.Add([]byte{FormatVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := cloudy.Clone()
+		if err := c.SetEntry("a", b); err != nil {
+			requireSentinel(t, err)
+			if !c.Equal(cloudy) {
+				t.Fatal("a refused entry changed the context")
+			}
+			return
+		}
+		requireCanonical(t, c)
+		if got := c.AppendEntry(nil, "a"); !bytes.Equal(got, b) {
+			t.Fatalf("entry %x re-encodes as %x", b, got)
+		}
+		for _, r := range []ReplicaID{"b", "c"} {
+			if !bytes.Equal(c.AppendEntry(nil, r), cloudy.AppendEntry(nil, r)) {
+				t.Fatalf("SetEntry of a changed %s", r)
+			}
+		}
+	})
+}
