@@ -99,13 +99,10 @@ func (n *Node) probe() {
 			return
 		}
 	}
-	bk, err := n.bookkeeping()
-	g := &group{writes: bk}
+	g := &group{writes: n.bookkeeping()}
 	n.mu.Unlock()
 
-	if err == nil {
-		err = settleStore(n.store)
-	}
+	err := settleStore(n.store)
 	if err == nil {
 		err = n.write(g)
 	}
