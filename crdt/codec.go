@@ -24,6 +24,10 @@ const FormatVersion = 1
 var (
 	encMode cbor.EncMode
 	decMode cbor.DecMode
+	// ctxDecMode decodes contexts, whose maps may name up to
+	// MaxContextReplicas replicas; the decoder checks that the input is
+	// well formed, so holds every pair it announces, before it allocates.
+	ctxDecMode cbor.DecMode
 )
 
 func init() {
@@ -37,6 +41,16 @@ func init() {
 		MaxNestedLevels:   8,
 		MaxArrayElements:  2 * MaxDeltaDots * 4,
 		MaxMapPairs:       1 << 20,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+	}).DecMode(); err != nil {
+		panic(err)
+	}
+	if ctxDecMode, err = (cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		IndefLength:       cbor.IndefLengthForbidden,
+		MaxNestedLevels:   8,
+		MaxArrayElements:  2 * MaxDeltaDots * 4,
+		MaxMapPairs:       MaxContextReplicas,
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
 	}).DecMode(); err != nil {
 		panic(err)
@@ -358,7 +372,7 @@ func DecodeContext(b []byte) (*Context, error) {
 	if v, ok := peekVersion(b); ok && v != FormatVersion {
 		return nil, fmt.Errorf("decode context: %w %d", ErrVersion, v)
 	}
-	if err := decMode.Unmarshal(b, &w); err != nil {
+	if err := ctxDecMode.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("decode context: %w: %v", ErrInvalid, err)
 	}
 	if w.Version != FormatVersion {

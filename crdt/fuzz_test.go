@@ -151,7 +151,7 @@ func FuzzDecodeContext(f *testing.F) {
 		// It holds exactly the dots the input names: the vector as
 		// given, and each cloud dot apart from it.
 		var w wireContext
-		if err := decMode.Unmarshal(b, &w); err != nil {
+		if err := ctxDecMode.Unmarshal(b, &w); err != nil {
 			t.Fatalf("DecodeContext accepts what the generic decoder rejects: %v", err)
 		}
 		vv := map[ReplicaID]uint64{}

@@ -100,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.Var(&o.writers, "writers", "comma-separated peer IDs whose deltas this node accepts from the network (this node always counts); repeatable; none and no -writers-file: every peer may write")
 	fs.StringVar(&o.writersFile, "writers-file", "", "file of writer peer IDs, one per line, # comments; joined to -writers; reloaded on SIGHUP and when it changes")
 	fs.BoolVar(&o.version, "version", false, "print the version (as the version subcommand does) and exit")
-	fs.IntVar(&o.maxReplicas, "max-replicas", 10_000, "most replicas the causal contexts may name; deltas of further new replicas are refused (at most 500000)")
+	fs.IntVar(&o.maxReplicas, "max-replicas", 100_000, "most replicas the causal contexts may name, a memory bound; deltas of further new replicas are refused (at most 14316557)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR | repair -data DIR\n"+
 			"       crdt-catalog add | get | rm | set | patch | query | status | peers | backup | restore  (the client of a node; COMMAND -help)\n"+
