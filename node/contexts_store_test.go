@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -219,5 +220,70 @@ func TestContexts_LegacyLayoutIsMigrated(t *testing.T) {
 	defer n.Close()
 	if s3, a3 := n.Contexts(); !s3.Equal(seen) || !a3.Equal(applied) {
 		t.Fatal("contexts changed across a reopen after the migration")
+	}
+}
+
+// Two nodes that hold the same deltas have equal digests; when one holds
+// more, the buckets that differ are the ones of the replicas it holds
+// more of, and the other rebuilds its context from its entries there.
+// The digest survives a reopen.
+func TestContexts_DigestFindsTheDifference(t *testing.T) {
+	dir := t.TempDir()
+	a, b := openDir(t, dir, testConfig(nil)), openMem(t, testConfig(nil))
+	applyReplicas(t, a, 200)
+	applyReplicas(t, b, 200)
+	ra, _ := a.AppliedDigest(false)
+	if rb, _ := b.AppliedDigest(false); ra != rb {
+		t.Fatal("nodes holding the same deltas have different roots")
+	}
+	more := []*crdt.Delta{
+		forgedAdd(t, key("snapshots", "new"), crdt.Dot{Replica: "newcomer", Counter: 1}),
+		forgedAdd(t, key("snapshots", "second"), crdt.Dot{Replica: "other-5", Counter: 2}),
+	}
+	mustApply(t, b, more...)
+	_, bucketsA := a.AppliedDigest(true)
+	rb, bucketsB := b.AppliedDigest(true)
+	if ra == rb {
+		t.Fatal("the roots did not change")
+	}
+	var diff []int
+	for i := range bucketsA {
+		if bucketsA[i] != bucketsB[i] {
+			diff = append(diff, i)
+		}
+	}
+	want := []int{crdt.BucketOf("newcomer"), crdt.BucketOf("other-5")}
+	slices.Sort(want)
+	if want = slices.Compact(want); !slices.Equal(diff, want) {
+		t.Fatalf("differing buckets %v, want %v", diff, want)
+	}
+	entries := map[crdt.ReplicaID][]byte{}
+	for _, i := range diff {
+		for r, e := range b.AppliedEntries(i) {
+			entries[r] = e
+		}
+	}
+	got, err := a.PeerApplied(diff, entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, appliedB := b.Contexts(); !got.Equal(appliedB) {
+		t.Fatal("a's view of b's context, rebuilt from b's entries of the differing buckets, is not b's context")
+	}
+	if _, err := a.PeerApplied([]int{crdt.DigestBuckets}, nil); !errors.Is(err, crdt.ErrInvalid) {
+		t.Fatalf("a bucket out of range: %v, want ErrInvalid", err)
+	}
+
+	mustApply(t, a, more...)
+	if ra, _ = a.AppliedDigest(false); ra != rb {
+		t.Fatal("the roots differ after a took b's deltas")
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a = openDir(t, dir, testConfig(nil))
+	defer a.Close()
+	if again, _ := a.AppliedDigest(false); again != ra {
+		t.Fatal("the root changed across a reopen")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/crdt-catalog/crdt-catalog/crdt"
 	ds "github.com/ipfs/go-datastore"
 	leveldb "github.com/ipfs/go-ds-leveldb"
 	"github.com/syndtr/goleveldb/leveldb/util"
@@ -75,7 +76,7 @@ func (n *Node) reload() error {
 	if err != nil {
 		return err
 	}
-	n.meta, n.seen, n.applied, n.heads = m, seen, applied, heads
+	n.meta, n.seen, n.applied, n.digest, n.heads = m, seen, applied, crdt.NewDigest(applied), heads
 	n.durable = m.Seq
 	n.stale = false
 	return nil

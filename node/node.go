@@ -37,6 +37,9 @@ type Node struct {
 	meta    *meta
 	seen    *crdt.Context
 	applied *crdt.Context
+	// digest follows applied as of the last commit's bookkeeping, for
+	// anti-entropy (see AppliedDigest).
+	digest  *crdt.Digest
 	heads   map[crdt.ReplicaID]head // chain heads of keyed replicas, as stored under /h
 	clock   crdt.Clock
 	filling *group            // the group being staged; nil if none
@@ -160,6 +163,7 @@ func (n *Node) load(ctx context.Context) error {
 		n.seen, n.applied, n.heads = crdt.NewContext(), crdt.NewContext(), map[crdt.ReplicaID]head{}
 		n.seen.Track()
 		n.applied.Track()
+		n.digest = crdt.NewDigest(n.applied)
 		batch, err := n.store.Batch(ctx)
 		if err != nil {
 			return fmt.Errorf("open: %w", err)
@@ -202,7 +206,7 @@ func (n *Node) load(ctx context.Context) error {
 		n.fork = n.forked
 		n.log.Error("this replica is forked: local writes are refused until `crdt-catalog reincarnate`", "evidence", n.forked)
 	}
-	n.meta, n.seen, n.applied = m, seen, applied
+	n.meta, n.seen, n.applied, n.digest = m, seen, applied, crdt.NewDigest(applied)
 	n.replica = crdt.ReplicaID(n.meta.Replica)
 	n.durable = n.meta.Seq
 	n.clock.Restore(crdt.Timestamp(n.meta.HLC))
@@ -278,7 +282,7 @@ func (n *Node) bookkeeping() map[string][]byte {
 	n.meta.HLC = uint64(n.clock.Last())
 	w := map[string][]byte{keyMeta.String(): encodeMeta(n.meta)}
 	stageEntries(w, seenPrefix, n.seen)
-	stageEntries(w, appliedPrefix, n.applied)
+	n.digest.Update(stageEntries(w, appliedPrefix, n.applied))
 	return w
 }
 

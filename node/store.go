@@ -53,11 +53,14 @@ const (
 func entryKey(prefix string, r crdt.ReplicaID) string { return prefix + "/r" + string(r) }
 
 // stageEntries adds to writes the entries of c's replicas that changed
-// since the last call (a nil value deletes an entry c no longer holds).
-func stageEntries(writes map[string][]byte, prefix string, c *crdt.Context) {
-	for _, r := range c.TakeTouched() {
+// since the last call (a nil value deletes an entry c no longer holds),
+// and returns those replicas.
+func stageEntries(writes map[string][]byte, prefix string, c *crdt.Context) []crdt.ReplicaID {
+	rs := c.TakeTouched()
+	for _, r := range rs {
 		writes[entryKey(prefix, r)] = c.AppendEntry(nil, r)
 	}
+	return rs
 }
 
 // readContext reads the context whose entries are under prefix. The
