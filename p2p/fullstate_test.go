@@ -79,7 +79,7 @@ func newFullStateHost(t *testing.T, target *testPeer) *fullStateHost {
 	fh.SetStreamHandler(target.p.proto, func(s network.Stream) {
 		defer s.Close()
 		_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, _, err := readFrame(bufio.NewReader(s)); err != nil {
+		if _, _, err := readFrame(bufio.NewReader(s), maxSyncFrame); err != nil {
 			s.Reset()
 			return
 		}

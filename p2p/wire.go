@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/fxamacker/cbor/v2"
@@ -136,20 +138,45 @@ func appendDelta(deltas, proofs [][]byte, d *crdt.Delta, enc []byte) ([][]byte, 
 	return append(deltas, enc), append(proofs, crdt.AppendProof(nil, d.Proof))
 }
 
-// Sync frames. A request carries the requester's applied context; the
-// response is any number of delta chunks, then either done (with the
-// responder's applied context, for status) or full, which the responder's
-// full-state export follows on the same stream.
+// Sync frames. Two protocols share them (see Pull):
+//
+//   - sync/1, the whole-context exchange: a request carries the
+//     requester's applied context; the response is any number of delta
+//     chunks, then either done (with the responder's applied context, for
+//     status) or full, which the responder's full-state export follows on
+//     the same stream.
+//   - sync/2, the digest exchange: the requester sends digest (the root
+//     of its applied context's crdt.Digest); the responder answers done
+//     at once if its root is the same, else buckets (its 4096 bucket
+//     hashes); the requester answers entries (its context entries of the
+//     buckets that differ); the response then goes on as in sync/1, its
+//     done carrying the responder's entries of those buckets instead of
+//     a whole context. What crosses grows with the difference, not with
+//     the number of replicas.
 const (
 	frameRequest = 1
 	frameDeltas  = 2
 	frameDone    = 3
 	frameFull    = 4
+	frameDigest  = 5
+	frameBuckets = 6
+	frameEntries = 7
 
 	// chunkBytes bounds the deltas of one response frame.
 	chunkBytes = 256 << 10
-	// maxSyncFrame bounds one frame: a context or a chunk of deltas.
-	maxSyncFrame = crdt.MaxContextBytes + 1024
+	// maxSyncFrame bounds one sync/1 frame: a whole context or a chunk
+	// of deltas. It is what releases before sync/2 accept, so sync/1
+	// carries contexts of up to about 900,000 replicas; sync/2 has no
+	// such limit.
+	maxSyncFrame = 64<<20 + 1024
+	// maxDigestFrame bounds one sync/2 frame: bucket hashes, entries
+	// (at most maxEntriesBytes) or a chunk of deltas (chunkBytes plus one
+	// delta of up to crdt.MaxDeltaBytes).
+	maxDigestFrame = 8 << 20
+	// maxEntriesBytes and maxEntries bound the context entries of one
+	// frame; buckets that do not fit wait for the next exchange.
+	maxEntriesBytes = 4 << 20
+	maxEntries      = 1 << 15
 )
 
 type syncFrame struct {
@@ -159,6 +186,96 @@ type syncFrame struct {
 	Context []byte   `cbor:"4,keyasint,omitempty"`
 	Deltas  [][]byte `cbor:"5,keyasint,omitempty"`
 	Proofs  [][]byte `cbor:"6,keyasint,omitempty"` // one per delta
+	// sync/2 only.
+	Root     []byte   `cbor:"7,keyasint,omitempty"`  // crdt.Digest root
+	Digests  []byte   `cbor:"8,keyasint,omitempty"`  // crdt.DigestBuckets bucket hashes, 8 bytes each, big-endian
+	Buckets  []uint64 `cbor:"9,keyasint,omitempty"`  // digest buckets, ascending, whose entries follow
+	Replicas []string `cbor:"10,keyasint,omitempty"` // the replicas of those buckets the sender's context names
+	Entries  [][]byte `cbor:"11,keyasint,omitempty"` // their entries (crdt.Context.AppendEntry), one per replica
+}
+
+// encodeBucketHashes packs bucket hashes for a buckets frame.
+func encodeBucketHashes(hs []uint64) []byte {
+	b := make([]byte, 0, 8*len(hs))
+	for _, h := range hs {
+		b = binary.BigEndian.AppendUint64(b, h)
+	}
+	return b
+}
+
+// decodeBucketHashes unpacks a buckets frame's hashes.
+func decodeBucketHashes(b []byte) ([]uint64, error) {
+	if len(b) != 8*crdt.DigestBuckets {
+		return nil, fmt.Errorf("%w: %d bytes of bucket hashes, want %d", ErrBadMessage, len(b), 8*crdt.DigestBuckets)
+	}
+	hs := make([]uint64, crdt.DigestBuckets)
+	for i := range hs {
+		hs[i] = binary.BigEndian.Uint64(b[8*i:])
+	}
+	return hs, nil
+}
+
+// putEntries fills f's buckets, replicas and entries with the context
+// entries (by get) of the buckets in diff, in order, while they fit in
+// maxEntriesBytes and maxEntries. It reports whether every bucket of
+// diff is in f. A first bucket that alone does not fit is listed without
+// entries: the other side takes it as empty there and sends all of it,
+// which costs more but converges.
+func putEntries(f *syncFrame, diff []int, get func(b int) map[crdt.ReplicaID][]byte) bool {
+	size, count := 0, 0
+	for i, b := range diff {
+		es := get(b)
+		more := 0
+		for r, e := range es {
+			more += len(r) + len(e) + 8
+		}
+		fits := size+more <= maxEntriesBytes && count+len(es) <= maxEntries
+		if !fits && i > 0 {
+			return false
+		}
+		f.Buckets = append(f.Buckets, uint64(b))
+		if !fits {
+			continue
+		}
+		for _, r := range slices.Sorted(maps.Keys(es)) {
+			f.Replicas = append(f.Replicas, string(r))
+			f.Entries = append(f.Entries, es[r])
+		}
+		size, count = size+more, count+len(es)
+	}
+	return true
+}
+
+// decodeEntries checks a frame's buckets, replicas and entries: buckets
+// in range and ascending, one entry per replica, each replica valid,
+// named once and in one of the buckets. The entries themselves are
+// decoded by whoever uses them (crdt.Context.Patch).
+func decodeEntries(f *syncFrame) ([]int, map[crdt.ReplicaID][]byte, error) {
+	if len(f.Replicas) != len(f.Entries) {
+		return nil, nil, fmt.Errorf("%w: %d replicas, %d entries", ErrBadMessage, len(f.Replicas), len(f.Entries))
+	}
+	buckets := make([]int, len(f.Buckets))
+	for i, b := range f.Buckets {
+		if b >= crdt.DigestBuckets || (i > 0 && b <= f.Buckets[i-1]) {
+			return nil, nil, fmt.Errorf("%w: digest buckets not ascending below %d at %d", ErrBadMessage, crdt.DigestBuckets, b)
+		}
+		buckets[i] = int(b)
+	}
+	entries := make(map[crdt.ReplicaID][]byte, len(f.Replicas))
+	for i, s := range f.Replicas {
+		r := crdt.ReplicaID(s)
+		if err := r.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
+		}
+		if _, dup := entries[r]; dup {
+			return nil, nil, fmt.Errorf("%w: replica %s named twice", ErrBadMessage, r)
+		}
+		if _, ok := slices.BinarySearch(buckets, crdt.BucketOf(r)); !ok {
+			return nil, nil, fmt.Errorf("%w: replica %s is not in a listed bucket", ErrBadMessage, r)
+		}
+		entries[r] = f.Entries[i]
+	}
+	return buckets, entries, nil
 }
 
 func writeFrame(w io.Writer, f *syncFrame) (int, error) {
@@ -175,17 +292,17 @@ func writeFrame(w io.Writer, f *syncFrame) (int, error) {
 	return n + len(b), err
 }
 
-// readFrame reads one length-prefixed sync frame of at most maxSyncFrame
-// bytes. The announced length is checked first; the frame's buffer then
-// grows with the bytes actually received (as node's state frames do), so a
-// peer that announces a large frame and sends little of it costs little
-// memory.
-func readFrame(r *bufio.Reader) (*syncFrame, int, error) {
+// readFrame reads one length-prefixed sync frame of at most limit bytes
+// (maxSyncFrame or maxDigestFrame). The announced length is checked
+// first; the frame's buffer then grows with the bytes actually received
+// (as node's state frames do), so a peer that announces a large frame and
+// sends little of it costs little memory.
+func readFrame(r *bufio.Reader, limit uint64) (*syncFrame, int, error) {
 	size, err := binary.ReadUvarint(r)
 	if err != nil {
 		return nil, 0, fmt.Errorf("sync frame length: %w", err)
 	}
-	if size > maxSyncFrame {
+	if size > limit {
 		return nil, 0, fmt.Errorf("%w: frame of %d bytes", ErrBadMessage, size)
 	}
 	b, err := io.ReadAll(io.LimitReader(r, int64(size)))
