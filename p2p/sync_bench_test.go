@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
+	"github.com/crdt-catalog/crdt-catalog/node"
 )
 
 // BenchmarkSyncRoundBytes: the bytes one anti-entropy round moves (sent
@@ -18,12 +19,14 @@ import (
 // the round's time.
 func BenchmarkSyncRoundBytes(b *testing.B) {
 	const replicas = 100_000
+	ncfg := node.DefaultConfig()
+	ncfg.MaxReplicas = 2 * replicas
 	cfg := testConfig(b)
 	cfg.AntiEntropyInterval = time.Hour
-	resp := startUnsignedPeer(b, cfg, nil)
+	resp := startUnsignedPeer(b, cfg, &ncfg)
 	cfg = testConfig(b)
 	cfg.AntiEntropyInterval = time.Hour
-	puller := startUnsignedPeer(b, cfg, nil)
+	puller := startUnsignedPeer(b, cfg, &ncfg)
 	applyMadeUp(b, resp.n, "r", replicas)
 	applyMadeUp(b, puller.n, "r", replicas)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -41,8 +44,8 @@ func BenchmarkSyncRoundBytes(b *testing.B) {
 			if differ {
 				b.StopTimer()
 				late++
-				if _, err := resp.n.ApplyDeltas(ctx, []*crdt.Delta{madeUp(b, "late-"+strconv.Itoa(late))}); err != nil {
-					b.Fatal(err)
+				if res, err := resp.n.ApplyDeltas(ctx, []*crdt.Delta{madeUp(b, "late-"+strconv.Itoa(late))}); err != nil || res.New != 1 {
+					b.Fatalf("apply: %+v %v", res, err)
 				}
 				b.StartTimer()
 			}
