@@ -214,6 +214,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) (err error) {
 		}
 		if err != nil {
 			s.Reset()
+			p.stats.syncFailures.Add(1)
 			return err
 		}
 		n, err := writeFrame(timed, &syncFrame{Kind: frameRequest, Version: wireVersion, Network: p.cfg.Network, Context: enc})
@@ -257,7 +258,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) (err error) {
 				theirs, err = crdt.DecodeContext(f.Context)
 			}
 			if err != nil {
-				return p.misbehaved(s, id, fmt.Errorf("%w: context: %w", ErrBadMessage, err))
+				return p.misbehaved(s, id, fmt.Errorf("%w: context: %v", ErrBadMessage, err))
 			}
 			p.remember(id, theirs)
 			p.stats.rounds.Add(1)
@@ -303,12 +304,11 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) (err error) {
 // and sends this node's entries of the buckets that differ. It reports
 // whether the roots were equal (the peer then answered done and the
 // exchange is over), whether every differing bucket was sent, and the
-// bytes it read and wrote.
+// bytes it received.
 func (p *Peer) compareDigests(w io.Writer, br *bufio.Reader) (equal, complete bool, bytes int, err error) {
 	root, mine := p.cat.AppliedDigest(true)
 	n, err := writeFrame(w, &syncFrame{Kind: frameDigest, Version: wireVersion, Network: p.cfg.Network, Root: root[:]})
 	p.stats.syncBytesSent.Add(uint64(n))
-	bytes += n
 	if err != nil {
 		return false, false, bytes, err
 	}
@@ -339,10 +339,10 @@ func (p *Peer) compareDigests(w io.Writer, br *bufio.Reader) (equal, complete bo
 	complete = putEntries(out, diff, p.cat.AppliedEntries)
 	n, err = writeFrame(w, out)
 	p.stats.syncBytesSent.Add(uint64(n))
-	return false, complete, bytes + n, err
+	return false, complete, bytes, err
 }
 
-// handleSync answers a sync/1 pull: see answer.
+// handleSync answers a sync/1 pull: see serveSync.
 func (p *Peer) handleSync(s network.Stream) {
 	p.serveSync(s, func(id peer.ID, br *bufio.Reader, w io.Writer) (*crdt.Context, []int, error) {
 		f, n, err := readFrame(br, maxSyncFrame)
@@ -367,7 +367,7 @@ func (p *Peer) handleSync(s network.Stream) {
 // handleSync2 answers a sync/2 pull: it compares digests with the
 // requester (see wire.go) and, if they differ, rebuilds the requester's
 // applied context from this node's and the requester's entries of the
-// buckets that differ; then see answer.
+// buckets that differ; then see serveSync.
 func (p *Peer) handleSync2(s network.Stream) {
 	p.serveSync(s, func(id peer.ID, br *bufio.Reader, w io.Writer) (*crdt.Context, []int, error) {
 		f, n, err := readFrame(br, maxDigestFrame)
