@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
@@ -13,8 +14,8 @@ import (
 // a ~150-byte document on an in-memory LevelDB, on a node whose causal
 // contexts name 1, 10,000 or 100,000 other replicas. Every variant first
 // applies the same 100,000 remote adds (spread evenly over the other
-// replicas) and compacts the store, so the store is alike and only the
-// number of replicas differs. The store is in memory so that the figure
+// replicas), compacts the store and collects the garbage, so the store
+// is alike and only the number of replicas differs. The store is in memory so that the figure
 // is the commit's CPU, which is what grew with the replicas a commit
 // rewrote; an fsync would hide it. Besides ns/op it reports cpu-us/add,
 // the process's CPU time per add (see cpuClock), which the load of other
@@ -42,6 +43,7 @@ func BenchmarkAddReplicasSeen(b *testing.B) {
 			if err := n.store.(*leveldb.Datastore).DB.CompactRange(util.Range{}); err != nil {
 				b.Fatal(err)
 			}
+			runtime.GC() // the setup's garbage is not the adds' cost
 			doc := mustDoc(b, benchDocJSON(0))
 			b.ReportAllocs()
 			b.ResetTimer()
