@@ -136,20 +136,17 @@ func migrateContexts(ctx context.Context, store ds.Batching) (migrated int, err 
 			return 0, err
 		}
 		if b == nil {
-			if i == 1 && legacy[0] != nil {
-				return 0, fmt.Errorf("%w: %s without %s", ErrCorrupt, keyLegacySeen, keyLegacyApplied)
-			}
 			continue
 		}
 		if legacy[i], err = crdt.DecodeContext(b); err != nil {
 			return 0, fmt.Errorf("%w: %s: %v", ErrCorrupt, key, err)
 		}
 	}
-	if legacy[0] == nil {
-		if legacy[1] != nil {
-			return 0, fmt.Errorf("%w: %s without %s", ErrCorrupt, keyLegacyApplied, keyLegacySeen)
-		}
+	switch {
+	case legacy[0] == nil && legacy[1] == nil:
 		return 0, nil
+	case legacy[0] == nil || legacy[1] == nil:
+		return 0, fmt.Errorf("%w: only one of %s and %s", ErrCorrupt, keyLegacySeen, keyLegacyApplied)
 	}
 	old, err := contextKeys(ctx, store)
 	if err != nil {
