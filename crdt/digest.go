@@ -9,7 +9,37 @@ import (
 
 // DigestBuckets is the number of buckets a Digest splits a context's
 // replicas into, by the first 12 bits of the SHA-256 of their IDs.
-const DigestBuckets = 4096
+// DigestGroups groups them, DigestBuckets/DigestGroups consecutive
+// buckets each, so that two replicas can compare 64 group hashes, then the
+// bucket hashes of the groups that differ only.
+const (
+	DigestBuckets = 4096
+	DigestGroups  = 64
+	groupBuckets  = DigestBuckets / DigestGroups
+)
+
+// GroupHashes returns the hash of each group of bucket hashes (as
+// Digest.Buckets returns them): the first 8 bytes of the SHA-256 of the
+// group's bucket hashes, big-endian.
+func GroupHashes(buckets []uint64) []uint64 {
+	out := make([]uint64, DigestGroups)
+	buf := make([]byte, 0, 8*groupBuckets)
+	for g := range out {
+		buf = buf[:0]
+		for _, h := range buckets[g*groupBuckets : (g+1)*groupBuckets] {
+			buf = binary.BigEndian.AppendUint64(buf, h)
+		}
+		sum := sha256.Sum256(buf)
+		out[g] = binary.BigEndian.Uint64(sum[:8])
+	}
+	return out
+}
+
+// GroupOf returns the digest group of bucket b.
+func GroupOf(b int) int { return b / groupBuckets }
+
+// GroupBuckets returns the first bucket of group g and the one past its last.
+func GroupBuckets(g int) (first, end int) { return g * groupBuckets, (g + 1) * groupBuckets }
 
 // BucketOf returns the digest bucket of r.
 func BucketOf(r ReplicaID) int {

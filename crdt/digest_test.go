@@ -70,6 +70,20 @@ func TestDigest_FindsExactlyTheDifference(t *testing.T) {
 			t.Fatalf("roots equal %v, contexts equal %v", dc.Root() == do.Root(), c.Equal(o))
 		}
 		diff := differing(dc.Buckets(), do.Buckets())
+		var groups []int
+		for _, b := range diff {
+			if g := GroupOf(b); !slices.Contains(groups, g) {
+				groups = append(groups, g)
+			}
+		}
+		if got := differing(GroupHashes(dc.Buckets()), GroupHashes(do.Buckets())); !slices.Equal(got, groups) {
+			t.Fatalf("differing groups %v, want the groups %v of the differing buckets %v", got, groups, diff)
+		}
+		for _, g := range groups {
+			if first, end := GroupBuckets(g); first != g*DigestBuckets/DigestGroups || end-first != DigestBuckets/DigestGroups {
+				t.Fatalf("group %d spans buckets %d to %d", g, first, end)
+			}
+		}
 		for _, r := range append(c.Replicas(), o.Replicas()...) {
 			// A bucket may also differ because of another replica in it.
 			same := slices.Equal(c.AppendEntry(nil, r), o.AppendEntry(nil, r))

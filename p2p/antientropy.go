@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
@@ -300,8 +301,9 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) (err error) {
 }
 
 // compareDigests is a sync/2 pull's first part: it sends this node's
-// digest root; if the peer's differs, it reads the peer's bucket hashes
-// and sends this node's entries of the buckets that differ. It reports
+// digest root; if the peer's differs, it reads the peer's group hashes,
+// asks for the bucket hashes of the groups that differ, and sends this
+// node's entries of the buckets that differ. It reports
 // whether the roots were equal (the peer then answered done and the
 // exchange is over), whether every differing bucket was sent, and the
 // bytes it received.
@@ -325,14 +327,40 @@ func (p *Peer) compareDigests(w io.Writer, br *bufio.Reader) (equal, complete bo
 	default:
 		return false, false, bytes, fmt.Errorf("%w: frame of kind %d in answer to a digest", ErrBadMessage, f.Kind)
 	}
-	theirs, err := decodeBucketHashes(f.Digests)
+	theirs, err := decodeBucketHashes(f.Digests, crdt.DigestGroups)
 	if err != nil {
 		return false, false, bytes, err
 	}
+	ask := &syncFrame{Kind: frameGroups}
+	for g, h := range crdt.GroupHashes(mine) {
+		if h != theirs[g] {
+			ask.Buckets = append(ask.Buckets, uint64(g))
+		}
+	}
+	n, err = writeFrame(w, ask)
+	p.stats.syncBytesSent.Add(uint64(n))
+	if err != nil {
+		return false, false, bytes, err
+	}
+	if f, n, err = readFrame(br, maxDigestFrame); err != nil {
+		return false, false, bytes, err
+	}
+	p.stats.syncBytesReceived.Add(uint64(n))
+	bytes += n
+	if f.Kind != frameBuckets || !slices.Equal(f.Buckets, ask.Buckets) {
+		return false, false, bytes, fmt.Errorf("%w: frame of kind %d for groups %v in answer to groups %v", ErrBadMessage, f.Kind, f.Buckets, ask.Buckets)
+	}
+	per := crdt.DigestBuckets / crdt.DigestGroups
+	if theirs, err = decodeBucketHashes(f.Digests, per*len(ask.Buckets)); err != nil {
+		return false, false, bytes, err
+	}
 	var diff []int
-	for i := range mine {
-		if mine[i] != theirs[i] {
-			diff = append(diff, i)
+	for i, g := range ask.Buckets {
+		first, end := crdt.GroupBuckets(int(g))
+		for b := first; b < end; b++ {
+			if mine[b] != theirs[i*per+b-first] {
+				diff = append(diff, b)
+			}
 		}
 	}
 	out := &syncFrame{Kind: frameEntries}
@@ -365,7 +393,8 @@ func (p *Peer) handleSync(s network.Stream) {
 }
 
 // handleSync2 answers a sync/2 pull: it compares digests with the
-// requester (see wire.go) and, if they differ, rebuilds the requester's
+// requester (root, group hashes, bucket hashes of the groups that differ:
+// see wire.go) and, if they differ, rebuilds the requester's
 // applied context from this node's and the requester's entries of the
 // buckets that differ; then see serveSync.
 func (p *Peer) handleSync2(s network.Stream) {
@@ -388,7 +417,26 @@ func (p *Peer) handleSync2(s network.Stream) {
 		if len(f.Root) != len(root) {
 			return nil, nil, fmt.Errorf("%w: digest root of %d bytes", ErrBadMessage, len(f.Root))
 		}
-		if _, err := writeFrame(w, &syncFrame{Kind: frameBuckets, Digests: encodeBucketHashes(mine)}); err != nil {
+		if _, err := writeFrame(w, &syncFrame{Kind: frameBuckets, Digests: encodeBucketHashes(crdt.GroupHashes(mine))}); err != nil {
+			return nil, nil, err
+		}
+		if f, n, err = readFrame(br, maxDigestFrame); err != nil {
+			return nil, nil, err
+		}
+		p.stats.syncBytesReceived.Add(uint64(n))
+		if f.Kind != frameGroups {
+			return nil, nil, fmt.Errorf("%w: frame of kind %d in answer to group hashes", ErrBadMessage, f.Kind)
+		}
+		groups, err := decodeGroups(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		var hs []uint64
+		for _, g := range groups {
+			first, end := crdt.GroupBuckets(g)
+			hs = append(hs, mine[first:end]...)
+		}
+		if _, err := writeFrame(w, &syncFrame{Kind: frameBuckets, Buckets: f.Buckets, Digests: encodeBucketHashes(hs)}); err != nil {
 			return nil, nil, err
 		}
 		if f, n, err = readFrame(br, maxDigestFrame); err != nil {

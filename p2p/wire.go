@@ -147,12 +147,15 @@ func appendDelta(deltas, proofs [][]byte, d *crdt.Delta, enc []byte) ([][]byte, 
 //     the same stream.
 //   - sync/2, the digest exchange: the requester sends digest (the root
 //     of its applied context's crdt.Digest); the responder answers done
-//     at once if its root is the same, else buckets (its 4096 bucket
-//     hashes); the requester answers entries (its context entries of the
-//     buckets that differ); the response then goes on as in sync/1, its
-//     done carrying the responder's entries of those buckets instead of
-//     a whole context. What crosses grows with the difference, not with
-//     the number of replicas.
+//     at once if its root is the same, else buckets with its 64 group
+//     hashes (crdt.GroupHashes); the requester answers groups, the groups
+//     whose hashes differ; the responder answers buckets with the 64
+//     bucket hashes of each of those groups; the requester answers
+//     entries (its context entries of the buckets that differ); the
+//     response then goes on as in sync/1, its done carrying the
+//     responder's entries of those buckets instead of a whole context.
+//     What crosses grows with the difference, not with the number of
+//     replicas.
 const (
 	frameRequest = 1
 	frameDeltas  = 2
@@ -161,6 +164,7 @@ const (
 	frameDigest  = 5
 	frameBuckets = 6
 	frameEntries = 7
+	frameGroups  = 8
 
 	// chunkBytes bounds the deltas of one response frame.
 	chunkBytes = 256 << 10
@@ -189,7 +193,7 @@ type syncFrame struct {
 	// sync/2 only.
 	Root     []byte   `cbor:"7,keyasint,omitempty"`  // crdt.Digest root
 	Digests  []byte   `cbor:"8,keyasint,omitempty"`  // crdt.DigestBuckets bucket hashes, 8 bytes each, big-endian
-	Buckets  []uint64 `cbor:"9,keyasint,omitempty"`  // digest buckets, ascending, whose entries follow
+	Buckets  []uint64 `cbor:"9,keyasint,omitempty"`  // digest buckets (groups in groups and buckets frames), ascending
 	Replicas []string `cbor:"10,keyasint,omitempty"` // the replicas of those buckets the sender's context names
 	Entries  [][]byte `cbor:"11,keyasint,omitempty"` // their entries (crdt.Context.AppendEntry), one per replica
 }
@@ -203,16 +207,29 @@ func encodeBucketHashes(hs []uint64) []byte {
 	return b
 }
 
-// decodeBucketHashes unpacks a buckets frame's hashes.
-func decodeBucketHashes(b []byte) ([]uint64, error) {
-	if len(b) != 8*crdt.DigestBuckets {
-		return nil, fmt.Errorf("%w: %d bytes of bucket hashes, want %d", ErrBadMessage, len(b), 8*crdt.DigestBuckets)
+// decodeBucketHashes unpacks a buckets frame's n hashes.
+func decodeBucketHashes(b []byte, n int) ([]uint64, error) {
+	if len(b) != 8*n {
+		return nil, fmt.Errorf("%w: %d bytes of digest hashes, want %d", ErrBadMessage, len(b), 8*n)
 	}
-	hs := make([]uint64, crdt.DigestBuckets)
+	hs := make([]uint64, n)
 	for i := range hs {
 		hs[i] = binary.BigEndian.Uint64(b[8*i:])
 	}
 	return hs, nil
+}
+
+// decodeGroups checks a groups frame's digest groups: in range and
+// ascending.
+func decodeGroups(f *syncFrame) ([]int, error) {
+	gs := make([]int, len(f.Buckets))
+	for i, g := range f.Buckets {
+		if g >= crdt.DigestGroups || (i > 0 && g <= f.Buckets[i-1]) {
+			return nil, fmt.Errorf("%w: digest groups not ascending below %d at %d", ErrBadMessage, crdt.DigestGroups, g)
+		}
+		gs[i] = int(g)
+	}
+	return gs, nil
 }
 
 // putEntries fills f's buckets, replicas and entries with the context

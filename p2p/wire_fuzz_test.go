@@ -100,7 +100,7 @@ func FuzzReadSyncFrame(f *testing.F) {
 	})
 }
 
-// FuzzDigestFrames: the sync/2 decoders (bucket hashes, context entries)
+// FuzzDigestFrames: the sync/2 decoders (hashes, groups, context entries)
 // never panic, refuse with ErrBadMessage, and what decodeEntries accepts
 // patches a context or is refused by it with crdt.ErrInvalid or
 // crdt.ErrVersion, leaving it unchanged.
@@ -121,7 +121,8 @@ func FuzzDigestFrames(f *testing.F) {
 	})
 	for _, fr := range []*syncFrame{
 		good,
-		{Kind: frameBuckets, Digests: make([]byte, 8*crdt.DigestBuckets)},
+		{Kind: frameBuckets, Digests: make([]byte, 8*crdt.DigestGroups)},
+		{Kind: frameGroups, Buckets: []uint64{0, 7, 63}},
 		{Kind: frameDigest, Version: wireVersion, Network: "net", Root: make([]byte, crdt.HashSize)},
 	} {
 		var buf bytes.Buffer
@@ -135,10 +136,15 @@ func FuzzDigestFrames(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if hs, err := decodeBucketHashes(fr.Digests); err != nil && !errors.Is(err, ErrBadMessage) {
+		if hs, err := decodeBucketHashes(fr.Digests, crdt.DigestGroups); err != nil && !errors.Is(err, ErrBadMessage) {
 			t.Fatalf("decodeBucketHashes: %v is not ErrBadMessage", err)
-		} else if err == nil && len(hs) != crdt.DigestBuckets {
-			t.Fatalf("%d bucket hashes", len(hs))
+		} else if err == nil && len(hs) != crdt.DigestGroups {
+			t.Fatalf("%d group hashes", len(hs))
+		}
+		if gs, err := decodeGroups(fr); err != nil && !errors.Is(err, ErrBadMessage) {
+			t.Fatalf("decodeGroups: %v is not ErrBadMessage", err)
+		} else if err == nil && !slices.IsSorted(gs) {
+			t.Fatalf("groups %v not ascending", gs)
 		}
 		buckets, entries, err := decodeEntries(fr)
 		if err != nil {
