@@ -161,10 +161,12 @@ const (
 	frameDeltas  = 2
 	frameDone    = 3
 	frameFull    = 4
-	frameDigest  = 5
-	frameBuckets = 6
-	frameEntries = 7
-	frameGroups  = 8
+	// sync/2's kinds and fields start at 20, clear of those sync/1 may
+	// add.
+	frameDigest  = 20
+	frameBuckets = 21
+	frameEntries = 22
+	frameGroups  = 23
 
 	// chunkBytes bounds the deltas of one response frame.
 	chunkBytes = 256 << 10
@@ -191,11 +193,11 @@ type syncFrame struct {
 	Deltas  [][]byte `cbor:"5,keyasint,omitempty"`
 	Proofs  [][]byte `cbor:"6,keyasint,omitempty"` // one per delta
 	// sync/2 only.
-	Root     []byte   `cbor:"7,keyasint,omitempty"`  // crdt.Digest root
-	Digests  []byte   `cbor:"8,keyasint,omitempty"`  // crdt.DigestBuckets bucket hashes, 8 bytes each, big-endian
-	Buckets  []uint64 `cbor:"9,keyasint,omitempty"`  // digest buckets (groups in groups and buckets frames), ascending
-	Replicas []string `cbor:"10,keyasint,omitempty"` // the replicas of those buckets the sender's context names
-	Entries  [][]byte `cbor:"11,keyasint,omitempty"` // their entries (crdt.Context.AppendEntry), one per replica
+	Root     []byte   `cbor:"20,keyasint,omitempty"` // crdt.Digest root
+	Digests  []byte   `cbor:"21,keyasint,omitempty"` // group or bucket hashes, 8 bytes each, big-endian
+	Buckets  []uint64 `cbor:"22,keyasint,omitempty"` // digest buckets (groups in groups and buckets frames), ascending
+	Replicas []string `cbor:"23,keyasint,omitempty"` // the replicas of those buckets the sender's context names
+	Entries  [][]byte `cbor:"24,keyasint,omitempty"` // their entries (crdt.Context.AppendEntry), one per replica
 }
 
 // encodeBucketHashes packs bucket hashes for a buckets frame.
