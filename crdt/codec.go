@@ -2,7 +2,9 @@ package crdt
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -22,6 +24,10 @@ const FormatVersion = 1
 var (
 	encMode cbor.EncMode
 	decMode cbor.DecMode
+	// ctxDecMode decodes contexts, whose maps may name up to
+	// MaxContextReplicas replicas; the decoder checks that the input is
+	// well formed, so holds every pair it announces, before it allocates.
+	ctxDecMode cbor.DecMode
 )
 
 func init() {
@@ -35,6 +41,16 @@ func init() {
 		MaxNestedLevels:   8,
 		MaxArrayElements:  2 * MaxDeltaDots * 4,
 		MaxMapPairs:       1 << 20,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+	}).DecMode(); err != nil {
+		panic(err)
+	}
+	if ctxDecMode, err = (cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		IndefLength:       cbor.IndefLengthForbidden,
+		MaxNestedLevels:   8,
+		MaxArrayElements:  2 * MaxDeltaDots * 4,
+		MaxMapPairs:       MaxContextReplicas,
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
 	}).DecMode(); err != nil {
 		panic(err)
@@ -356,7 +372,7 @@ func DecodeContext(b []byte) (*Context, error) {
 	if v, ok := peekVersion(b); ok && v != FormatVersion {
 		return nil, fmt.Errorf("decode context: %w %d", ErrVersion, v)
 	}
-	if err := decMode.Unmarshal(b, &w); err != nil {
+	if err := ctxDecMode.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("decode context: %w: %v", ErrInvalid, err)
 	}
 	if w.Version != FormatVersion {
@@ -424,4 +440,103 @@ func peekVersion(b []byte) (uint64, bool) {
 		v = v<<8 | uint64(c)
 	}
 	return v, true
+}
+
+// AppendEntry appends the encoding of r's entry in c (its version-vector
+// entry and its cloud: every dot of r that c holds) to b, and returns b
+// unchanged if c holds no dot of r. It is what a store keeps per replica,
+// so that a commit rewrites the entries it changed (see Context.Track),
+// not whole contexts. The form is a sequence of uvarints: FormatVersion,
+// the vector entry, the cloud's size, then each cloud counter in
+// ascending order as its distance from the one before (the vector entry
+// plus one for the first) minus one. Equal entries encode to equal bytes.
+func (c *Context) AppendEntry(b []byte, r ReplicaID) []byte {
+	base, cl := c.vv[r], c.cloud[r]
+	if base == 0 && len(cl) == 0 {
+		return b
+	}
+	ks := make([]uint64, 0, len(cl))
+	for k := range cl {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	b = binary.AppendUvarint(b, FormatVersion)
+	b = binary.AppendUvarint(b, base)
+	b = binary.AppendUvarint(b, uint64(len(ks)))
+	prev := base + 1
+	for _, k := range ks {
+		b = binary.AppendUvarint(b, k-prev-1)
+		prev = k
+	}
+	return b
+}
+
+// SetEntry replaces r's entry in c with the one enc encodes (AppendEntry's
+// form). It allocates no more than enc's length warrants, and changes
+// nothing if r or enc is invalid: an error wraps ErrVersion for another
+// format version, else ErrInvalid.
+func (c *Context) SetEntry(r ReplicaID, enc []byte) error {
+	if err := r.Validate(); err != nil {
+		return fmt.Errorf("decode context entry: %w", err)
+	}
+	rest := enc
+	next := func() (uint64, bool) {
+		v, n := binary.Uvarint(rest)
+		if n <= 0 || (n > 1 && rest[n-1] == 0) { // cut short, too long, or not in its shortest form
+			return 0, false
+		}
+		rest = rest[n:]
+		return v, true
+	}
+	bad := func(what string) error {
+		return fmt.Errorf("decode context entry of %s: %w: %s", r, ErrInvalid, what)
+	}
+	v, ok := next()
+	if !ok {
+		return bad("no version")
+	}
+	if v != FormatVersion {
+		return fmt.Errorf("decode context entry of %s: %w %d", r, ErrVersion, v)
+	}
+	base, ok1 := next()
+	size, ok2 := next()
+	switch {
+	case !ok1 || !ok2:
+		return bad("cut short")
+	case size > uint64(len(rest)): // each counter takes at least a byte
+		return bad(fmt.Sprintf("cloud of %d counters in %d bytes", size, len(rest)))
+	case base == 0 && size == 0:
+		return bad("empty")
+	case base == math.MaxUint64 && size > 0:
+		return bad("cloud above the top counter")
+	}
+	var cl map[uint64]struct{}
+	if size > 0 {
+		cl = make(map[uint64]struct{}, size)
+	}
+	prev := base + 1
+	for range size {
+		gap, ok := next()
+		if !ok {
+			return bad("cloud cut short")
+		}
+		if gap >= math.MaxUint64-prev {
+			return bad("cloud counter past the top")
+		}
+		prev += gap + 1
+		cl[prev] = struct{}{}
+	}
+	if len(rest) > 0 {
+		return bad(fmt.Sprintf("%d trailing bytes", len(rest)))
+	}
+	c.touch(r)
+	delete(c.cloud, r)
+	delete(c.vv, r)
+	if base > 0 {
+		c.vv[r] = base
+	}
+	if cl != nil {
+		c.cloud[r] = cl
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -520,7 +521,10 @@ func TestContext_DecodeRejectsMalformed(t *testing.T) {
 	c := func(name string, want error, edit func(w *wireContext)) rejectCase {
 		return wireCase(t, name, good, want, edit)
 	}
-	cases := append(commonCases(good, MaxContextBytes),
+	// Not the oversize case: a GiB is too much to allocate in a test, and
+	// the length check is DecodeContext's first line.
+	common := slices.DeleteFunc(commonCases(good, len(good)), func(c rejectCase) bool { return c.name == "oversize" })
+	cases := append(common,
 		c("version-0", ErrVersion, func(w *wireContext) { w.Version = 0 }),
 		c("version-2", ErrVersion, func(w *wireContext) { w.Version = 2 }),
 		c("zero-vector-entry", ErrInvalid, func(w *wireContext) { w.VV["c"] = 0 }),
@@ -755,5 +759,34 @@ func TestCodec_DecodersReportVersionBeforeShape(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestContext_MoreThanAMillionReplicas: a context naming more replicas
+// than the 1,048,576 map pairs the decoder once allowed encodes, decodes
+// and round-trips through per-replica entries.
+func TestContext_MoreThanAMillionReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a context of 1.1 million replicas")
+	}
+	const n = 1<<20 + 50_000
+	c := NewContext()
+	for i := range n {
+		c.Add(Dot{ReplicaID("r" + strconv.Itoa(i)), uint64(i%7 + 1)})
+	}
+	c.Add(Dot{"r5", 100}) // and a cloud
+	b, err := EncodeContext(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeContext(b)
+	if err != nil {
+		t.Fatalf("decode a context of %d replicas (%d bytes): %v", n, len(b), err)
+	}
+	if back.NumReplicas() != n || !back.Equal(c) {
+		t.Fatalf("decoded %d replicas, want %d, equal %v", back.NumReplicas(), n, back.Equal(c))
+	}
+	if MaxContextReplicas < 10_000_000 {
+		t.Fatalf("MaxContextReplicas is %d: a format limit below 10 million replicas", MaxContextReplicas)
 	}
 }

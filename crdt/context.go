@@ -15,11 +15,46 @@ import (
 type Context struct {
 	vv    map[ReplicaID]uint64
 	cloud map[ReplicaID]map[uint64]struct{}
+	// touched holds the replicas whose entries changed since Track or the
+	// last TakeTouched; nil when c does not track them.
+	touched map[ReplicaID]struct{}
 }
 
 // NewContext returns an empty context.
 func NewContext() *Context {
 	return &Context{vv: map[ReplicaID]uint64{}, cloud: map[ReplicaID]map[uint64]struct{}{}}
+}
+
+// Track makes c record which replicas' entries (see AppendEntry) change
+// from now on, for TakeTouched: a store that keeps one record per replica
+// rewrites only those.
+func (c *Context) Track() {
+	if c.touched == nil {
+		c.touched = map[ReplicaID]struct{}{}
+	}
+}
+
+// TakeTouched returns the replicas whose entries changed since Track or
+// the last TakeTouched, sorted, and starts afresh. It returns nil if c does
+// not track changes.
+func (c *Context) TakeTouched() []ReplicaID {
+	if len(c.touched) == 0 {
+		return nil
+	}
+	rs := make([]ReplicaID, 0, len(c.touched))
+	for r := range c.touched {
+		rs = append(rs, r)
+	}
+	clear(c.touched)
+	slices.Sort(rs)
+	return rs
+}
+
+// touch records that r's entry changed, if c tracks changes.
+func (c *Context) touch(r ReplicaID) {
+	if c.touched != nil {
+		c.touched[r] = struct{}{}
+	}
 }
 
 // Contains reports whether d is in c.
@@ -37,6 +72,7 @@ func (c *Context) Add(d Dot) bool {
 	if c.Contains(d) || d.Counter == 0 {
 		return false
 	}
+	c.touch(d.Replica)
 	if d.Counter == c.vv[d.Replica]+1 {
 		c.vv[d.Replica] = d.Counter
 		c.fold(d.Replica)
@@ -76,6 +112,7 @@ func (c *Context) fold(r ReplicaID) {
 func (c *Context) Merge(o *Context) {
 	for r, n := range o.vv {
 		if n > c.vv[r] {
+			c.touch(r)
 			c.vv[r] = n
 			if cl := c.cloud[r]; cl != nil {
 				for k := range cl {
@@ -94,7 +131,7 @@ func (c *Context) Merge(o *Context) {
 	}
 }
 
-// Clone returns a deep copy of c.
+// Clone returns a deep copy of c's dots; the copy does not track changes.
 func (c *Context) Clone() *Context {
 	n := &Context{vv: maps.Clone(c.vv), cloud: make(map[ReplicaID]map[uint64]struct{}, len(c.cloud))}
 	for r, cl := range c.cloud {
@@ -196,10 +233,24 @@ func (c *Context) Len() uint64 {
 
 // Missing calls fn for every dot in c that o lacks, replica by replica in
 // order and counters ascending, until fn returns false. Its cost grows with
-// the number of dots it reports plus the size of the two clouds, not with
-// the size of c.
+// the number of dots it reports plus the size of the two clouds and one
+// pass over c's vector (no sort of every replica), not with the dots of c.
 func (c *Context) Missing(o *Context, fn func(Dot) bool) {
-	for _, r := range c.Replicas() {
+	// Only a replica whose vector entry is ahead of o's, or that has a
+	// cloud, can hold a dot o lacks: o holds every dot up to its entry.
+	var rs []ReplicaID
+	for r, n := range c.vv {
+		if n > o.vv[r] {
+			rs = append(rs, r)
+		}
+	}
+	for r := range c.cloud {
+		if c.vv[r] <= o.vv[r] {
+			rs = append(rs, r)
+		}
+	}
+	slices.Sort(rs)
+	for _, r := range rs {
 		for k := o.vv[r] + 1; k <= c.vv[r] && k != 0; k++ {
 			if d := (Dot{r, k}); !o.Contains(d) && !fn(d) {
 				return

@@ -1,7 +1,10 @@
 package crdt
 
 import (
+	"encoding/binary"
+	"errors"
 	"maps"
+	"math"
 	"slices"
 	"testing"
 
@@ -328,5 +331,129 @@ func TestContext_CompareCountsBothWays(t *testing.T) {
 	}
 	if got, want := missing(c, o), []Dot{{"a", 2}, {"a", 3}, {"a", 4}, {"a", 5}, {"a", 6}, {"a", 8}, {"a", 9}, {"a", 10}, {"b", 4}}; !slices.Equal(got, want) {
 		t.Fatalf("Missing = %v, want %v", got, want)
+	}
+}
+
+// TestContext_EntriesRoundTrip: a context rebuilt from the entries of its
+// replicas (AppendEntry, SetEntry) holds the same dots, and an entry set
+// over another replaces it.
+func TestContext_EntriesRoundTrip(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		c, _ := buildContext(t, genDots(t, "c"), "c")
+		o, _ := buildContext(t, genDots(t, "o"), "o")
+		for _, r := range ctxReplicas {
+			enc := c.AppendEntry(nil, r)
+			if (len(enc) == 0) != (c.Max(r) == 0) {
+				t.Fatalf("entry of %s is %x, but c's highest counter of it is %d", r, enc, c.Max(r))
+			}
+			if len(enc) == 0 {
+				continue
+			}
+			if err := o.SetEntry(r, enc); err != nil {
+				t.Fatalf("SetEntry(%s, %x): %v", r, enc, err)
+			}
+		}
+		// o now holds c's entries, and its own for replicas c lacks.
+		for _, r := range ctxReplicas {
+			if c.Max(r) == 0 {
+				continue
+			}
+			if got, want := o.AppendEntry(nil, r), c.AppendEntry(nil, r); !slices.Equal(got, want) {
+				t.Fatalf("entry of %s after SetEntry: %x, want %x", r, got, want)
+			}
+		}
+		requireCanonical(t, o)
+		rebuilt := NewContext()
+		for _, r := range c.Replicas() {
+			if err := rebuilt.SetEntry(r, c.AppendEntry(nil, r)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !rebuilt.Equal(c) {
+			t.Fatalf("rebuilt from entries: %v %v, want %v %v", rebuilt.Version(), rebuilt.Cloud(), c.Version(), c.Cloud())
+		}
+	})
+}
+
+// TestContext_SetEntryRejects: malformed entries are refused with
+// ErrInvalid (ErrVersion for another version) and leave c unchanged.
+func TestContext_SetEntryRejects(t *testing.T) {
+	c := NewContext()
+	c.Add(Dot{"a", 1})
+	u := func(vs ...uint64) []byte {
+		var b []byte
+		for _, v := range vs {
+			b = binary.AppendUvarint(b, v)
+		}
+		return b
+	}
+	cases := map[string]struct {
+		r   ReplicaID
+		enc []byte
+		err error
+	}{
+		"empty input":         {"a", nil, ErrInvalid},
+		"other version":       {"a", u(2, 1, 0), ErrVersion},
+		"no dots":             {"a", u(FormatVersion, 0, 0), ErrInvalid},
+		"cut short":           {"a", u(FormatVersion, 3), ErrInvalid},
+		"cloud cut short":     {"a", u(FormatVersion, 3, 2, 0), ErrInvalid},
+		"cloud bigger than b": {"a", u(FormatVersion, 3, 1<<40), ErrInvalid},
+		"trailing bytes":      {"a", u(FormatVersion, 3, 0, 7), ErrInvalid},
+		"cloud past the top":  {"a", u(FormatVersion, math.MaxUint64-3, 1, 5), ErrInvalid},
+		"top with a cloud":    {"a", u(FormatVersion, math.MaxUint64, 1, 0), ErrInvalid},
+		"bad replica":         {"a/b", u(FormatVersion, 3, 0), ErrInvalid},
+		"overlong uvarint":    {"a", append(u(FormatVersion), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), ErrInvalid},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			before := c.Clone()
+			if err := c.SetEntry(tc.r, tc.enc); !errors.Is(err, tc.err) {
+				t.Fatalf("SetEntry(%s, %x) = %v, want %v", tc.r, tc.enc, err, tc.err)
+			}
+			if !c.Equal(before) {
+				t.Fatal("a refused entry changed the context")
+			}
+		})
+	}
+	// The largest valid entries decode.
+	top := NewContext()
+	if err := top.SetEntry("a", u(FormatVersion, math.MaxUint64, 0)); err != nil || top.Max("a") != math.MaxUint64 {
+		t.Fatalf("vector entry at the top: %v, max %d", err, top.Max("a"))
+	}
+	if err := top.SetEntry("b", u(FormatVersion, 0, 1, math.MaxUint64-2)); err != nil || top.Max("b") != math.MaxUint64 {
+		t.Fatalf("cloud counter at the top: %v, max %d", err, top.Max("b"))
+	}
+}
+
+// TestContext_TracksTouchedReplicas: a tracking context reports exactly
+// the replicas whose entries Add, Merge and SetEntry changed, once.
+func TestContext_TracksTouchedReplicas(t *testing.T) {
+	c := NewContext()
+	c.Add(Dot{"a", 1})
+	if got := c.TakeTouched(); got != nil {
+		t.Fatalf("an untracked context reports %v", got)
+	}
+	c.Track()
+	c.Add(Dot{"a", 1}) // already held: no change
+	c.Add(Dot{"b", 3})
+	o := NewContext()
+	o.Add(Dot{"a", 1})
+	o.Add(Dot{"c", 1})
+	o.Add(Dot{"b", 3})
+	c.Merge(o)
+	if got, want := c.TakeTouched(), []ReplicaID{"b", "c"}; !slices.Equal(got, want) {
+		t.Fatalf("touched %v, want %v", got, want)
+	}
+	if got := c.TakeTouched(); got != nil {
+		t.Fatalf("touched again %v, want none", got)
+	}
+	if err := c.SetEntry("d", o.AppendEntry(nil, "c")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.TakeTouched(), []ReplicaID{"d"}; !slices.Equal(got, want) {
+		t.Fatalf("touched %v, want %v", got, want)
+	}
+	if c.Clone().TakeTouched() != nil {
+		t.Fatal("a clone tracks")
 	}
 }

@@ -151,7 +151,7 @@ func FuzzDecodeContext(f *testing.F) {
 		// It holds exactly the dots the input names: the vector as
 		// given, and each cloud dot apart from it.
 		var w wireContext
-		if err := decMode.Unmarshal(b, &w); err != nil {
+		if err := ctxDecMode.Unmarshal(b, &w); err != nil {
 			t.Fatalf("DecodeContext accepts what the generic decoder rejects: %v", err)
 		}
 		vv := map[ReplicaID]uint64{}
@@ -258,6 +258,38 @@ func FuzzDeltaJSON(f *testing.F) {
 		viaCBOR.Proof = d.Proof
 		if !reflect.DeepEqual(viaCBOR, &d) {
 			t.Fatalf("CBOR and JSON disagree:\n%+v\n%+v", viaCBOR, d)
+		}
+	})
+}
+
+// FuzzContextEntry: SetEntry never panics, refuses with a sentinel and no
+// change, and what it accepts is canonical and re-encodes to the input.
+func FuzzContextEntry(f *testing.F) {
+	cloudy := NewContext()
+	for _, d := range []Dot{{"a", 1}, {"a", 2}, {"a", 5}, {"a", 9}, {"b", 3}, {"c", 1}, {"c", 4}} {
+		cloudy.Add(d)
+	}
+	for _, r := range []ReplicaID{"a", "b", "c"} {
+		f.Add(cloudy.AppendEntry(nil, r))
+	}
+	f.Add([]byte{FormatVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := cloudy.Clone()
+		if err := c.SetEntry("a", b); err != nil {
+			requireSentinel(t, err)
+			if !c.Equal(cloudy) {
+				t.Fatal("a refused entry changed the context")
+			}
+			return
+		}
+		requireCanonical(t, c)
+		if got := c.AppendEntry(nil, "a"); !bytes.Equal(got, b) {
+			t.Fatalf("entry %x re-encodes as %x", b, got)
+		}
+		for _, r := range []ReplicaID{"b", "c"} {
+			if !bytes.Equal(c.AppendEntry(nil, r), cloudy.AppendEntry(nil, r)) {
+				t.Fatalf("SetEntry of a changed %s", r)
+			}
 		}
 	})
 }

@@ -24,12 +24,24 @@ const (
 	// concurrent writes of several replicas, so this is larger than a
 	// delta.
 	MaxItemBytes = 16 << 20
-	// MaxContextBytes bounds one encoded causal context.
-	MaxContextBytes = 64 << 20
+	// MaxContextBytes bounds one encoded causal context (EncodeContext's
+	// form, which full-state transfers carry whole). It is no resource
+	// limit: a decoder allocates in proportion to the bytes it is given,
+	// and callers bound those (node.Config.MaxReplicas, MaxStateBytes).
+	MaxContextBytes = 1 << 30
+	// MaxContextReplicas is the most replicas one encoded context is sure
+	// to hold within MaxContextBytes, each with the longest replica ID:
+	// over 14 million. Stores keep contexts one entry per replica
+	// (Context.AppendEntry) and have no limit of their own.
+	MaxContextReplicas = MaxContextBytes / maxContextEntryBytes
 	// MaxDeltaDots bounds the dots one delta may name (its context plus its
 	// entries).
 	MaxDeltaDots = 1 << 16
 )
+
+// maxContextEntryBytes is the most one replica's vector entry takes in
+// EncodeContext's form: the text head and bytes of its ID, the counter.
+const maxContextEntryBytes = 2 + MaxReplicaIDLen + 9
 
 // ValidateID reports whether id is a valid item id: 1–256 bytes of
 // [A-Za-z0-9._:-].

@@ -92,10 +92,15 @@ type Config struct {
 	MaxWaitingBytes  int64
 
 	// MaxReplicas bounds the replicas the causal contexts may name. A
-	// delta of one more replica is refused (ApplyResult.Refused), so that
-	// peers minting replica IDs cannot grow the contexts, which every
-	// commit rewrites, without bound. Each replica costs about 20 bytes
-	// in each context. Default 10,000; at most 500,000.
+	// delta of one more replica is refused (ApplyResult.Refused), and so
+	// is a full state that would pass it, so that peers minting replica
+	// IDs cannot grow the contexts without bound. It is a resource limit,
+	// not a format one: a commit writes only the context entries of the
+	// replicas it changed, and anti-entropy compares contexts by digest,
+	// so a write costs the same whatever the number; but each replica
+	// takes memory (a few hundred bytes with a keyed ID: its entries in
+	// both contexts and its chain head), and a full state carries each.
+	// Default 100,000; at most crdt.MaxContextReplicas, over 14 million.
 	MaxReplicas int
 
 	// MaxClockOffset is how far ahead of the local clock a remote timestamp
@@ -134,8 +139,8 @@ type Config struct {
 
 // maxReplicasLimit is the largest Config.MaxReplicas: contexts naming that
 // many replicas, each with the longest replica ID, still encode within
-// crdt.MaxContextBytes.
-const maxReplicasLimit = 500_000
+// crdt.MaxContextBytes, as a full state carries them.
+const maxReplicasLimit = crdt.MaxContextReplicas
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
@@ -147,7 +152,7 @@ func DefaultConfig() Config {
 		MaxClockOffset:     time.Minute,
 		MaxWaitingDeltas:   10_000,
 		MaxWaitingBytes:    4 << 20,
-		MaxReplicas:        10_000,
+		MaxReplicas:        100_000,
 		RetryInterval:      2 * time.Second,
 		Now:                time.Now,
 		Logger:             slog.Default(),

@@ -6,8 +6,9 @@
 // What a Node promises its callers:
 //
 //   - Durable before visible. A write (Add, Batch, ApplyDeltas, an
-//     import) returns only once its atomic store batch (items, contexts,
-//     log entries, counter, chain heads) is durable, and only then is it
+//     import) returns only once its atomic store batch (items, the
+//     context entries of the replicas it changed, log entries, counter,
+//     chain heads) is durable, and only then is it
 //     handed to subscribers, so no peer ever sees a write its origin could
 //     lose. With a store that syncs (OpenLevelDB with sync), a kill -9 at
 //     any instant loses nothing acknowledged and never reuses a dot.
@@ -29,6 +30,10 @@
 //     full-state import) gets the next change sequence number in the same
 //     atomic batch; Watch and WatchInitial read them in order, each once,
 //     without ever making a writer wait (changes.go).
+//   - Cost of a write independent of history. A commit writes the
+//     context entries of the replicas it changed, never whole contexts,
+//     and peers compare contexts by digest (AppliedDigest), so neither
+//     grows with the number of replicas ever seen.
 //
 // Reads (Get, Query, Watch) see durable writes only. All methods are safe for
 // concurrent use.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/crdt-catalog/crdt-catalog/crdt"
 	ds "github.com/ipfs/go-datastore"
 	leveldb "github.com/ipfs/go-ds-leveldb"
 	"github.com/syndtr/goleveldb/leveldb/util"
@@ -79,7 +80,7 @@ func (n *Node) reload() error {
 	if err := n.loadFeed(context.Background()); err != nil {
 		return err
 	}
-	n.meta, n.seen, n.applied, n.heads = m, seen, applied, heads
+	n.meta, n.seen, n.applied, n.digest, n.heads = m, seen, applied, crdt.NewDigest(applied), heads
 	n.durable = m.Seq
 	n.stale = false
 	return nil
@@ -103,13 +104,10 @@ func (n *Node) probe() {
 			return
 		}
 	}
-	bk, err := n.bookkeeping()
-	g := &group{writes: bk}
+	g := &group{writes: n.bookkeeping()}
 	n.mu.Unlock()
 
-	if err == nil {
-		err = settleStore(n.store)
-	}
+	err := settleStore(n.store)
 	if err == nil {
 		err = n.write(g)
 	}

@@ -99,7 +99,7 @@ func readFrame(r *bufio.Reader, spool io.Writer) (*stateFrame, error) {
 		return nil, err
 	}
 	if size > maxFrameBytes {
-		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", crdt.ErrTooLarge, size, maxFrameBytes)
+		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", crdt.ErrTooLarge, size, uint64(maxFrameBytes))
 	}
 	// Read what is there rather than allocate what the length claims: a
 	// stream cut short costs no more memory than it carried. A frame

@@ -393,3 +393,62 @@ func (n *Node) logged(ctx context.Context, dot crdt.Dot) ([]byte, error) {
 	}
 	return b, err
 }
+
+// AppliedDigest returns the digest of the applied context (crdt.Digest)
+// as of the last commit: its root, and with buckets its bucket hashes.
+// Two nodes compare roots first, then buckets, then the entries of the
+// buckets that differ (AppliedEntries, PeerApplied), so that what they
+// exchange grows with the difference, not with the number of replicas.
+// It reads no store; the cost is hashing the buckets that changed since
+// the last call.
+func (n *Node) AppliedDigest(buckets bool) (crdt.Hash, []uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var bs []uint64
+	if buckets {
+		bs = n.digest.Buckets()
+	}
+	return n.digest.Root(), bs
+}
+
+// AppliedEntries returns the applied context's entries
+// (crdt.Context.AppendEntry) of the replicas of digest bucket b, by
+// replica.
+func (n *Node) AppliedEntries(b int) map[crdt.ReplicaID][]byte {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := map[crdt.ReplicaID][]byte{}
+	if b < 0 || b >= crdt.DigestBuckets {
+		return out
+	}
+	for _, r := range n.digest.Members(b) {
+		if e := n.applied.AppendEntry(nil, r); len(e) > 0 {
+			out[r] = e
+		}
+	}
+	return out
+}
+
+// PeerApplied returns a peer's applied context as this node can tell it
+// from the peer's entries of the digest buckets where the two differ:
+// this node's applied context with the replicas of those buckets replaced
+// by entries (crdt.Context.Patch). An error wraps crdt.ErrInvalid for an
+// entry that does not decode or lies outside buckets; a bucket out of
+// range is crdt.ErrInvalid too. It costs a copy of the applied context
+// plus the entries.
+func (n *Node) PeerApplied(buckets []int, entries map[crdt.ReplicaID][]byte) (*crdt.Context, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var drop []crdt.ReplicaID
+	for _, b := range buckets {
+		if b < 0 || b >= crdt.DigestBuckets {
+			return nil, fmt.Errorf("%w: digest bucket %d out of range", crdt.ErrInvalid, b)
+		}
+		drop = append(drop, n.digest.Members(b)...)
+	}
+	c := n.applied.Clone()
+	if err := c.Patch(buckets, drop, entries); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

@@ -37,6 +37,9 @@ type Node struct {
 	meta    *meta
 	seen    *crdt.Context
 	applied *crdt.Context
+	// digest follows applied as of the last commit's bookkeeping, for
+	// anti-entropy (see AppliedDigest).
+	digest  *crdt.Digest
 	heads   map[crdt.ReplicaID]head // chain heads of keyed replicas, as stored under /h
 	clock   crdt.Clock
 	filling *group            // the group being staged; nil if none
@@ -173,15 +176,14 @@ func (n *Node) load(ctx context.Context) error {
 		}
 		n.meta = &meta{Version: crdt.FormatVersion, Replica: string(replica), First: 1, Visible: map[string]int64{}}
 		n.seen, n.applied, n.heads = crdt.NewContext(), crdt.NewContext(), map[crdt.ReplicaID]head{}
+		n.seen.Track()
+		n.applied.Track()
+		n.digest = crdt.NewDigest(n.applied)
 		batch, err := n.store.Batch(ctx)
 		if err != nil {
 			return fmt.Errorf("open: %w", err)
 		}
-		bk, err := n.bookkeeping()
-		if err != nil {
-			return fmt.Errorf("open: %w", err)
-		}
-		for k, v := range bk {
+		for k, v := range n.bookkeeping() {
 			if err := batch.Put(ctx, ds.RawKey(k), v); err != nil {
 				return fmt.Errorf("open: %w", err)
 			}
@@ -197,6 +199,11 @@ func (n *Node) load(ctx context.Context) error {
 		return fmt.Errorf("open: %w", err)
 	} else if b != nil {
 		return fmt.Errorf("open: %w: a repair of this store was cut short; run it again", ErrRepairUnfinished)
+	}
+	if k, err := migrateContexts(ctx, n.store); err != nil {
+		return fmt.Errorf("open: migrate the causal contexts to per-replica entries: %w", err)
+	} else if k > 0 {
+		n.log.Info("moved the causal contexts to one record per replica", "replicas", k)
 	}
 	m, seen, applied, err := n.readBookkeeping(ctx)
 	if err != nil {
@@ -218,7 +225,7 @@ func (n *Node) load(ctx context.Context) error {
 		n.fork = n.forked
 		n.log.Error("this replica is forked: local writes are refused until `crdt-catalog reincarnate`", "evidence", n.forked)
 	}
-	n.meta, n.seen, n.applied = m, seen, applied
+	n.meta, n.seen, n.applied, n.digest = m, seen, applied, crdt.NewDigest(applied)
 	n.replica = crdt.ReplicaID(n.meta.Replica)
 	n.durable = n.meta.Seq
 	n.clock.Restore(crdt.Timestamp(n.meta.HLC))
@@ -246,10 +253,8 @@ func (n *Node) rekey(ctx context.Context) error {
 		return fmt.Errorf("open: %w", err)
 	}
 	n.meta.Replica, n.meta.Counter = string(replica), 0
-	bk, err := n.bookkeeping()
-	if err == nil {
-		err = n.store.Put(ctx, keyMeta, bk[keyMeta.String()])
-	}
+	n.meta.HLC = uint64(n.clock.Last())
+	err = n.store.Put(ctx, keyMeta, encodeMeta(n.meta))
 	if err == nil {
 		err = n.store.Delete(ctx, keyFork) // the old replica's fork is not the new one's
 		n.fork, n.forked = "", ""
@@ -262,7 +267,8 @@ func (n *Node) rekey(ctx context.Context) error {
 	return nil
 }
 
-// readBookkeeping reads the durable meta record and causal contexts.
+// readBookkeeping reads the durable meta record and causal contexts; the
+// contexts track their changes, for bookkeeping.
 func (n *Node) readBookkeeping(ctx context.Context) (*meta, *crdt.Context, *crdt.Context, error) {
 	b, err := get(ctx, n.store, keyMeta)
 	if err != nil {
@@ -275,37 +281,28 @@ func (n *Node) readBookkeeping(ctx context.Context) (*meta, *crdt.Context, *crdt
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ctxs := [2]*crdt.Context{}
-	for i, key := range []ds.Key{keySeen, keyApplied} {
-		b, err := get(ctx, n.store, key)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		if b == nil {
-			return nil, nil, nil, fmt.Errorf("%w: %s missing", ErrCorrupt, key)
-		}
-		if ctxs[i], err = crdt.DecodeContext(b); err != nil {
-			return nil, nil, nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, key, err)
-		}
+	seen, err := readContext(ctx, n.store, seenPrefix)
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	return m, ctxs[0], ctxs[1], nil
+	applied, err := readContext(ctx, n.store, appliedPrefix)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return m, seen, applied, nil
 }
 
-// bookkeeping encodes the records every commit rewrites. It fails only if
-// a causal context is over crdt.MaxContextBytes, which the limits on what
-// is joined (Config.MaxReplicas, the checks of imported contexts) prevent.
-// Caller holds mu.
-func (n *Node) bookkeeping() (map[string][]byte, error) {
+// bookkeeping encodes the records every commit writes: the meta record,
+// and the entries of the causal contexts that changed since the last
+// call (nil: delete). Its cost grows with the replicas whose entries
+// changed, not with the number of replicas the contexts name. Caller
+// holds mu.
+func (n *Node) bookkeeping() map[string][]byte {
 	n.meta.HLC = uint64(n.clock.Last())
-	seen, err := crdt.EncodeContext(n.seen)
-	if err != nil {
-		return nil, fmt.Errorf("seen context: %w", err)
-	}
-	applied, err := crdt.EncodeContext(n.applied)
-	if err != nil {
-		return nil, fmt.Errorf("applied context: %w", err)
-	}
-	return map[string][]byte{keyMeta.String(): encodeMeta(n.meta), keySeen.String(): seen, keyApplied.String(): applied}, nil
+	w := map[string][]byte{keyMeta.String(): encodeMeta(n.meta)}
+	stageEntries(w, seenPrefix, n.seen)
+	n.digest.Update(stageEntries(w, appliedPrefix, n.applied))
+	return w
 }
 
 // ReplicaID returns this node's replica ID.
@@ -522,16 +519,13 @@ func (n *Node) commitOnce() {
 	n.stageHeads(g)
 	n.trimLog(g)
 	n.stageFeed(g)
-	bk, err := n.bookkeeping()
-	for k, v := range bk {
+	for k, v := range n.bookkeeping() {
 		g.writes[k] = v
 	}
 	n.mu.Unlock()
 
 	start := time.Now()
-	if err == nil {
-		err = n.write(g)
-	}
+	err := n.write(g)
 	took := time.Since(start)
 
 	n.mu.Lock()

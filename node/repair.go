@@ -172,13 +172,9 @@ func Repair(ctx context.Context, store ds.Batching, key ed25519.PrivateKey, log 
 		Cleared: min(old.Cleared, seq),
 		Visible: visible,
 	}
-	encSeen, err := crdt.EncodeContext(seen)
+	oldContexts, err := contextKeys(ctx, store)
 	if err != nil {
-		return rep, fmt.Errorf("repair: seen context: %w", err)
-	}
-	encApplied, err := crdt.EncodeContext(crdt.NewContext())
-	if err != nil {
-		return rep, fmt.Errorf("repair: applied context: %w", err)
+		return rep, fmt.Errorf("repair: read the causal contexts: %w", err)
 	}
 	b, err := store.Batch(ctx)
 	if err != nil {
@@ -187,10 +183,13 @@ func Repair(ctx context.Context, store ds.Batching, key ed25519.PrivateKey, log 
 	for _, kv := range []struct {
 		k ds.Key
 		v []byte
-	}{{keyMeta, encodeMeta(m)}, {keySeen, encSeen}, {keyApplied, encApplied}, {keyFeed, encodeFeed(feed)}} {
+	}{{keyMeta, encodeMeta(m)}, {keyFeed, encodeFeed(feed)}} {
 		if err := b.Put(ctx, kv.k, kv.v); err != nil {
 			return rep, fmt.Errorf("repair: %w", err)
 		}
+	}
+	if err := putContexts(ctx, b, oldContexts, seen, crdt.NewContext()); err != nil {
+		return rep, fmt.Errorf("repair: %w", err)
 	}
 	if err := b.Delete(ctx, keyRepair); err != nil {
 		return rep, fmt.Errorf("repair: %w", err)

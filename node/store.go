@@ -20,7 +20,10 @@ import (
 // so that a collection scan and a log range are prefix scans:
 //
 //	/m/meta                      meta record (replica, counters, log bounds)
-//	/m/seen, /m/applied          the two causal contexts
+//	/c/s/r<replica>              the seen causal context's entry of a replica
+//	/c/a/r<replica>              the applied causal context's entry of a replica
+//	/m/seen, /m/applied          the two causal contexts whole: the layout
+//	                             before per-replica entries, migrated at Open
 //	/m/fork                      proof that another process uses this replica (see ErrForked)
 //	/i/c<collection>/k<id>       item record
 //	/x/c<collection>/f<field>/<value><id>  index entry (see index.go)
@@ -30,11 +33,138 @@ import (
 //	/h/r<replica>                chain head of a keyed replica (see head)
 //	/e/r<replica>                proof that the replica equivocated (see equivocation.go)
 var (
-	keyMeta    = ds.NewKey("/m/meta")
-	keySeen    = ds.NewKey("/m/seen")
-	keyApplied = ds.NewKey("/m/applied")
-	keyFork    = ds.NewKey("/m/fork")
+	keyMeta = ds.NewKey("/m/meta")
+	keyFork = ds.NewKey("/m/fork")
+	// The whole contexts, as releases before per-replica entries kept
+	// them; see migrateContexts.
+	keyLegacySeen    = ds.NewKey("/m/seen")
+	keyLegacyApplied = ds.NewKey("/m/applied")
 )
+
+// The causal contexts are kept one record per replica (crdt's
+// Context.AppendEntry form), so that a commit rewrites only the entries of
+// the replicas it changed: its cost does not grow with the number of
+// replicas ever seen.
+const (
+	contextsPrefix = "/c"
+	seenPrefix     = contextsPrefix + "/s"
+	appliedPrefix  = contextsPrefix + "/a"
+)
+
+func entryKey(prefix string, r crdt.ReplicaID) string { return prefix + "/r" + string(r) }
+
+// stageEntries adds to writes the entries of c's replicas that changed
+// since the last call (a nil value deletes an entry c no longer holds),
+// and returns those replicas.
+func stageEntries(writes map[string][]byte, prefix string, c *crdt.Context) []crdt.ReplicaID {
+	rs := c.TakeTouched()
+	for _, r := range rs {
+		writes[entryKey(prefix, r)] = c.AppendEntry(nil, r)
+	}
+	return rs
+}
+
+// readContext reads the context whose entries are under prefix. The
+// context it returns tracks its changes (crdt.Context.Track).
+func readContext(ctx context.Context, store ds.Datastore, prefix string) (*crdt.Context, error) {
+	c := crdt.NewContext()
+	err := scan(ctx, store, prefix, "", func(key string, val []byte) (bool, error) {
+		r, ok := strings.CutPrefix(key, prefix+"/r")
+		if !ok {
+			return false, fmt.Errorf("%w: context entry key %q", ErrCorrupt, key)
+		}
+		if err := c.SetEntry(crdt.ReplicaID(r), val); err != nil {
+			return false, fmt.Errorf("%w: %s: %v", ErrCorrupt, key, err)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.Track()
+	return c, nil
+}
+
+// contextKeys returns the keys of every context record in store: the
+// per-replica entries and the legacy whole contexts.
+func contextKeys(ctx context.Context, store ds.Datastore) ([]ds.Key, error) {
+	var keys []ds.Key
+	err := scan(ctx, store, contextsPrefix, "", func(key string, _ []byte) (bool, error) {
+		keys = append(keys, ds.RawKey(key))
+		return true, nil
+	})
+	for _, k := range []ds.Key{keyLegacySeen, keyLegacyApplied} {
+		if err == nil {
+			var ok bool
+			if ok, err = store.Has(ctx, k); ok {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys, err
+}
+
+// putContexts adds to batch what replaces every context record in store
+// (old, from contextKeys) with the entries of seen and applied.
+func putContexts(ctx context.Context, batch ds.Batch, old []ds.Key, seen, applied *crdt.Context) error {
+	for _, k := range old {
+		if err := batch.Delete(ctx, k); err != nil {
+			return err
+		}
+	}
+	for _, c := range []struct {
+		prefix string
+		ctx    *crdt.Context
+	}{{seenPrefix, seen}, {appliedPrefix, applied}} {
+		for _, r := range c.ctx.Replicas() {
+			if err := batch.Put(ctx, ds.RawKey(entryKey(c.prefix, r)), c.ctx.AppendEntry(nil, r)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// migrateContexts moves a store written before per-replica entries to
+// them: the two whole contexts become one entry per replica, in one
+// atomic batch that also deletes them, so that a crash leaves either
+// layout, never a mix. A store already migrated costs two lookups.
+func migrateContexts(ctx context.Context, store ds.Batching) (migrated int, err error) {
+	legacy := [2]*crdt.Context{}
+	for i, key := range []ds.Key{keyLegacySeen, keyLegacyApplied} {
+		b, err := get(ctx, store, key)
+		if err != nil {
+			return 0, err
+		}
+		if b == nil {
+			continue
+		}
+		if legacy[i], err = crdt.DecodeContext(b); err != nil {
+			return 0, fmt.Errorf("%w: %s: %v", ErrCorrupt, key, err)
+		}
+	}
+	switch {
+	case legacy[0] == nil && legacy[1] == nil:
+		return 0, nil
+	case legacy[0] == nil || legacy[1] == nil:
+		return 0, fmt.Errorf("%w: only one of %s and %s", ErrCorrupt, keyLegacySeen, keyLegacyApplied)
+	}
+	old, err := contextKeys(ctx, store)
+	if err != nil {
+		return 0, err
+	}
+	batch, err := store.Batch(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := putContexts(ctx, batch, old, legacy[0], legacy[1]); err != nil {
+		return 0, err
+	}
+	if err := batch.Commit(ctx); err != nil {
+		return 0, err
+	}
+	return max(legacy[0].NumReplicas(), legacy[1].NumReplicas()), nil
+}
 
 const itemsPrefix = "/i"
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
@@ -136,9 +137,21 @@ func (p *Peer) skipPull(id peer.ID) {
 // errNotCatalog means the peer does not speak this catalog's sync protocol.
 var errNotCatalog = errors.New("peer does not speak the sync protocol")
 
-// Pull runs one anti-entropy exchange with id: it sends this node's applied
-// context and joins what the peer answers, deltas or a full state. It
-// blocks until the exchange ends, ctx is done, or the peer stalls.
+// Pull runs one anti-entropy exchange with id and joins what the peer
+// answers, deltas or a full state. It blocks until the exchange ends, ctx
+// is done, or the peer stalls.
+//
+// With a peer that speaks sync/2 (this release and later) the two compare
+// their applied contexts by digest (see wire.go): equal roots end the
+// exchange at once; otherwise only the context entries of the digest
+// buckets that differ cross, and the peer answers with what this node
+// lacks there. What crosses grows with the difference, not with the
+// number of replicas either has seen. When the differing buckets'
+// entries do not fit one frame, the rest wait for another pull,
+// scheduled at once. With an older peer (sync/1 only) it sends its
+// whole applied context, as older releases do; such a peer cannot sync
+// with a node whose context is over maxSyncFrame (about 900,000
+// replicas), and that pull fails without blaming the peer.
 //
 // Time limits: Config.SyncTimeout bounds the exchange until the peer's
 // done frame or its full-state frame; a full state then has
@@ -158,13 +171,16 @@ var errNotCatalog = errors.New("peer does not speak the sync protocol")
 // With a writers list, Pull refuses a peer that is not a writer
 // (ErrNotWriter): its answer, deltas or a full state, is content that
 // only it vouches for.
-func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
+func (p *Peer) Pull(ctx context.Context, id peer.ID) (err error) {
 	if !p.isWriter(id) {
 		return fmt.Errorf("pull from %s: %w", id, ErrNotWriter)
 	}
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
 	defer cancel()
-	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.packedSyncProto(), p.proto)
+	// sync/2 first (which packs full states too), then the plain
+	// protocol with packed full states, then the plain one of older
+	// releases.
+	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto2, p.packedSyncProto(), p.proto)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNotCatalog, err)
 	}
@@ -176,28 +192,58 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 	// it, which ends whichever is blocked.
 	defer context.AfterFunc(ctx, func() { _ = s.Reset() })()
 	timed := newIdleStream(s, p.cfg.SyncIdleTimeout, p.cfg.SyncTimeout)
-	_, applied := p.cat.Contexts()
-	enc, err := crdt.EncodeContext(applied)
-	if err != nil {
-		s.Reset()
-		return err
+	br := bufio.NewReaderSize(timed, 64<<10)
+	received, bytes := 0, 0 // deltas and bytes received by this pull
+	limit := uint64(maxSyncFrame)
+	if s.Protocol() == p.proto2 {
+		limit = maxDigestFrame
+		done, complete, n, err := p.compareDigests(timed, br)
+		bytes += n
+		if err == nil && done != nil {
+			ranges, err = p.takeDone(sctx, id, done)
+		}
+		if err != nil {
+			return p.misbehaved(s, id, err)
+		}
+		if !complete {
+			defer func() {
+				if err == nil {
+					p.requestPull(id) // for the buckets left out of this one
+				}
+			}()
+		}
+		if done != nil {
+			_, applied := p.cat.Contexts()
+			p.remember(id, applied)
+			p.stats.rounds.Add(1)
+			p.rounds.observe(0, bytes)
+			p.log.Debug("anti-entropy round: contexts equal", "peer", id, "bytes", bytes)
+			return nil
+		}
+	} else {
+		_, applied := p.cat.Contexts()
+		enc, err := crdt.EncodeContext(applied)
+		if err == nil && len(enc) > maxSyncFrame-1024 {
+			err = fmt.Errorf("this node's applied context takes %d bytes, more than sync/1 carries: %s needs a release that speaks sync/2", len(enc), id)
+		}
+		if err != nil {
+			s.Reset()
+			p.stats.syncFailures.Add(1)
+			return err
+		}
+		n, err := writeFrame(timed, &syncFrame{Kind: frameRequest, Version: wireVersion, Network: p.cfg.Network, Context: enc})
+		if err != nil {
+			return p.misbehaved(s, id, err)
+		}
+		p.stats.syncBytesSent.Add(uint64(n))
 	}
-	req := &syncFrame{Kind: frameRequest, Version: wireVersion, Network: p.cfg.Network, Context: enc}
-	p.fillRequest(req)
-	n, err := writeFrame(timed, req)
-	if err != nil {
-		return p.misbehaved(s, id, err)
-	}
-	p.stats.syncBytesSent.Add(uint64(n))
 	if err := s.CloseWrite(); err != nil {
 		// The peer may have answered and reset the stream already: a
 		// broken stream, counted like any other.
 		return p.misbehaved(s, id, err)
 	}
-	br := bufio.NewReaderSize(timed, 64<<10)
-	received, bytes := 0, 0 // deltas and bytes received by this pull
 	for {
-		f, n, err := readFrame(br)
+		f, n, err := readFrame(br, limit)
 		if err != nil {
 			return p.misbehaved(s, id, err)
 		}
@@ -215,12 +261,23 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 			received += len(ds)
 			p.stats.syncDeltasReceived.Add(uint64(len(ds)))
 		case frameDone:
-			theirs, err := crdt.DecodeContext(f.Context)
+			var theirs *crdt.Context
+			if limit == maxDigestFrame {
+				var buckets []int
+				var entries map[crdt.ReplicaID][]byte
+				if buckets, entries, err = decodeEntries(f); err == nil {
+					theirs, err = p.cat.PeerApplied(buckets, entries)
+				}
+			} else {
+				theirs, err = crdt.DecodeContext(f.Context)
+			}
 			if err != nil {
 				return p.misbehaved(s, id, fmt.Errorf("%w: context: %v", ErrBadMessage, err))
 			}
-			if ranges, err = p.takeDone(sctx, id, f); err != nil {
-				return p.misbehaved(s, id, err)
+			if limit == maxDigestFrame {
+				if ranges, err = p.takeDone(sctx, id, f); err != nil {
+					return p.misbehaved(s, id, err)
+				}
 			}
 			p.remember(id, theirs)
 			p.stateSucceeded(id)
@@ -270,15 +327,192 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) error {
 	}
 }
 
-// handleSync answers a pull: the logged deltas the requester lacks, in
-// chunks, then done; or, when the log does not cover the gap, a full state.
-// It answers every peer, writer or not: an answer sends, never accepts.
-// A peer gets at most Config.MaxSyncStreamsPerPeer answered at once, all
-// peers together Config.MaxSyncStreams; a stream over either is reset at
-// once. The answer has the time limits Pull describes; a requester that
-// sends no request within SyncIdleTimeout is a bad peer, one that stops
-// reading the answer only fails the exchange.
+// compareDigests is a sync/2 pull's first part: it sends this node's
+// digest root (with its head sums and equivocators, see fillRequest); if
+// the peer's differs, it reads the peer's group hashes, asks for the
+// bucket hashes of the groups that differ, and sends this node's entries
+// of the buckets that differ. It returns the peer's done frame if the
+// roots were equal (the exchange is then over), whether every differing
+// bucket was sent, and the bytes it received.
+func (p *Peer) compareDigests(w io.Writer, br *bufio.Reader) (done *syncFrame, complete bool, bytes int, err error) {
+	root, mine := p.cat.AppliedDigest(true)
+	req := &syncFrame{Kind: frameDigest, Version: wireVersion, Network: p.cfg.Network, Root: root[:]}
+	p.fillRequest(req)
+	n, err := writeFrame(w, req)
+	p.stats.syncBytesSent.Add(uint64(n))
+	if err != nil {
+		return nil, false, bytes, err
+	}
+	f, n, err := readFrame(br, maxDigestFrame)
+	if err != nil {
+		return nil, false, bytes, err
+	}
+	p.stats.syncBytesReceived.Add(uint64(n))
+	bytes += n
+	switch f.Kind {
+	case frameDone:
+		return f, true, bytes, nil
+	case frameBuckets:
+	default:
+		return nil, false, bytes, fmt.Errorf("%w: frame of kind %d in answer to a digest", ErrBadMessage, f.Kind)
+	}
+	theirs, err := decodeBucketHashes(f.Digests, crdt.DigestGroups)
+	if err != nil {
+		return nil, false, bytes, err
+	}
+	ask := &syncFrame{Kind: frameGroups}
+	for g, h := range crdt.GroupHashes(mine) {
+		if h != theirs[g] {
+			ask.Buckets = append(ask.Buckets, uint64(g))
+		}
+	}
+	n, err = writeFrame(w, ask)
+	p.stats.syncBytesSent.Add(uint64(n))
+	if err != nil {
+		return nil, false, bytes, err
+	}
+	if f, n, err = readFrame(br, maxDigestFrame); err != nil {
+		return nil, false, bytes, err
+	}
+	p.stats.syncBytesReceived.Add(uint64(n))
+	bytes += n
+	if f.Kind != frameBuckets || !slices.Equal(f.Buckets, ask.Buckets) {
+		return nil, false, bytes, fmt.Errorf("%w: frame of kind %d for groups %v in answer to groups %v", ErrBadMessage, f.Kind, f.Buckets, ask.Buckets)
+	}
+	per := crdt.DigestBuckets / crdt.DigestGroups
+	if theirs, err = decodeBucketHashes(f.Digests, per*len(ask.Buckets)); err != nil {
+		return nil, false, bytes, err
+	}
+	var diff []int
+	for i, g := range ask.Buckets {
+		first, end := crdt.GroupBuckets(int(g))
+		for b := first; b < end; b++ {
+			if mine[b] != theirs[i*per+b-first] {
+				diff = append(diff, b)
+			}
+		}
+	}
+	out := &syncFrame{Kind: frameEntries}
+	complete = putEntries(out, diff, p.cat.AppliedEntries)
+	n, err = writeFrame(w, out)
+	p.stats.syncBytesSent.Add(uint64(n))
+	return nil, complete, bytes, err
+}
+
+// handleSync answers a sync/1 pull: see serveSync.
 func (p *Peer) handleSync(s network.Stream) {
+	p.serveSync(s, func(id peer.ID, br *bufio.Reader, w io.Writer) (*crdt.Context, []int, *syncFrame, error) {
+		f, n, err := readFrame(br, maxSyncFrame)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		p.stats.syncBytesReceived.Add(uint64(n))
+		if err := otherVersion("sync request", f.Version); f.Kind == frameRequest && err != nil {
+			return nil, nil, nil, err
+		}
+		if f.Kind != frameRequest || f.Version != wireVersion || f.Network != p.cfg.Network {
+			return nil, nil, nil, fmt.Errorf("%w: request of kind %d, version %d, network %q", ErrBadMessage, f.Kind, f.Version, f.Network)
+		}
+		have, err := crdt.DecodeContext(f.Context)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%w: context: %v", ErrBadMessage, err)
+		}
+		return have, nil, nil, nil
+	})
+}
+
+// handleSync2 answers a sync/2 pull: it compares digests with the
+// requester (root, group hashes, bucket hashes of the groups that differ:
+// see wire.go) and, if they differ, rebuilds the requester's
+// applied context from this node's and the requester's entries of the
+// buckets that differ; then see serveSync.
+func (p *Peer) handleSync2(s network.Stream) {
+	p.serveSync(s, func(id peer.ID, br *bufio.Reader, w io.Writer) (*crdt.Context, []int, *syncFrame, error) {
+		f, n, err := readFrame(br, maxDigestFrame)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		p.stats.syncBytesReceived.Add(uint64(n))
+		if err := otherVersion("sync request", f.Version); (f.Kind == frameDigest || f.Kind == frameChains || f.Kind == frameState) && err != nil {
+			return nil, nil, nil, err
+		}
+		if (f.Kind == frameChains || f.Kind == frameState) && f.Version == wireVersion && f.Network == p.cfg.Network {
+			return nil, nil, f, errAside // see equivocation.go
+		}
+		req := f
+		if f.Kind != frameDigest || f.Version != wireVersion || f.Network != p.cfg.Network {
+			return nil, nil, nil, fmt.Errorf("%w: digest request of kind %d, version %d, network %q", ErrBadMessage, f.Kind, f.Version, f.Network)
+		}
+		root, mine := p.cat.AppliedDigest(true)
+		if string(f.Root) == string(root[:]) {
+			return nil, nil, nil, errEqual
+		}
+		if len(f.Root) != len(root) {
+			return nil, nil, nil, fmt.Errorf("%w: digest root of %d bytes", ErrBadMessage, len(f.Root))
+		}
+		if _, err := writeFrame(w, &syncFrame{Kind: frameBuckets, Digests: encodeBucketHashes(crdt.GroupHashes(mine))}); err != nil {
+			return nil, nil, nil, err
+		}
+		if f, n, err = readFrame(br, maxDigestFrame); err != nil {
+			return nil, nil, nil, err
+		}
+		p.stats.syncBytesReceived.Add(uint64(n))
+		if f.Kind != frameGroups {
+			return nil, nil, nil, fmt.Errorf("%w: frame of kind %d in answer to group hashes", ErrBadMessage, f.Kind)
+		}
+		groups, err := decodeGroups(f)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		var hs []uint64
+		for _, g := range groups {
+			first, end := crdt.GroupBuckets(g)
+			hs = append(hs, mine[first:end]...)
+		}
+		if _, err := writeFrame(w, &syncFrame{Kind: frameBuckets, Buckets: f.Buckets, Digests: encodeBucketHashes(hs)}); err != nil {
+			return nil, nil, nil, err
+		}
+		if f, n, err = readFrame(br, maxDigestFrame); err != nil {
+			return nil, nil, nil, err
+		}
+		p.stats.syncBytesReceived.Add(uint64(n))
+		if f.Kind != frameEntries {
+			return nil, nil, nil, fmt.Errorf("%w: frame of kind %d in answer to bucket hashes", ErrBadMessage, f.Kind)
+		}
+		buckets, entries, err := decodeEntries(f)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		have, err := p.cat.PeerApplied(buckets, entries)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%w: entries: %w", ErrBadMessage, err)
+		}
+		return have, buckets, req, nil
+	})
+}
+
+// errEqual ends a sync/2 exchange whose roots are equal; errAside marks
+// a sync/2 stream that asks for something else than a pull (a run of
+// chains, a full state: see equivocation.go).
+var (
+	errEqual = errors.New("contexts equal")
+	errAside = errors.New("not a pull")
+)
+
+// serveSync answers a pull: request reads the request, and, for sync/2,
+// compares digests, writing to w (flushed before request's next read);
+// it returns the requester's applied context and, for sync/2, the
+// digest buckets whose entries its done frame carries (nil for sync/1,
+// whose done carries the whole context). Then it sends the logged deltas
+// the requester lacks, in chunks, then done; or, when the log does not
+// cover the gap, a full state. It answers every peer, writer or not: an
+// answer sends, never accepts. A peer gets at most
+// Config.MaxSyncStreamsPerPeer answered at once, all peers together
+// Config.MaxSyncStreams; a stream over either is reset at once. The
+// answer has the time limits Pull describes; a requester that sends no
+// request within SyncIdleTimeout is a bad peer, one that stops reading
+// the answer only fails the exchange.
+func (p *Peer) serveSync(s network.Stream, request func(id peer.ID, br *bufio.Reader, w io.Writer) (*crdt.Context, []int, *syncFrame, error)) {
 	id := s.Conn().RemotePeer()
 	if !p.admitSync(id) {
 		s.Reset()
@@ -291,33 +525,40 @@ func (p *Peer) handleSync(s network.Stream) {
 	timed := newIdleStream(s, p.cfg.SyncIdleTimeout, p.cfg.SyncTimeout)
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.SyncTimeout)
 	defer cancel()
-	f, n, err := readFrame(bufio.NewReader(timed))
-	if err != nil {
-		p.misbehaved(s, id, err)
-		return
-	}
-	p.stats.syncBytesReceived.Add(uint64(n))
-	if err := otherVersion("sync request", f.Version); (f.Kind == frameRequest || f.Kind == frameChains || f.Kind == frameState) && err != nil {
-		p.misbehaved(s, id, err)
-		return
-	}
-	if f.Version == wireVersion && f.Network == p.cfg.Network {
-		switch f.Kind {
+	bw := bufio.NewWriterSize(timed, 64<<10)
+	cw := &countingWriter{w: bw}
+	br := bufio.NewReader(&flushingReader{r: timed, w: bw})
+	have, buckets, req, err := request(id, br, cw)
+	if errors.Is(err, errAside) {
+		switch req.Kind {
 		case frameChains:
-			p.serveChains(ctx, s, timed, id, f)
-			return
+			p.serveChains(ctx, s, timed, id, req)
 		case frameState:
 			p.serveState(s, timed, id)
-			return
 		}
-	}
-	if f.Kind != frameRequest || f.Version != wireVersion || f.Network != p.cfg.Network {
-		p.misbehaved(s, id, fmt.Errorf("%w: request of kind %d, version %d, network %q", ErrBadMessage, f.Kind, f.Version, f.Network))
 		return
 	}
-	have, err := crdt.DecodeContext(f.Context)
+	if errors.Is(err, errEqual) {
+		_, applied := p.cat.Contexts()
+		p.remember(id, applied)
+		done := &syncFrame{Kind: frameDone}
+		if err = p.fillDone(req, done); err != nil {
+			p.misbehaved(s, id, err)
+			return
+		}
+		if _, err = writeFrame(cw, done); err == nil {
+			err = bw.Flush()
+		}
+		p.stats.syncBytesSent.Add(uint64(cw.n))
+		if err != nil {
+			p.stats.syncFailures.Add(1)
+			s.Reset()
+		}
+		return
+	}
 	if err != nil {
-		p.misbehaved(s, id, fmt.Errorf("%w: context: %v", ErrBadMessage, err))
+		p.stats.syncBytesSent.Add(uint64(cw.n))
+		p.misbehaved(s, id, err)
 		return
 	}
 	p.remember(id, have)
@@ -331,8 +572,6 @@ func (p *Peer) handleSync(s network.Stream) {
 			p.requestPull(id)
 		}
 	}
-	bw := bufio.NewWriterSize(timed, 64<<10)
-	cw := &countingWriter{w: bw}
 	var chunk, proofs [][]byte
 	size := 0
 	flush := func() error {
@@ -362,7 +601,8 @@ func (p *Peer) handleSync(s network.Stream) {
 		defer fcancel()
 		// The announcement goes out at once: the puller's idle timeout
 		// runs while the export starts.
-		kind, packed := frameFull, s.Protocol() == p.packedSyncProto()
+		// Every release that speaks sync/2 reads packed states too.
+		kind, packed := frameFull, s.Protocol() == p.packedSyncProto() || s.Protocol() == p.proto2
 		if packed {
 			kind = frameFullPacked
 		}
@@ -382,16 +622,19 @@ func (p *Peer) handleSync(s network.Stream) {
 			p.log.Info("anti-entropy: sent a full state (the delta log does not cover the peer's gap)", "peer", id,
 				"bytes", cw.n-before, "took", time.Since(fstart).Round(time.Millisecond))
 		}
+	case err == nil && buckets != nil:
+		done := &syncFrame{Kind: frameDone}
+		putEntries(done, buckets, p.cat.AppliedEntries)
+		if err = p.fillDone(req, done); err != nil {
+			p.misbehaved(s, id, err)
+			return
+		}
+		_, err = writeFrame(cw, done)
 	case err == nil:
 		var enc []byte
 		_, mine := p.cat.Contexts()
 		if enc, err = crdt.EncodeContext(mine); err == nil {
-			done := &syncFrame{Kind: frameDone, Context: enc}
-			if err = p.fillDone(f, done); err != nil {
-				p.misbehaved(s, id, err)
-				return
-			}
-			_, err = writeFrame(cw, done)
+			_, err = writeFrame(cw, &syncFrame{Kind: frameDone, Context: enc})
 		}
 	}
 	if err == nil {
@@ -406,6 +649,21 @@ func (p *Peer) handleSync(s network.Stream) {
 		p.log.Debug("answering a pull", "peer", id, "err", err)
 		s.Reset()
 	}
+}
+
+// flushingReader flushes w before each read from r: what a sync/2
+// responder wrote must reach the requester before it waits for the
+// answer.
+type flushingReader struct {
+	r io.Reader
+	w *bufio.Writer
+}
+
+func (f *flushingReader) Read(b []byte) (int, error) {
+	if err := f.w.Flush(); err != nil {
+		return 0, err
+	}
+	return f.r.Read(b)
 }
 
 // misbehaved ends a pull or an answer that failed: the stream is reset.

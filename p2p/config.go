@@ -370,4 +370,5 @@ func (c *Config) validate() error {
 // topic, protocol and rendezvous names derived from the network.
 func (c *Config) topic() string      { return "/crdt-catalog/" + c.Network + "/deltas/1" }
 func (c *Config) syncProto() string  { return "/crdt-catalog/" + c.Network + "/sync/1.0.0" }
+func (c *Config) syncProto2() string { return "/crdt-catalog/" + c.Network + "/sync/2.0.0" }
 func (c *Config) rendezvous() string { return "crdt-catalog/" + c.Network }

@@ -18,13 +18,16 @@ import (
 // Equivocation over the sync protocol (see node/equivocation.go for what a
 // node does with a proof).
 //
-// Every pull request carries the requester's head sums and the
-// equivocators it holds proofs against. The done frame answers with the
-// responder's signed chain heads in the buckets whose sums differ, the
-// proofs the requester lacks, and the responder's ban stamp. After the
-// pull, the requester asks (on a stream of its own, frameChains) for the
-// responder's runs of the chains whose heads contradict its own, and
-// checks them; a proof found or received is durable before the pull ends.
+// It rides on sync/2 (see wire.go), which only releases that know it
+// speak: every digest request carries the requester's head sums and the
+// equivocators it holds proofs against, and every done frame answers
+// with the responder's signed chain heads in the buckets whose sums
+// differ, the proofs the requester lacks, and the responder's ban stamp
+// — also when the contexts are equal, which is when two histories under
+// the same dots hide. After the pull, the requester asks (on a sync/2
+// stream of its own, frameChains) for the responder's runs of the chains
+// whose heads contradict its own, and checks them; a proof found or
+// received is durable before the pull ends.
 //
 // A node that holds a proof pulls a peer's full state (on a stream of its
 // own, frameState) once per ban stamp the peer shows: the two histories'
@@ -93,7 +96,7 @@ func (p *Peer) afterPull(ctx context.Context, id peer.ID, ranges []node.ChainRan
 func (p *Peer) pullState(ctx context.Context, id peer.ID) error {
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.FullStateTimeout)
 	defer cancel()
-	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto)
+	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto2)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNotCatalog, err)
 	}
@@ -107,17 +110,17 @@ func (p *Peer) pullState(ctx context.Context, id peer.ID) error {
 		return p.misbehaved(s, id, err)
 	}
 	br := bufio.NewReaderSize(timed, 64<<10)
-	f, _, err := readFrame(br)
+	f, _, err := readFrame(br, maxDigestFrame)
 	switch {
 	case err != nil:
 		return p.misbehaved(s, id, err)
 	case f.Kind == frameDone:
 		return nil // asked too soon: the next pull asks again
-	case f.Kind != frameFull:
+	case f.Kind != frameFullPacked:
 		return p.misbehaved(s, id, fmt.Errorf("%w: frame of kind %d in answer to a state request", ErrBadMessage, f.Kind))
 	}
 	cr := &countingReader{r: br}
-	res, err := p.cat.ImportState(sctx, cr)
+	res, err := p.cat.ImportState(sctx, newUnpacker(cr))
 	p.stats.syncBytesReceived.Add(uint64(cr.n))
 	if err != nil {
 		return p.misbehaved(s, id, err)
@@ -130,7 +133,8 @@ func (p *Peer) pullState(ctx context.Context, id peer.ID) error {
 }
 
 // serveState answers a frameState request: at most once per Config.fullGap
-// per peer, a full state, and otherwise done.
+// per peer, a full state, packed (the requester speaks sync/2), and
+// otherwise done.
 func (p *Peer) serveState(s network.Stream, timed *idleStream, id peer.ID) {
 	timed.setEnd(p.cfg.FullStateTimeout)
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.FullStateTimeout)
@@ -140,9 +144,12 @@ func (p *Peer) serveState(s network.Stream, timed *idleStream, id peer.ID) {
 	var err error
 	if !p.mayServeFull(id) {
 		_, err = writeFrame(cw, &syncFrame{Kind: frameDone})
-	} else if _, err = writeFrame(cw, &syncFrame{Kind: frameFull, Stamp: p.cat.BanStamp()}); err == nil {
+	} else if _, err = writeFrame(cw, &syncFrame{Kind: frameFullPacked, Stamp: p.cat.BanStamp()}); err == nil {
 		if err = bw.Flush(); err == nil {
-			err = p.cat.ExportState(ctx, cw)
+			z := packer(cw)
+			if err = p.cat.ExportState(ctx, z); err == nil {
+				err = z.Close()
+			}
 		}
 		if err == nil {
 			p.stats.fullSent.Add(1)
@@ -255,7 +262,7 @@ func (p *Peer) compareHistories(ctx context.Context, id peer.ID, ranges []node.C
 	}
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
 	defer cancel()
-	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto)
+	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto2)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNotCatalog, err)
 	}
@@ -268,7 +275,7 @@ func (p *Peer) compareHistories(ctx context.Context, id peer.ID, ranges []node.C
 	if err := s.CloseWrite(); err != nil {
 		return p.misbehaved(s, id, err)
 	}
-	f, _, err := readFrame(bufio.NewReader(timed))
+	f, _, err := readFrame(bufio.NewReader(timed), maxDigestFrame)
 	if err != nil {
 		return p.misbehaved(s, id, err)
 	}

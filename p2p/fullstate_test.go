@@ -84,7 +84,7 @@ func newFullStateHostPacked(t *testing.T, target *testPeer, packed bool) *fullSt
 	handler := func(s network.Stream) {
 		defer s.Close()
 		_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, _, err := readFrame(bufio.NewReader(s)); err != nil {
+		if _, _, err := readFrame(bufio.NewReader(s), maxSyncFrame); err != nil {
 			s.Reset()
 			return
 		}

@@ -120,7 +120,7 @@ func newStaller(t *testing.T, target *testPeer, opts ...libp2p.Option) *staller 
 	st.SetStreamHandler(target.p.proto, func(s network.Stream) {
 		defer s.Close()
 		st.opened.Add(1)
-		if _, _, err := readFrame(bufio.NewReader(s)); err != nil {
+		if _, _, err := readFrame(bufio.NewReader(s), maxSyncFrame); err != nil {
 			s.Reset()
 			return
 		}
@@ -253,7 +253,7 @@ func TestPeer_EndlessFullStateIsBackedOff(t *testing.T) {
 		defer s.Close()
 		served.Add(1)
 		_ = s.SetDeadline(time.Now().Add(30 * time.Second))
-		if _, _, err := readFrame(bufio.NewReader(s)); err != nil {
+		if _, _, err := readFrame(bufio.NewReader(s), maxSyncFrame); err != nil {
 			s.Reset()
 			return
 		}

@@ -28,6 +28,9 @@ type Catalog interface {
 	Gap(dot crdt.Dot) bool
 	Contexts() (seen, applied *crdt.Context)
 	DeltasFor(ctx context.Context, have *crdt.Context, fn func(d *crdt.Delta, enc []byte) error) (int, error)
+	AppliedDigest(buckets bool) (crdt.Hash, []uint64)
+	AppliedEntries(b int) map[crdt.ReplicaID][]byte
+	PeerApplied(buckets []int, entries map[crdt.ReplicaID][]byte) (*crdt.Context, error)
 	DeltasSince(ctx context.Context, cursor uint64, limit int, localOnly bool) (node.Pending, error)
 	ExportState(ctx context.Context, w io.Writer) error
 	ImportState(ctx context.Context, r io.Reader) (node.ImportResult, error)
@@ -59,6 +62,9 @@ type Peer struct {
 	sub   *pubsub.Subscription
 	dht   *dht.IpfsDHT // nil unless Config.DHT
 	proto protocol.ID
+	// proto2 is the digest exchange (sync/2), which Pull prefers; proto
+	// (sync/1) stays for older releases, and marks a catalog peer.
+	proto2 protocol.ID
 	// boot are the bootstrap peers, parsed from Config.Bootstrap, one entry
 	// per peer. Set before the host exists, read-only after.
 	boot []peer.AddrInfo
@@ -132,6 +138,7 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 		cat:       cat,
 		bw:        metrics.NewBandwidthCounter(),
 		proto:     protocol.ID(cfg.syncProto()),
+		proto2:    protocol.ID(cfg.syncProto2()),
 		inflight:  map[peer.ID]bool{},
 		gapWait:   map[peer.ID]bool{},
 		pullSem:   make(chan struct{}, cfg.MaxPulls),
@@ -171,6 +178,7 @@ func New(ctx context.Context, cat Catalog, cfg Config) (*Peer, error) {
 func (p *Peer) start(ctx context.Context) error {
 	p.h.SetStreamHandler(p.proto, p.handleSync)
 	p.servePacked()
+	p.h.SetStreamHandler(p.proto2, p.handleSync2)
 	p.h.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(n network.Network, c network.Conn) {
 			p.logConn("peer connected", n, c)

@@ -674,7 +674,7 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 		h.SetStreamHandler(target.p.proto, func(s network.Stream) {
 			defer s.Close()
 			_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, _, err := readFrame(bufio.NewReader(s)); err != nil {
+			if _, _, err := readFrame(bufio.NewReader(s), maxSyncFrame); err != nil {
 				s.Reset()
 				return
 			}
@@ -768,7 +768,7 @@ func TestPeer_GarbageOnSyncStreamIsRejected(t *testing.T) {
 			defer s.Close()
 			streams.Add(1)
 			_ = s.SetDeadline(time.Now().Add(20 * time.Second))
-			if _, _, err := readFrame(bufio.NewReader(s)); err != nil {
+			if _, _, err := readFrame(bufio.NewReader(s), maxSyncFrame); err != nil {
 				s.Reset()
 				return
 			}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/fxamacker/cbor/v2"
@@ -15,10 +17,10 @@ import (
 // deltas' proofs of origin (crdt.Proof), version 3 the split chain format
 // and stubs (proof tags 3 to 6, which version 2 refuses); a peer ignores
 // messages of any other version, as a newer or older release's, rather
-// than holding them against their sender. Version 4 added the comparison
-// of histories (head sums and signed heads, chain runs, proofs of
-// equivocation and ban stamps; see equivocation.go) to the sync protocol.
-const wireVersion = 4
+// than holding them against their sender. Later additions came as new
+// protocols (sync/2, sync-packed), which older releases do not offer, so
+// their frames keep this version.
+const wireVersion = 3
 
 // ErrBadMessage marks a gossip message or sync frame that does not decode,
 // is too large, or belongs to another network.
@@ -138,27 +140,59 @@ func appendDelta(deltas, proofs [][]byte, d *crdt.Delta, enc []byte) ([][]byte, 
 	return append(deltas, enc), append(proofs, crdt.AppendProof(nil, d.Proof))
 }
 
-// Sync frames. A request carries the requester's applied context; the
-// response is any number of delta chunks, then either done (with the
-// responder's applied context, for status) or full, which the responder's
-// full-state export follows on the same stream.
+// Sync frames. Two protocols share them (see Pull):
+//
+//   - sync/1, the whole-context exchange: a request carries the
+//     requester's applied context; the response is any number of delta
+//     chunks, then either done (with the responder's applied context, for
+//     status) or full, which the responder's full-state export follows on
+//     the same stream.
+//   - sync/2, the digest exchange: the requester sends digest (the root
+//     of its applied context's crdt.Digest); the responder answers done
+//     at once if its root is the same, else buckets with its 64 group
+//     hashes (crdt.GroupHashes); the requester answers groups, the groups
+//     whose hashes differ; the responder answers buckets with the 64
+//     bucket hashes of each of those groups; the requester answers
+//     entries (its context entries of the buckets that differ); the
+//     response then goes on as in sync/1, its done carrying the
+//     responder's entries of those buckets instead of a whole context.
+//     What crosses grows with the difference, not with the number of
+//     replicas.
 const (
 	frameRequest = 1
 	frameDeltas  = 2
 	frameDone    = 3
 	frameFull    = 4
+	// sync/2's kinds and fields start at 20, clear of those sync/1 may
+	// add.
+	frameDigest  = 20
+	frameBuckets = 21
+	frameEntries = 22
+	frameGroups  = 23
+	// Comparing histories, on sync/2 only (see equivocation.go):
 	// frameChains asks for runs of chains (Ranges), on a stream of its
 	// own; frameChain answers with them (Chains). frameState asks, on a
-	// stream of its own, for a full state (see equivocation.go): the
-	// answer is full and the state, or done if refused.
-	frameChains = 5
-	frameChain  = 6
-	frameState  = 7
+	// stream of its own, for a full state: the answer is full and the
+	// state, or done if refused.
+	frameChains = 30
+	frameChain  = 31
+	frameState  = 32
 
 	// chunkBytes bounds the deltas of one response frame.
 	chunkBytes = 256 << 10
-	// maxSyncFrame bounds one frame: a context or a chunk of deltas.
-	maxSyncFrame = crdt.MaxContextBytes + 1024
+	// maxSyncFrame bounds one sync/1 frame: a whole context or a chunk
+	// of deltas. It is what releases before sync/2 accept, so sync/1
+	// carries contexts of up to about 900,000 replicas; sync/2 has no
+	// such limit.
+	maxSyncFrame = 64<<20 + 1024
+	// maxDigestFrame bounds one sync/2 frame: bucket hashes, entries
+	// (at most maxEntriesBytes) or a chunk of deltas (chunkBytes plus one
+	// delta of up to crdt.MaxDeltaBytes).
+	maxDigestFrame = 8 << 20
+	// maxEntriesBytes and maxEntries bound the context entries of one
+	// frame; buckets that do not fit wait for the next exchange.
+	maxEntriesBytes = 4 << 20
+	maxEntries      = 1 << 15
 )
 
 type syncFrame struct {
@@ -168,18 +202,122 @@ type syncFrame struct {
 	Context []byte   `cbor:"4,keyasint,omitempty"`
 	Deltas  [][]byte `cbor:"5,keyasint,omitempty"`
 	Proofs  [][]byte `cbor:"6,keyasint,omitempty"` // one per delta
+	// sync/2 only.
+	Root     []byte   `cbor:"20,keyasint,omitempty"` // crdt.Digest root
+	Digests  []byte   `cbor:"21,keyasint,omitempty"` // group or bucket hashes, 8 bytes each, big-endian
+	Buckets  []uint64 `cbor:"22,keyasint,omitempty"` // digest buckets (groups in groups and buckets frames), ascending
+	Replicas []string `cbor:"23,keyasint,omitempty"` // the replicas of those buckets the sender's context names
+	Entries  [][]byte `cbor:"24,keyasint,omitempty"` // their entries (crdt.Context.AppendEntry), one per replica
 
-	// Comparing histories (see equivocation.go). A request carries the
-	// requester's head sums and its equivocators; done the responder's
-	// signed heads where the sums differ, the proofs the requester lacks,
-	// and its ban stamp, which full carries too.
-	HeadSums     []byte            `cbor:"7,keyasint,omitempty"`
-	Equivocators map[string]uint64 `cbor:"8,keyasint,omitempty"`
-	Heads        []byte            `cbor:"10,keyasint,omitempty"`
-	Forks        [][]byte          `cbor:"11,keyasint,omitempty"`
-	Stamp        uint64            `cbor:"12,keyasint,omitempty"`
-	Ranges       []chainRange      `cbor:"13,keyasint,omitempty"`
-	Chains       [][]byte          `cbor:"14,keyasint,omitempty"`
+	// Comparing histories, sync/2 only (see equivocation.go). A digest
+	// request carries the requester's head sums and its equivocators;
+	// done the responder's signed heads where the sums differ, the
+	// proofs the requester lacks, and its ban stamp, which full carries
+	// too.
+	HeadSums     []byte            `cbor:"30,keyasint,omitempty"`
+	Equivocators map[string]uint64 `cbor:"31,keyasint,omitempty"`
+	Heads        []byte            `cbor:"32,keyasint,omitempty"`
+	Forks        [][]byte          `cbor:"33,keyasint,omitempty"`
+	Stamp        uint64            `cbor:"34,keyasint,omitempty"`
+	Ranges       []chainRange      `cbor:"35,keyasint,omitempty"`
+	Chains       [][]byte          `cbor:"36,keyasint,omitempty"`
+}
+
+// encodeBucketHashes packs bucket hashes for a buckets frame.
+func encodeBucketHashes(hs []uint64) []byte {
+	b := make([]byte, 0, 8*len(hs))
+	for _, h := range hs {
+		b = binary.BigEndian.AppendUint64(b, h)
+	}
+	return b
+}
+
+// decodeBucketHashes unpacks a buckets frame's n hashes.
+func decodeBucketHashes(b []byte, n int) ([]uint64, error) {
+	if len(b) != 8*n {
+		return nil, fmt.Errorf("%w: %d bytes of digest hashes, want %d", ErrBadMessage, len(b), 8*n)
+	}
+	hs := make([]uint64, n)
+	for i := range hs {
+		hs[i] = binary.BigEndian.Uint64(b[8*i:])
+	}
+	return hs, nil
+}
+
+// decodeGroups checks a groups frame's digest groups: in range and
+// ascending.
+func decodeGroups(f *syncFrame) ([]int, error) {
+	gs := make([]int, len(f.Buckets))
+	for i, g := range f.Buckets {
+		if g >= crdt.DigestGroups || (i > 0 && g <= f.Buckets[i-1]) {
+			return nil, fmt.Errorf("%w: digest groups not ascending below %d at %d", ErrBadMessage, crdt.DigestGroups, g)
+		}
+		gs[i] = int(g)
+	}
+	return gs, nil
+}
+
+// putEntries fills f's buckets, replicas and entries with the context
+// entries (by get) of the buckets in diff, in order, while they fit in
+// maxEntriesBytes and maxEntries. It reports whether every bucket of
+// diff is in f. A first bucket that alone does not fit is listed without
+// entries: the other side takes it as empty there and sends all of it,
+// which costs more but converges.
+func putEntries(f *syncFrame, diff []int, get func(b int) map[crdt.ReplicaID][]byte) bool {
+	size, count := 0, 0
+	for i, b := range diff {
+		es := get(b)
+		more := 0
+		for r, e := range es {
+			more += len(r) + len(e) + 8
+		}
+		fits := size+more <= maxEntriesBytes && count+len(es) <= maxEntries
+		if !fits && i > 0 {
+			return false
+		}
+		f.Buckets = append(f.Buckets, uint64(b))
+		if !fits {
+			continue
+		}
+		for _, r := range slices.Sorted(maps.Keys(es)) {
+			f.Replicas = append(f.Replicas, string(r))
+			f.Entries = append(f.Entries, es[r])
+		}
+		size, count = size+more, count+len(es)
+	}
+	return true
+}
+
+// decodeEntries checks a frame's buckets, replicas and entries: buckets
+// in range and ascending, one entry per replica, each replica valid,
+// named once and in one of the buckets. The entries themselves are
+// decoded by whoever uses them (crdt.Context.Patch).
+func decodeEntries(f *syncFrame) ([]int, map[crdt.ReplicaID][]byte, error) {
+	if len(f.Replicas) != len(f.Entries) {
+		return nil, nil, fmt.Errorf("%w: %d replicas, %d entries", ErrBadMessage, len(f.Replicas), len(f.Entries))
+	}
+	buckets := make([]int, len(f.Buckets))
+	for i, b := range f.Buckets {
+		if b >= crdt.DigestBuckets || (i > 0 && b <= f.Buckets[i-1]) {
+			return nil, nil, fmt.Errorf("%w: digest buckets not ascending below %d at %d", ErrBadMessage, crdt.DigestBuckets, b)
+		}
+		buckets[i] = int(b)
+	}
+	entries := make(map[crdt.ReplicaID][]byte, len(f.Replicas))
+	for i, s := range f.Replicas {
+		r := crdt.ReplicaID(s)
+		if err := r.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
+		}
+		if _, dup := entries[r]; dup {
+			return nil, nil, fmt.Errorf("%w: replica %s named twice", ErrBadMessage, r)
+		}
+		if _, ok := slices.BinarySearch(buckets, crdt.BucketOf(r)); !ok {
+			return nil, nil, fmt.Errorf("%w: replica %s is not in a listed bucket", ErrBadMessage, r)
+		}
+		entries[r] = f.Entries[i]
+	}
+	return buckets, entries, nil
 }
 
 func writeFrame(w io.Writer, f *syncFrame) (int, error) {
@@ -196,17 +334,17 @@ func writeFrame(w io.Writer, f *syncFrame) (int, error) {
 	return n + len(b), err
 }
 
-// readFrame reads one length-prefixed sync frame of at most maxSyncFrame
-// bytes. The announced length is checked first; the frame's buffer then
-// grows with the bytes actually received (as node's state frames do), so a
-// peer that announces a large frame and sends little of it costs little
-// memory.
-func readFrame(r *bufio.Reader) (*syncFrame, int, error) {
+// readFrame reads one length-prefixed sync frame of at most limit bytes
+// (maxSyncFrame or maxDigestFrame). The announced length is checked
+// first; the frame's buffer then grows with the bytes actually received
+// (as node's state frames do), so a peer that announces a large frame and
+// sends little of it costs little memory.
+func readFrame(r *bufio.Reader, limit uint64) (*syncFrame, int, error) {
 	size, err := binary.ReadUvarint(r)
 	if err != nil {
 		return nil, 0, fmt.Errorf("sync frame length: %w", err)
 	}
-	if size > maxSyncFrame {
+	if size > limit {
 		return nil, 0, fmt.Errorf("%w: frame of %d bytes", ErrBadMessage, size)
 	}
 	b, err := io.ReadAll(io.LimitReader(r, int64(size)))

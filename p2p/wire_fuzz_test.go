@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
@@ -89,12 +90,89 @@ func FuzzReadSyncFrame(f *testing.F) {
 		f.Add(buf.Bytes())
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fr, _, err := readFrame(bufio.NewReader(bytes.NewReader(b)))
+		fr, _, err := readFrame(bufio.NewReader(bytes.NewReader(b)), maxSyncFrame)
 		if err != nil {
 			return
 		}
 		if _, err := decodeDeltas(fr.Deltas, fr.Proofs); err != nil && !errors.Is(err, ErrBadMessage) && !errors.Is(err, crdt.ErrVersion) {
 			t.Fatalf("error %v is neither ErrBadMessage nor ErrVersion", err)
+		}
+	})
+}
+
+// FuzzDigestFrames: the sync/2 decoders (hashes, groups, context entries)
+// never panic, refuse with ErrBadMessage, and what decodeEntries accepts
+// patches a context or is refused by it with crdt.ErrInvalid or
+// crdt.ErrVersion, leaving it unchanged.
+func FuzzDigestFrames(f *testing.F) {
+	c := crdt.NewContext()
+	for _, d := range []crdt.Dot{{Replica: "a", Counter: 3}, {Replica: "b", Counter: 1}, {Replica: "b", Counter: 4}} {
+		c.Add(d)
+	}
+	good := &syncFrame{Kind: frameEntries}
+	putEntries(good, []int{crdt.BucketOf("a"), crdt.BucketOf("b")}, func(b int) map[crdt.ReplicaID][]byte {
+		out := map[crdt.ReplicaID][]byte{}
+		for _, r := range []crdt.ReplicaID{"a", "b"} {
+			if crdt.BucketOf(r) == b {
+				out[r] = c.AppendEntry(nil, r)
+			}
+		}
+		return out
+	})
+	for _, fr := range []*syncFrame{
+		good,
+		{Kind: frameBuckets, Digests: make([]byte, 8*crdt.DigestGroups)},
+		{Kind: frameGroups, Buckets: []uint64{0, 7, 63}},
+		{Kind: frameDigest, Version: wireVersion, Network: "net", Root: make([]byte, crdt.HashSize)},
+	} {
+		var buf bytes.Buffer
+		if _, err := writeFrame(&buf, fr); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(buf.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, _, err := readFrame(bufio.NewReader(bytes.NewReader(b)), maxDigestFrame)
+		if err != nil {
+			return
+		}
+		if hs, err := decodeBucketHashes(fr.Digests, crdt.DigestGroups); err != nil && !errors.Is(err, ErrBadMessage) {
+			t.Fatalf("decodeBucketHashes: %v is not ErrBadMessage", err)
+		} else if err == nil && len(hs) != crdt.DigestGroups {
+			t.Fatalf("%d group hashes", len(hs))
+		}
+		if gs, err := decodeGroups(fr); err != nil && !errors.Is(err, ErrBadMessage) {
+			t.Fatalf("decodeGroups: %v is not ErrBadMessage", err)
+		} else if err == nil && !slices.IsSorted(gs) {
+			t.Fatalf("groups %v not ascending", gs)
+		}
+		buckets, entries, err := decodeEntries(fr)
+		if err != nil {
+			if !errors.Is(err, ErrBadMessage) {
+				t.Fatalf("decodeEntries: %v is not ErrBadMessage", err)
+			}
+			return
+		}
+		p := c.Clone()
+		var drop []crdt.ReplicaID
+		for _, r := range c.Replicas() {
+			if slices.Contains(buckets, crdt.BucketOf(r)) {
+				drop = append(drop, r)
+			}
+		}
+		if err := p.Patch(buckets, drop, entries); err != nil {
+			if !errors.Is(err, crdt.ErrInvalid) && !errors.Is(err, crdt.ErrVersion) {
+				t.Fatalf("Patch: %v", err)
+			}
+			if !p.Equal(c) {
+				t.Fatal("a refused patch changed the context")
+			}
+			return
+		}
+		for r, e := range entries {
+			if got := p.AppendEntry(nil, r); !bytes.Equal(got, e) {
+				t.Fatalf("patched entry of %s: %x, sent %x", r, got, e)
+			}
 		}
 	})
 }

@@ -24,7 +24,7 @@ func TestReadFrame_MemoryFollowsBytesReceived(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	for range 8 {
-		_, _, err := readFrame(announce(maxSyncFrame, make([]byte, 1000)))
+		_, _, err := readFrame(announce(maxSyncFrame, make([]byte, 1000)), maxSyncFrame)
 		if !errors.Is(err, io.ErrUnexpectedEOF) || isGarbage(err) {
 			t.Fatalf("a frame cut short: %v, want io.ErrUnexpectedEOF, not garbage", err)
 		}
@@ -35,7 +35,7 @@ func TestReadFrame_MemoryFollowsBytesReceived(t *testing.T) {
 		t.Fatalf("eight frames of 1000 bytes announcing %d bytes each allocated %d bytes", maxSyncFrame, got)
 	}
 
-	if _, _, err := readFrame(announce(maxSyncFrame+1, nil)); !errors.Is(err, ErrBadMessage) {
+	if _, _, err := readFrame(announce(maxSyncFrame+1, nil), maxSyncFrame); !errors.Is(err, ErrBadMessage) {
 		t.Fatalf("a frame over the limit: %v, want ErrBadMessage", err)
 	}
 
@@ -49,7 +49,7 @@ func TestReadFrame_MemoryFollowsBytesReceived(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, m, err := readFrame(bufio.NewReader(&buf))
+	got, m, err := readFrame(bufio.NewReader(&buf), maxSyncFrame)
 	if err != nil || m != n || got.Network != "n" || len(got.Deltas) != 1 || len(got.Deltas[0]) != 12<<10 {
 		t.Fatalf("round trip: %+v, %d bytes (wrote %d), %v", got, m, n, err)
 	}

@@ -108,7 +108,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.IntVar(&o.maxWatchers, "max-watchers", 256, "most GET /catalog/watch streams open at once (each holds one of -max-conns); one more is answered 503")
 	fs.IntVar(&o.changeHistory, "change-history", 100_000, "changes kept for watchers to resume from (GET /catalog/watch?since=); an older since is answered 410")
 	fs.Int64Var(&o.changeBytes, "change-history-bytes", 64<<20, "bound of the kept changes' size, in bytes (each holds the item before and after)")
-	fs.IntVar(&o.maxReplicas, "max-replicas", 10_000, "most replicas the causal contexts may name; deltas of further new replicas are refused (at most 500000)")
+	fs.IntVar(&o.maxReplicas, "max-replicas", 100_000, "most replicas the causal contexts may name, a memory bound; deltas of further new replicas are refused (at most 14316557)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: crdt-catalog [flags]\n       crdt-catalog example | version | keygen -swarm-key FILE | reincarnate -data DIR | repair -data DIR\n"+
 			"       crdt-catalog add | get | rm | set | patch | query | indexes | index-add | index-drop | status | peers | backup | restore  (the client of a node; COMMAND -help)\n"+
