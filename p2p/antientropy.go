@@ -184,9 +184,10 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) (err error) {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNotCatalog, err)
 	}
-	// Runs of chains to compare, asked for once this stream is closed.
-	var ranges []node.ChainRange
-	defer func() { p.afterPull(ctx, id, ranges) }()
+	// Whether the peer's chain heads differ from this node's: compared
+	// once this stream is closed.
+	var headsDiffer bool
+	defer func() { p.afterPull(ctx, id, headsDiffer) }()
 	defer s.Close()
 	// The stream's deadlines bound each read and write; ctx ending resets
 	// it, which ends whichever is blocked.
@@ -200,7 +201,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) (err error) {
 		done, complete, n, err := p.compareDigests(timed, br)
 		bytes += n
 		if err == nil && done != nil {
-			ranges, err = p.takeDone(sctx, id, done)
+			headsDiffer, err = p.takeDone(sctx, id, done)
 		}
 		if err != nil {
 			return p.misbehaved(s, id, err)
@@ -275,7 +276,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) (err error) {
 				return p.misbehaved(s, id, fmt.Errorf("%w: context: %v", ErrBadMessage, err))
 			}
 			if limit == maxDigestFrame {
-				if ranges, err = p.takeDone(sctx, id, f); err != nil {
+				if headsDiffer, err = p.takeDone(sctx, id, f); err != nil {
 					return p.misbehaved(s, id, err)
 				}
 			}
@@ -433,10 +434,10 @@ func (p *Peer) handleSync2(s network.Stream) {
 			return nil, nil, nil, err
 		}
 		p.stats.syncBytesReceived.Add(uint64(n))
-		if err := otherVersion("sync request", f.Version); (f.Kind == frameDigest || f.Kind == frameChains || f.Kind == frameState) && err != nil {
+		if err := otherVersion("sync request", f.Version); (f.Kind == frameDigest || f.Kind == frameChains || f.Kind == frameState || f.Kind == frameHeads) && err != nil {
 			return nil, nil, nil, err
 		}
-		if (f.Kind == frameChains || f.Kind == frameState) && f.Version == wireVersion && f.Network == p.cfg.Network {
+		if (f.Kind == frameChains || f.Kind == frameState || f.Kind == frameHeads) && f.Version == wireVersion && f.Network == p.cfg.Network {
 			return nil, nil, f, errAside // see equivocation.go
 		}
 		req := f
@@ -445,7 +446,7 @@ func (p *Peer) handleSync2(s network.Stream) {
 		}
 		root, mine := p.cat.AppliedDigest(true)
 		if string(f.Root) == string(root[:]) {
-			return nil, nil, nil, errEqual
+			return nil, nil, req, errEqual
 		}
 		if len(f.Root) != len(root) {
 			return nil, nil, nil, fmt.Errorf("%w: digest root of %d bytes", ErrBadMessage, len(f.Root))
@@ -531,6 +532,8 @@ func (p *Peer) serveSync(s network.Stream, request func(id peer.ID, br *bufio.Re
 	have, buckets, req, err := request(id, br, cw)
 	if errors.Is(err, errAside) {
 		switch req.Kind {
+		case frameHeads:
+			p.serveHeads(s, timed, id, req)
 		case frameChains:
 			p.serveChains(ctx, s, timed, id, req)
 		case frameState:

@@ -3,6 +3,7 @@ package p2p
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -19,15 +20,17 @@ import (
 // node does with a proof).
 //
 // It rides on sync/2 (see wire.go), which only releases that know it
-// speak: every digest request carries the requester's head sums and the
-// equivocators it holds proofs against, and every done frame answers
-// with the responder's signed chain heads in the buckets whose sums
-// differ, the proofs the requester lacks, and the responder's ban stamp
-// — also when the contexts are equal, which is when two histories under
-// the same dots hide. After the pull, the requester asks (on a sync/2
-// stream of its own, frameChains) for the responder's runs of the chains
-// whose heads contradict its own, and checks them; a proof found or
-// received is durable before the pull ends.
+// speak: every digest request carries the requester's head root (a
+// SHA-256 of its head sums) and the equivocators it holds proofs
+// against, and every done frame answers whether the responder's head
+// root differs, the proofs the requester lacks, and the responder's ban
+// stamp — also when the contexts are equal, which is when two histories
+// under the same dots hide. If the roots differ, the requester then
+// sends its head sums on a sync/2 stream of its own (frameHeads) and
+// gets the responder's signed heads in the buckets that differ; for the
+// heads that contradict its own chains it asks, on another
+// (frameChains), for the responder's runs of those chains, and checks
+// them. A proof found or received is durable before the exchange ends.
 //
 // A node that holds a proof pulls a peer's full state (on a stream of its
 // own, frameState) once per ban stamp the peer shows: the two histories'
@@ -57,9 +60,9 @@ type chainRange struct {
 }
 
 // fillRequest adds to a pull request what lets the responder compare
-// histories: this node's head sums and equivocators.
+// histories: this node's head root and equivocators.
 func (p *Peer) fillRequest(f *syncFrame) {
-	f.HeadSums = p.cat.HeadSums()
+	f.HeadRoot = p.headRoot()
 	for _, e := range p.cat.Equivocators() {
 		if f.Equivocators == nil {
 			f.Equivocators = map[string]uint64{}
@@ -68,13 +71,14 @@ func (p *Peer) fillRequest(f *syncFrame) {
 	}
 }
 
-// afterPull runs once a pull's stream is closed: it compares the chains
-// in ranges with id's, then, if this node holds a proof of equivocation
+// afterPull runs once a pull's stream is closed: if id's chain heads
+// differ from this node's, it compares histories with id, then, if this
+// node holds a proof of equivocation
 // and id showed a ban stamp whose full state it has not joined, pulls
 // that full state.
-func (p *Peer) afterPull(ctx context.Context, id peer.ID, ranges []node.ChainRange) {
-	if len(ranges) > 0 {
-		if err := p.compareHistories(ctx, id, ranges); err != nil {
+func (p *Peer) afterPull(ctx context.Context, id peer.ID, headsDiffer bool) {
+	if headsDiffer {
+		if err := p.compareHistories(ctx, id); err != nil {
 			p.log.Debug("comparing histories", "peer", id, "err", err)
 		}
 	}
@@ -170,12 +174,11 @@ func (p *Peer) serveState(s network.Stream, timed *idleStream, id peer.ID) {
 // differ, the proofs it lacks, and this node's ban stamp.
 func (p *Peer) fillDone(req, f *syncFrame) error {
 	f.Stamp = p.cat.BanStamp()
-	if req.HeadSums != nil {
-		heads, err := p.cat.HeadsFor(req.HeadSums, rand.IntN(1<<16))
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrBadMessage, err)
+	if req.HeadRoot != nil {
+		if len(req.HeadRoot) != sha256.Size {
+			return fmt.Errorf("%w: head root of %d bytes", ErrBadMessage, len(req.HeadRoot))
 		}
-		f.Heads = heads
+		f.HeadsDiffer = string(p.headRoot()) != string(req.HeadRoot)
 	}
 	known := make(map[crdt.ReplicaID]uint64, len(req.Equivocators))
 	for r, c := range req.Equivocators {
@@ -237,58 +240,57 @@ func (p *Peer) takeForks(ctx context.Context, id peer.ID, forks [][]byte) error 
 // proofs of equivocation are joined, the ban stamp noted, and the runs of
 // chains to ask for (whose signed heads contradict this node's) returned.
 // It fails, wrapping ErrBadMessage, if the peer sent garbage.
-func (p *Peer) takeDone(ctx context.Context, id peer.ID, f *syncFrame) ([]node.ChainRange, error) {
+func (p *Peer) takeDone(ctx context.Context, id peer.ID, f *syncFrame) (headsDiffer bool, err error) {
 	if err := p.takeForks(ctx, id, f.Forks); err != nil {
-		return nil, err
+		return false, err
 	}
 	p.noteStamp(id, f.Stamp, false)
-	if f.Heads == nil {
-		return nil, nil
+	return f.HeadsDiffer, nil
+}
+
+// headRoot returns a SHA-256 of this node's head sums: what a digest
+// request carries, 32 bytes whatever the number of replicas.
+func (p *Peer) headRoot() []byte {
+	h := sha256.Sum256(p.cat.HeadSums())
+	return h[:]
+}
+
+// compareHistories runs after a pull whose done frame said that id's
+// chain heads differ from this node's: on a sync/2 stream of its own
+// (frameHeads) it sends its head sums and gets id's signed heads in the
+// buckets that differ; for those that contradict this node's chains, on
+// another (frameChains), it gets id's runs of those chains and checks
+// them.
+func (p *Peer) compareHistories(ctx context.Context, id peer.ID) error {
+	f, err := p.sideRequest(ctx, id, &syncFrame{Kind: frameHeads, HeadSums: p.cat.HeadSums()}, frameHeadsAnswer)
+	if err != nil || len(f.Heads) == 0 {
+		return err
 	}
 	ranges, err := p.cat.Contradictions(ctx, f.Heads)
 	if err != nil {
-		return nil, fmt.Errorf("%w: chain heads: %v", ErrBadMessage, err)
+		return p.misbehavedPeer(id, fmt.Errorf("%w: chain heads: %v", ErrBadMessage, err))
 	}
-	return ranges[:min(len(ranges), maxChainsPerPull)], nil
-}
-
-// compareHistories asks id for its runs of the chains in ranges, whose
-// signed heads contradict this node's, and checks them. It runs after the
-// pull's stream is closed, on a stream of its own.
-func (p *Peer) compareHistories(ctx context.Context, id peer.ID, ranges []node.ChainRange) error {
-	req := &syncFrame{Kind: frameChains, Version: wireVersion, Network: p.cfg.Network}
+	if len(ranges) == 0 {
+		return nil
+	}
+	ranges = ranges[:min(len(ranges), maxChainsPerPull)]
+	req := &syncFrame{Kind: frameChains}
 	for _, rg := range ranges {
 		req.Ranges = append(req.Ranges, chainRange{string(rg.Replica), rg.From, rg.To})
 	}
-	sctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
-	defer cancel()
-	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto2)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errNotCatalog, err)
+	if f, err = p.sideRequest(ctx, id, req, frameChain); err != nil {
+		return err
 	}
-	defer s.Close()
-	defer context.AfterFunc(sctx, func() { _ = s.Reset() })()
-	timed := newIdleStream(s, p.cfg.SyncIdleTimeout, p.cfg.SyncTimeout)
-	if _, err := writeFrame(timed, req); err != nil {
-		return p.misbehaved(s, id, err)
-	}
-	if err := s.CloseWrite(); err != nil {
-		return p.misbehaved(s, id, err)
-	}
-	f, _, err := readFrame(bufio.NewReader(timed), maxDigestFrame)
-	if err != nil {
-		return p.misbehaved(s, id, err)
-	}
-	if f.Kind != frameChain || len(f.Chains) > len(ranges) {
-		return p.misbehaved(s, id, fmt.Errorf("%w: answer to a chain request: kind %d, %d chains", ErrBadMessage, f.Kind, len(f.Chains)))
+	if len(f.Chains) > len(ranges) {
+		return p.misbehavedPeer(id, fmt.Errorf("%w: %d chains in answer to %d runs", ErrBadMessage, len(f.Chains), len(ranges)))
 	}
 	for _, enc := range f.Chains {
 		if len(enc) == 0 {
 			continue // the peer does not hold that run
 		}
-		added, err := p.cat.CheckChain(sctx, enc)
+		added, err := p.cat.CheckChain(ctx, enc)
 		if errors.Is(err, crdt.ErrInvalid) || errors.Is(err, crdt.ErrTooLarge) || errors.Is(err, crdt.ErrVersion) {
-			return p.misbehaved(s, id, fmt.Errorf("%w: chain: %v", ErrBadMessage, err))
+			return p.misbehavedPeer(id, fmt.Errorf("%w: chain: %v", ErrBadMessage, err))
 		}
 		if err != nil {
 			return err
@@ -298,6 +300,62 @@ func (p *Peer) compareHistories(ctx context.Context, id peer.ID, ranges []node.C
 		}
 	}
 	return nil
+}
+
+// sideRequest sends req on a sync/2 stream of its own and returns the
+// answer, which must be of kind want.
+func (p *Peer) sideRequest(ctx context.Context, id peer.ID, req *syncFrame, want uint) (*syncFrame, error) {
+	req.Version, req.Network = wireVersion, p.cfg.Network
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
+	defer cancel()
+	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto2)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errNotCatalog, err)
+	}
+	defer s.Close()
+	defer context.AfterFunc(sctx, func() { _ = s.Reset() })()
+	timed := newIdleStream(s, p.cfg.SyncIdleTimeout, p.cfg.SyncTimeout)
+	n, err := writeFrame(timed, req)
+	p.stats.syncBytesSent.Add(uint64(n))
+	if err != nil {
+		return nil, p.misbehaved(s, id, err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		return nil, p.misbehaved(s, id, err)
+	}
+	f, n, err := readFrame(bufio.NewReader(timed), maxDigestFrame)
+	p.stats.syncBytesReceived.Add(uint64(n))
+	if err != nil {
+		return nil, p.misbehaved(s, id, err)
+	}
+	if f.Kind != want {
+		return nil, p.misbehaved(s, id, fmt.Errorf("%w: frame of kind %d in answer to a request of kind %d", ErrBadMessage, f.Kind, req.Kind))
+	}
+	return f, nil
+}
+
+// misbehavedPeer is misbehaved for a peer whose stream is closed already.
+func (p *Peer) misbehavedPeer(id peer.ID, err error) error {
+	if isGarbage(err) && p.ctx.Err() == nil {
+		p.stats.syncRejected.Add(1)
+		p.badPeer(id, "peer sent garbage on the sync stream", err)
+	}
+	return err
+}
+
+// serveHeads answers a frameHeads request: this node's signed heads in
+// the buckets where the requester's head sums differ.
+func (p *Peer) serveHeads(s network.Stream, w *idleStream, id peer.ID, req *syncFrame) {
+	heads, err := p.cat.HeadsFor(req.HeadSums, rand.IntN(1<<16))
+	if err != nil {
+		p.misbehaved(s, id, fmt.Errorf("%w: %v", ErrBadMessage, err))
+		return
+	}
+	n, err := writeFrame(w, &syncFrame{Kind: frameHeadsAnswer, Heads: heads})
+	p.stats.syncBytesSent.Add(uint64(n))
+	if err != nil {
+		s.Reset()
+	}
 }
 
 // serveChains answers a frameChains request: this node's run of each

@@ -174,9 +174,11 @@ const (
 	// own; frameChain answers with them (Chains). frameState asks, on a
 	// stream of its own, for a full state: the answer is full and the
 	// state, or done if refused.
-	frameChains = 30
-	frameChain  = 31
-	frameState  = 32
+	frameChains      = 30
+	frameChain       = 31
+	frameState       = 32
+	frameHeads       = 33 // a request with the requester's HeadSums, on a stream of its own
+	frameHeadsAnswer = 34 // its answer: Heads
 
 	// chunkBytes bounds the deltas of one response frame.
 	chunkBytes = 256 << 10
@@ -210,10 +212,12 @@ type syncFrame struct {
 	Entries  [][]byte `cbor:"24,keyasint,omitempty"` // their entries (crdt.Context.AppendEntry), one per replica
 
 	// Comparing histories, sync/2 only (see equivocation.go). A digest
-	// request carries the requester's head sums and its equivocators;
-	// done the responder's signed heads where the sums differ, the
-	// proofs the requester lacks, and its ban stamp, which full carries
-	// too.
+	// request carries the requester's head root and its equivocators;
+	// done whether the responder's head root differs, the proofs the
+	// requester lacks, and its ban stamp, which full carries too. A heads
+	// request carries head sums, its answer signed heads.
+	HeadRoot     []byte            `cbor:"37,keyasint,omitempty"`
+	HeadsDiffer  bool              `cbor:"38,keyasint,omitempty"`
 	HeadSums     []byte            `cbor:"30,keyasint,omitempty"`
 	Equivocators map[string]uint64 `cbor:"31,keyasint,omitempty"`
 	Heads        []byte            `cbor:"32,keyasint,omitempty"`
