@@ -406,6 +406,53 @@ func DecodeContext(b []byte) (*Context, error) {
 	return c, nil
 }
 
+// DecodeContextMax is DecodeContext for a context from a peer, which may
+// name at most maxReplicas replicas: one that names more, or that is not
+// in EncodeContext's form (whose heads tell the count without decoding),
+// is refused before anything is allocated for it, wrapping ErrTooLarge or
+// ErrInvalid.
+func DecodeContextMax(b []byte, maxReplicas int) (*Context, error) {
+	n, ok := contextReplicas(b, uint64(max(maxReplicas, 0)))
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("decode context: %w: not in canonical form", ErrInvalid)
+	case n > uint64(maxReplicas):
+		return nil, fmt.Errorf("decode context: %w: names %d replicas or more, limit %d", ErrTooLarge, n, maxReplicas)
+	}
+	return DecodeContext(b)
+}
+
+// contextReplicas counts the replicas an encoded context names (version
+// vector and cloud entries) from its CBOR heads, stopping as soon as the
+// count passes limit. It allocates nothing; ok is false if b does not
+// start as EncodeContext writes.
+func contextReplicas(b []byte, limit uint64) (n uint64, ok bool) {
+	r := &cborReader{b: b, ok: true}
+	if r.head(cborArray) != 3 {
+		return 0, false
+	}
+	r.uint()
+	n = r.head(cborMap)
+	if !r.ok || n > limit {
+		return n, r.ok
+	}
+	for range n {
+		r.str(cborText)
+		r.uint()
+	}
+	if !r.ok {
+		return 0, false
+	}
+	if r.null() {
+		return n, true
+	}
+	c := r.head(cborMap)
+	if c > limit {
+		return c, r.ok // n + c could wrap
+	}
+	return n + c, r.ok
+}
+
 // peekVersion returns the first element of the CBOR array b, if b starts
 // with an array whose first element is an unsigned integer, so that a
 // record of another format version is reported as such whatever its shape.

@@ -790,3 +790,36 @@ func TestContext_MoreThanAMillionReplicas(t *testing.T) {
 		t.Fatalf("MaxContextReplicas is %d: a format limit below 10 million replicas", MaxContextReplicas)
 	}
 }
+
+// DecodeContextMax refuses a context naming more replicas than its limit
+// from the heads alone, whatever the heads claim, and decodes one within
+// it as DecodeContext does.
+func TestDecodeContextMax_RefusesMoreReplicasThanItsLimit(t *testing.T) {
+	c := NewContext()
+	for i := range 10 {
+		c.Add(Dot{ReplicaID(fmt.Sprintf("r%02d", i)), 1})
+	}
+	c.Add(Dot{"cloudy", 3})
+	enc, err := EncodeContext(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := DecodeContextMax(enc, 11); err != nil || !got.Equal(c) {
+		t.Fatalf("within the limit: %v", err)
+	}
+	if _, err := DecodeContextMax(enc, 10); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("11 replicas, limit 10: %v", err)
+	}
+	// Heads that claim 2^64-1 entries, in the vector or the cloud.
+	huge := []byte{cborArray | 3, cborUint | FormatVersion, cborMap | 27, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	if _, err := DecodeContextMax(huge, 1_000_000); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a vector claiming 2^64-1 entries: %v", err)
+	}
+	cloud := []byte{cborArray | 3, cborUint | FormatVersion, cborMap | 1, cborText | 1, 'r', cborUint | 1, cborMap | 27, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	if _, err := DecodeContextMax(cloud, 1_000_000); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a cloud claiming 2^64-1 entries: %v", err)
+	}
+	if _, err := DecodeContextMax([]byte{0x80}, 10); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("not a context: %v", err)
+	}
+}

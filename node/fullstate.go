@@ -43,9 +43,11 @@ const (
 	framePiece    = 4
 	framePieceEnd = 5
 
-	maxFrameBytes = 2*crdt.MaxContextBytes + maxReplicasLimit*maxStateHeadBytes + 4096
-	importChunk   = 1000     // items per commit during an import
-	stateBuffer   = 64 << 10 // read and write buffer of a state stream
+	// maxBodyFrameBytes bounds a frame after the header: an item, with
+	// its key, or a piece's or the trailer's bookkeeping.
+	maxBodyFrameBytes = crdt.MaxItemBytes + 4096
+	importChunk       = 1000     // items per commit during an import
+	stateBuffer       = 64 << 10 // read and write buffer of a state stream
 )
 
 type stateFrame struct {
@@ -93,13 +95,13 @@ func writeFrame(w io.Writer, f *stateFrame) error {
 // crdt.ErrInvalid, or crdt.ErrTooLarge for a length over the limit; any
 // other error is the reader's (a deadline, a reset stream) or the spool's,
 // wrapped as it is.
-func readFrame(r *bufio.Reader, spool io.Writer) (*stateFrame, error) {
+func readFrame(r *bufio.Reader, spool io.Writer, limit uint64) (*stateFrame, error) {
 	size, err := readUvarint(r)
 	if err != nil {
 		return nil, err
 	}
-	if size > maxFrameBytes {
-		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", crdt.ErrTooLarge, size, uint64(maxFrameBytes))
+	if size > limit {
+		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", crdt.ErrTooLarge, size, limit)
 	}
 	// Read what is there rather than allocate what the length claims: a
 	// stream cut short costs no more memory than it carried. A frame
@@ -281,8 +283,8 @@ type stateItem struct {
 }
 
 // openState reads and checks the header of a state stream.
-func openState(r *bufio.Reader, spool io.Writer) (*stateReader, error) {
-	h, err := readFrame(r, spool)
+func openState(r *bufio.Reader, spool io.Writer, maxReplicas int) (*stateReader, error) {
+	h, err := readFrame(r, spool, headerBytes(maxReplicas))
 	if err != nil {
 		// Garbage fails here, often as a frame "cut short": say first
 		// that the body is not a state stream at all.
@@ -294,11 +296,11 @@ func openState(r *bufio.Reader, spool io.Writer) (*stateReader, error) {
 	if h.Version != crdt.FormatVersion {
 		return nil, fmt.Errorf("state stream: %w %d", crdt.ErrVersion, h.Version)
 	}
-	seen, err := crdt.DecodeContext(h.Seen)
+	seen, err := crdt.DecodeContextMax(h.Seen, maxReplicas)
 	if err != nil {
 		return nil, fmt.Errorf("state stream: header: seen: %w", err)
 	}
-	applied, err := crdt.DecodeContext(h.Applied)
+	applied, err := crdt.DecodeContextMax(h.Applied, maxReplicas)
 	if err != nil {
 		return nil, fmt.Errorf("state stream: header: applied: %w", err)
 	}
@@ -320,8 +322,22 @@ func openState(r *bufio.Reader, spool io.Writer) (*stateReader, error) {
 	return &stateReader{r: r, spool: spool, seen: seen, applied: applied, heads: heads, forks: forks}, nil
 }
 
-// maxStateForks bounds the proofs of equivocation a state header carries.
-const maxStateForks = 64
+// maxStateForks bounds the proofs of equivocation a state header carries,
+// and maxForkBytes one of them (two chains of crdt.MaxChainSteps).
+const (
+	maxStateForks = 16
+	maxForkBytes  = 2 * (crdt.MaxChainSteps*2*crdt.HashSize + crdt.MaxReplicaIDLen + crdt.HashSize + crdt.SigSize + 32)
+)
+
+// headerBytes bounds the header of a state stream for a receiver that
+// takes at most maxReplicas replicas: two contexts and the chain heads of
+// that many, and the proofs of equivocation. A header over it is refused
+// before it is read, so a hostile sender cannot make a node buffer more
+// than its own limits allow.
+func headerBytes(maxReplicas int) uint64 {
+	entry := uint64(crdt.MaxContextBytes / crdt.MaxContextReplicas) // the longest context entry
+	return uint64(maxReplicas)*(2*entry+maxStateHeadBytes) + maxStateForks*maxForkBytes + 4096
+}
 
 // maxStateHeadBytes bounds one chain head in a state header.
 const maxStateHeadBytes = 1 + crdt.MaxReplicaIDLen + 8 + crdt.HashSize + crdt.SigSize
@@ -385,13 +401,13 @@ func (sr *stateReader) next() (*stateItem, error) {
 		sr.queue[0], sr.queue = nil, sr.queue[1:]
 		return it, nil
 	}
-	f, err := readFrame(sr.r, sr.spool)
+	f, err := readFrame(sr.r, sr.spool, maxBodyFrameBytes)
 	if err != nil {
 		return nil, fmt.Errorf("state stream: after %d items: %w", sr.items, err)
 	}
 	if sr.local && f.Kind == framePiece && sr.items == 0 && sr.lastKey == "" {
 		sr.items, sr.lastKey, sr.from = int(f.Count), f.From, f.From
-		if f, err = readFrame(sr.r, sr.spool); err != nil {
+		if f, err = readFrame(sr.r, sr.spool, maxBodyFrameBytes); err != nil {
 			return nil, fmt.Errorf("state stream: after %d items: %w", sr.items, err)
 		}
 	}
@@ -456,14 +472,14 @@ func (sr *stateReader) next() (*stateItem, error) {
 // checkState reads the whole stream from r and checks every frame as the
 // import would, copying the frames to spool if it is not nil. It touches
 // no state.
-func checkState(ctx context.Context, r *bufio.Reader, spool io.Writer) error {
-	_, err := checkItems(ctx, r, spool)
+func checkState(ctx context.Context, r *bufio.Reader, spool io.Writer, maxReplicas int) error {
+	_, err := checkItems(ctx, r, spool, maxReplicas)
 	return err
 }
 
 // checkItems is checkState returning the number of items.
-func checkItems(ctx context.Context, r *bufio.Reader, spool io.Writer) (int, error) {
-	sr, err := openState(r, spool)
+func checkItems(ctx context.Context, r *bufio.Reader, spool io.Writer, maxReplicas int) (int, error) {
+	sr, err := openState(r, spool, maxReplicas)
 	if err != nil {
 		return 0, err
 	}
@@ -490,7 +506,7 @@ func checkItems(ctx context.Context, r *bufio.Reader, spool io.Writer) (int, err
 // of ImportState's first pass.
 func CheckState(ctx context.Context, r io.Reader) (int, error) {
 	br := bufio.NewReaderSize(r, stateBuffer)
-	items, err := checkItems(ctx, br, nil)
+	items, err := checkItems(ctx, br, nil, maxReplicasLimit)
 	if err != nil {
 		return 0, err
 	}
@@ -712,13 +728,13 @@ func (n *Node) ImportState(ctx context.Context, r io.Reader) (ImportResult, erro
 
 // importSeekable checks the whole of rs, seeks back to start and joins it.
 func (n *Node) importSeekable(ctx context.Context, rs io.ReadSeeker, start int64) (ImportResult, error) {
-	if err := checkState(ctx, bufio.NewReaderSize(rs, stateBuffer), nil); err != nil {
+	if err := checkState(ctx, bufio.NewReaderSize(rs, stateBuffer), nil, n.cfg.MaxReplicas); err != nil {
 		return ImportResult{}, err
 	}
 	if _, err := rs.Seek(start, io.SeekStart); err != nil {
 		return ImportResult{}, fmt.Errorf("state stream: seek back: %w", err)
 	}
-	sr, err := openState(bufio.NewReaderSize(rs, stateBuffer), nil)
+	sr, err := openState(bufio.NewReaderSize(rs, stateBuffer), nil, n.cfg.MaxReplicas)
 	if err != nil {
 		return ImportResult{}, err
 	}
@@ -803,7 +819,7 @@ func (n *Node) importPieces(ctx context.Context, r io.Reader) (ImportResult, err
 		r = &limitReader{r: r, left: limit, limit: limit}
 	}
 	var hdr bytes.Buffer
-	sr, err := openState(bufio.NewReaderSize(r, stateBuffer), &hdr)
+	sr, err := openState(bufio.NewReaderSize(r, stateBuffer), &hdr, n.cfg.MaxReplicas)
 	if err != nil {
 		return res, err
 	}

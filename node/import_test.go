@@ -151,7 +151,7 @@ func TestNode_ImportBadStreamLeavesStateUntouched(t *testing.T) {
 		t.Fatalf("%d items in the export, want 39", len(items))
 	}
 	valid := concat(append([][]byte{hdr}, items[:10]...)...) // a header and ten items
-	h, err := readFrame(bufioReader(hdr), nil)
+	h, err := readFrame(bufioReader(hdr), nil, headerBytes(maxReplicasLimit))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestNode_ImportBadStreamLeavesStateUntouched(t *testing.T) {
 		{"a second header", concat(valid, hdr), nil, garbage},
 		{"a trailer with the wrong count", concat(concat(append([][]byte{hdr}, items...)...), wrongCount), nil, garbage},
 		{"data after the trailer", concat(full, items[0]), nil, garbage},
-		{"a frame over the limit", concat(valid, binary.AppendUvarint(nil, maxFrameBytes+1)), nil, garbage},
+		{"a frame over the limit", concat(valid, binary.AppendUvarint(nil, maxBodyFrameBytes+1)), nil, garbage},
 		{"a newer format version", concat(append([][]byte{newerHeader}, items...)...), nil, version},
 		{"cut mid-frame", concat(valid, items[10][:len(items[10])/2]), nil, cut},
 		{"cut in a frame length", concat(valid, []byte{0x80}), nil, cut},

@@ -308,6 +308,11 @@ func (n *Node) bookkeeping() map[string][]byte {
 // ReplicaID returns this node's replica ID.
 func (n *Node) ReplicaID() crdt.ReplicaID { return n.replica }
 
+// ReplicaLimit returns Config.MaxReplicas: the most replicas a context
+// from a peer may name to be of use here, which a transport checks before
+// it decodes one (crdt.DecodeContextMax).
+func (n *Node) ReplicaLimit() int { return n.cfg.MaxReplicas }
+
 // Collections returns the collections local operations may name.
 func (n *Node) Collections() []string { return slices.Clone(n.cfg.Collections) }
 

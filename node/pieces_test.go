@@ -127,7 +127,7 @@ func TestNode_ImportInPieces(t *testing.T) {
 		_, appliedBefore := n.Contexts()
 		fs := splitFrames(t, state)
 		idOf := func(frame []byte) string {
-			f, err := readFrame(bufioReader(frame), nil)
+			f, err := readFrame(bufioReader(frame), nil, headerBytes(maxReplicasLimit))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -564,7 +564,7 @@ func rewriteHeader(t *testing.T, b []byte, fn func(*stateFrame)) []byte {
 	r := bufio.NewReader(bytes.NewReader(b))
 	var out bytes.Buffer
 	for first := true; ; first = false {
-		f, err := readFrame(r, nil)
+		f, err := readFrame(r, nil, headerBytes(maxReplicasLimit))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -650,7 +650,7 @@ func TestProof_StateClaimsNeedSignedHeads(t *testing.T) {
 // headerHeads returns the heads field of state b's header.
 func headerHeads(t *testing.T, b []byte) []byte {
 	t.Helper()
-	f, err := readFrame(bufio.NewReader(bytes.NewReader(b)), nil)
+	f, err := readFrame(bufio.NewReader(bytes.NewReader(b)), nil, headerBytes(maxReplicasLimit))
 	if err != nil {
 		t.Fatal(err)
 	}

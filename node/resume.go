@@ -97,7 +97,7 @@ func (n *Node) resumeOne(ctx context.Context, path string) (ImportResult, error)
 	defer f.Close()
 	// The file was checked whole before it was made pending; the join
 	// reads it through the same checks again.
-	sr, err := openState(bufio.NewReaderSize(f, stateBuffer), nil)
+	sr, err := openState(bufio.NewReaderSize(f, stateBuffer), nil, n.cfg.MaxReplicas)
 	if err != nil {
 		return ImportResult{}, err
 	}

@@ -270,7 +270,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) (err error) {
 					theirs, err = p.cat.PeerApplied(buckets, entries)
 				}
 			} else {
-				theirs, err = crdt.DecodeContext(f.Context)
+				theirs, err = crdt.DecodeContextMax(f.Context, p.cat.ReplicaLimit())
 			}
 			if err != nil {
 				return p.misbehaved(s, id, fmt.Errorf("%w: context: %v", ErrBadMessage, err))
@@ -414,7 +414,7 @@ func (p *Peer) handleSync(s network.Stream) {
 		if f.Kind != frameRequest || f.Version != wireVersion || f.Network != p.cfg.Network {
 			return nil, nil, nil, fmt.Errorf("%w: request of kind %d, version %d, network %q", ErrBadMessage, f.Kind, f.Version, f.Network)
 		}
-		have, err := crdt.DecodeContext(f.Context)
+		have, err := crdt.DecodeContextMax(f.Context, p.cat.ReplicaLimit())
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("%w: context: %v", ErrBadMessage, err)
 		}

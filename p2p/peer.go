@@ -27,6 +27,9 @@ type Catalog interface {
 	ApplySealed(ctx context.Context, deltas []*crdt.Sealed) (node.ApplyResult, error)
 	Gap(dot crdt.Dot) bool
 	Contexts() (seen, applied *crdt.Context)
+	// ReplicaLimit bounds the replicas a peer's context may name
+	// (node.Config.MaxReplicas): one naming more is refused unread.
+	ReplicaLimit() int
 	DeltasFor(ctx context.Context, have *crdt.Context, fn func(d *crdt.Delta, enc []byte) error) (int, error)
 	AppliedDigest(buckets bool) (crdt.Hash, []uint64)
 	AppliedEntries(b int) map[crdt.ReplicaID][]byte
