@@ -313,6 +313,14 @@ func (n *Node) loadFeed(ctx context.Context) error {
 		return err
 	}
 	n.feed = m
+	n.feedSizes = n.feedSizes[:0]
+	err = scan(ctx, n.store, changesPrefix, changeKey(m.First).String(), func(_ string, val []byte) (bool, error) {
+		n.feedSizes = append(n.feedSizes, int32(len(val)))
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
 	if n.hub == nil {
 		n.hub = &hub{last: m.Last, first: m.First, wake: make(chan struct{})}
 	}
@@ -349,10 +357,10 @@ type feedGroup struct {
 
 // stageChange numbers the change of item k from cur to post made by the
 // delta with dot (zero for a full-state import) and stages its record.
-// rec is post's item record (nil: encode it). A change between two
-// absent states (a removal of something never present here) is none.
-// Caller holds mu.
-func (n *Node) stageChange(g *group, k crdt.Key, cur, post *crdt.Item, rec []byte, via Via, dot crdt.Dot) {
+// curRec and rec are cur's and post's item records (nil: encode them). A
+// change between two absent states (a removal of something never present
+// here) is none. Caller holds mu.
+func (n *Node) stageChange(g *group, k crdt.Key, cur, post *crdt.Item, curRec, rec []byte, via Via, dot crdt.Dot) {
 	was, is := cur.Visible(), post.Visible()
 	e := &ItemEvent{Key: k, Via: via, Dot: dot}
 	switch {
@@ -369,7 +377,9 @@ func (n *Node) stageChange(g *group, k crdt.Key, cur, post *crdt.Item, rec []byt
 	if was {
 		// The item as it was: a watcher's filter is evaluated on both
 		// sides, so that an item leaving it is reported as removed.
-		e.before, err = crdt.EncodeItem(cur)
+		if e.before = curRec; curRec == nil {
+			e.before, err = crdt.EncodeItem(cur)
+		}
 	}
 	if is && err == nil {
 		if e.after = rec; rec == nil {
@@ -387,6 +397,7 @@ func (n *Node) stageChange(g *group, k crdt.Key, cur, post *crdt.Item, rec []byt
 	e.size = len(b)
 	n.put(g, changeKey(e.Seq), b)
 	n.feed.Bytes += int64(len(b))
+	n.feedSizes = append(n.feedSizes, int32(len(b)))
 	g.feed.events = append(g.feed.events, e)
 }
 
@@ -398,13 +409,12 @@ func (n *Node) stageFeed(g *group) {
 	for n.feed.First <= n.feed.Last &&
 		(n.feed.Last-n.feed.First+1 > uint64(n.cfg.ChangeHistory) || n.feed.Bytes > n.cfg.ChangeHistoryBytes) {
 		k := changeKey(n.feed.First)
-		b, err := n.read(context.Background(), k)
-		if err != nil {
-			n.log.Error("trim change history: read failed; retrying at the next commit", "seq", n.feed.First, "err", err)
-			break
+		size := int64(0)
+		if len(n.feedSizes) > 0 {
+			size, n.feedSizes = int64(n.feedSizes[0]), n.feedSizes[1:]
 		}
 		n.put(g, k, nil)
-		n.feed.Bytes = max(0, n.feed.Bytes-int64(len(b)))
+		n.feed.Bytes = max(0, n.feed.Bytes-size)
 		n.feed.First++
 		moved = true
 	}

@@ -307,7 +307,7 @@ func (n *Node) restage(g *group, k crdt.Key, cur, post *crdt.Item, fork crdt.Dot
 	}
 	n.stageIndexes(g, k, cur, post)
 	n.put(g, itemKey(k), rec)
-	n.stageChange(g, k, cur, post, rec, ViaEquivocation, fork)
+	n.stageChange(g, k, cur, post, nil, rec, ViaEquivocation, fork)
 	if was, is := cur.Visible(), post.Visible(); was != is {
 		if is {
 			n.meta.Visible[k.Collection]++

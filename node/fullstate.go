@@ -1225,7 +1225,8 @@ func (in *importer) join(ctx context.Context, it *stateItem, local []byte) error
 		}
 		n.put(g, itemKey(k), rec)
 	}
-	n.stageChange(g, k, cur, post, rec, ViaState, crdt.Dot{})
+	// local may be the store iterator's buffer: the change keeps a copy.
+	n.stageChange(g, k, cur, post, slices.Clone(local), rec, ViaState, crdt.Dot{})
 	if was, is := cur.Visible(), post.Visible(); was != is {
 		if is {
 			n.meta.Visible[k.Collection]++

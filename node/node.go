@@ -48,7 +48,10 @@ type Node struct {
 	ahead   map[string][]byte // item records read ahead for the write being staged (nil: absent); see readAhead
 	subs    map[*Subscription]struct{}
 	feed    feedMeta // the change feed's bookkeeping, as staged; see changes.go
-	hub     *hub     // hands durable changes to watchers
+	// feedSizes are the sizes of the history's records, First to Last, as
+	// staged: trimming the history needs no read of what it deletes.
+	feedSizes []int32
+	hub       *hub // hands durable changes to watchers
 	// advanced is closed by the next successful commit, for WaitApplied;
 	// nil until someone waits.
 	advanced chan struct{}

@@ -316,7 +316,7 @@ func (n *Node) stageJoin(g *group, cur, post *crdt.Item, rec []byte, d *crdt.Del
 	k := d.Key()
 	n.put(g, itemKey(k), rec)
 	n.stageIndexes(g, k, cur, post)
-	n.stageChange(g, k, cur, post, rec, viaOf(local), d.Dot)
+	n.stageChange(g, k, cur, post, nil, rec, viaOf(local), d.Dot)
 	if was, is := cur.Visible(), post.Visible(); was != is {
 		if is {
 			n.meta.Visible[k.Collection]++
