@@ -353,6 +353,10 @@ func repairFeed(ctx context.Context, store ds.Datastore) (feedMeta, []ds.Key, er
 type feedGroup struct {
 	events []*ItemEvent
 	first  uint64 // the oldest stored change once the group is durable
+	last   uint64 // the last change numbered once the group is durable
+	// gap reports that the group numbered changes it did not record (see
+	// skipChange): the history before them is gone.
+	gap bool
 }
 
 // stageChange numbers the change of item k from cur to post made by the
@@ -405,7 +409,16 @@ func (n *Node) stageChange(g *group, k crdt.Key, cur, post *crdt.Item, curRec, r
 // bounds, and stages the feed's bookkeeping if anything moved. Caller
 // holds mu.
 func (n *Node) stageFeed(g *group) {
-	moved := len(g.feed.events) > 0
+	moved := len(g.feed.events) > 0 || g.feed.gap
+	if g.feed.gap {
+		// Changes numbered without a record: every record before them
+		// goes, and the history starts after them.
+		for ; len(n.feedSizes) > 0; n.feed.First++ {
+			n.put(g, changeKey(n.feed.First), nil)
+			n.feedSizes = n.feedSizes[1:]
+		}
+		n.feed.First, n.feed.Bytes = n.feed.Last+1, 0
+	}
 	for n.feed.First <= n.feed.Last &&
 		(n.feed.Last-n.feed.First+1 > uint64(n.cfg.ChangeHistory) || n.feed.Bytes > n.cfg.ChangeHistoryBytes) {
 		k := changeKey(n.feed.First)
@@ -421,7 +434,20 @@ func (n *Node) stageFeed(g *group) {
 	if moved {
 		n.put(g, keyFeed, encodeFeed(n.feed))
 	}
-	g.feed.first = n.feed.First
+	g.feed.first, g.feed.last = n.feed.First, n.feed.Last
+}
+
+// skipChange numbers the change of an item from cur to post without
+// recording it, as a full-state import does once it has changed more
+// items than the history holds: the records would only be written to be
+// trimmed. The history before the change is dropped with it, so a
+// watcher behind it learns that it must start again from the items
+// (ErrHistoryTrimmed), as it would after any trim. Caller holds mu.
+func (n *Node) skipChange(g *group, cur, post *crdt.Item) {
+	if cur.Visible() || post.Visible() {
+		n.feed.Last++
+		g.feed.gap = true
+	}
 }
 
 // hub hands the durable changes to watchers. Its lock is held only to
@@ -443,6 +469,14 @@ func (n *Node) publishChanges(fg feedGroup) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.first = fg.first
+	if fg.gap {
+		// The changes before fg.last are gone: the ring, which must
+		// hold consecutive ones, starts again after them.
+		clear(h.ring)
+		h.ring, h.bytes, h.last = h.ring[:0], 0, fg.last
+		n.wakeWatchers()
+		return
+	}
 	if len(fg.events) == 0 {
 		return
 	}
@@ -459,6 +493,13 @@ func (n *Node) publishChanges(fg feedGroup) {
 		drop++
 	}
 	h.ring = h.ring[drop:]
+	n.wakeWatchers()
+}
+
+// wakeWatchers wakes every watcher waiting for a change. Caller holds
+// the hub's lock.
+func (n *Node) wakeWatchers() {
+	h := n.hub
 	if h.closed {
 		// Close ran while this group was being written: its wake is
 		// closed already, and watchers get ErrClosed.

@@ -492,3 +492,62 @@ func TestChanges_RepairDropsHistory(t *testing.T) {
 		t.Fatalf("first change after the repair: %d %s", e.Seq, e.Key)
 	}
 }
+
+// A full-state import that changes more items than the history holds
+// numbers every change but records only the first ChangeHistory of them:
+// the history then starts after the import, a watcher behind it is told
+// to start again from the items, and numbering goes on, across a
+// restart, from the last change.
+func TestChanges_LargeImportNumbersWithoutRecording(t *testing.T) {
+	ctx := context.Background()
+	src := openMem(t, testConfig(nil))
+	for i := range 30 {
+		if _, err := src.Add(ctx, key("snapshots", fmt.Sprint("s", i)), mustDoc(t, `{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var state bytes.Buffer
+	if err := src.ExportState(ctx, &state); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(nil)
+	cfg.ChangeHistory = 10
+	dir := t.TempDir()
+	n := openDir(t, dir, cfg)
+	if _, err := n.Add(ctx, key("snapshots", "mine"), mustDoc(t, `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	live, err := n.Watch(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readN(t, live, 1)
+	if _, err := n.ImportState(ctx, &state); err != nil {
+		t.Fatal(err)
+	}
+	first, last := n.ChangeBounds()
+	if last != 31 || first != 32 {
+		t.Fatalf("after importing 30 items: changes %d..%d, want an empty history after 31", first, last)
+	}
+	if _, err := live.Next(ctx, 100); !errors.Is(err, ErrHistoryTrimmed) && !errors.Is(err, ErrWatchTooSlow) {
+		t.Fatalf("a watcher behind the import: %v", err)
+	}
+	if _, err := n.Watch(1); !errors.Is(err, ErrHistoryTrimmed) {
+		t.Fatalf("resuming before the import: %v", err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = openDir(t, dir, cfg)
+	defer n.Close()
+	w, err := n.Watch(31)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Add(ctx, key("snapshots", "after"), mustDoc(t, `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if evs := readN(t, w, 1); evs[0].Seq != 32 || evs[0].Key != key("snapshots", "after") {
+		t.Fatalf("the change after the import: %+v", evs[0])
+	}
+}

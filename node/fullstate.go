@@ -261,6 +261,7 @@ type stateReader struct {
 	applied *crdt.Context
 	heads   map[crdt.ReplicaID]head // signed chain heads, from the header
 	forks   []forkRec               // proofs of equivocation, from the header
+	changed *int                    // the items the import changed so far, all its pieces together
 	lastKey string                  // store key of the last item read
 	items   int                     // items read (with those of the pieces before)
 
@@ -319,7 +320,7 @@ func openState(r *bufio.Reader, spool io.Writer, maxReplicas int) (*stateReader,
 		}
 		forks[i] = forkRec{f, enc}
 	}
-	return &stateReader{r: r, spool: spool, seen: seen, applied: applied, heads: heads, forks: forks}, nil
+	return &stateReader{r: r, spool: spool, seen: seen, applied: applied, heads: heads, forks: forks, changed: new(int)}, nil
 }
 
 // maxStateForks bounds the proofs of equivocation a state header carries,
@@ -792,7 +793,7 @@ func (p *piece) reader(sr *stateReader) *stateReader {
 	if len(p.items) > 0 {
 		last = p.items[len(p.items)-1].key
 	}
-	return &stateReader{seen: sr.seen, applied: sr.applied, heads: sr.heads, forks: sr.forks, lastKey: last,
+	return &stateReader{seen: sr.seen, applied: sr.applied, heads: sr.heads, forks: sr.forks, changed: sr.changed, lastKey: last,
 		items: p.first + len(p.items), from: p.from, more: !p.final, queued: true, queue: p.items}
 }
 
@@ -1225,8 +1226,13 @@ func (in *importer) join(ctx context.Context, it *stateItem, local []byte) error
 		}
 		n.put(g, itemKey(k), rec)
 	}
-	// local may be the store iterator's buffer: the change keeps a copy.
-	n.stageChange(g, k, cur, post, slices.Clone(local), rec, ViaState, crdt.Dot{})
+	if *in.sr.changed < n.cfg.ChangeHistory {
+		// local may be the store iterator's buffer: the change keeps a
+		// copy.
+		n.stageChange(g, k, cur, post, slices.Clone(local), rec, ViaState, crdt.Dot{})
+	} else {
+		n.skipChange(g, cur, post) // more than the history holds
+	}
 	if was, is := cur.Visible(), post.Visible(); was != is {
 		if is {
 			n.meta.Visible[k.Collection]++
@@ -1235,6 +1241,7 @@ func (in *importer) join(ctx context.Context, it *stateItem, local []byte) error
 		}
 	}
 	in.changed++
+	*in.sr.changed++
 	n.touchBans()
 	in.pending++
 	if in.pending >= importChunk {
