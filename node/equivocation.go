@@ -405,22 +405,41 @@ func headDigest(r crdt.ReplicaID, h head) (out [headSumSize]byte) {
 // of 64 buckets of keyed replicas, the XOR of 16 bytes of a hash of each
 // head (replica, counter, chain hash). Two nodes with equal sums in a
 // bucket hold the same heads there; a peer sends its signed heads of the
-// buckets that differ (HeadsFor).
+// buckets that differ (HeadsFor). The sums are kept up to date at each
+// commit, for the heads it moved: this costs nothing per call.
 func (n *Node) HeadSums() []byte {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var sums [headBuckets][headSumSize]byte
-	for r, h := range n.heads {
-		b, d := headBucket(r), headDigest(r, h)
-		for i := range d {
-			sums[b][i] ^= d[i]
-		}
-	}
 	out := make([]byte, 0, headBuckets*headSumSize)
-	for _, s := range sums {
+	for _, s := range n.headSums {
 		out = append(out, s[:]...)
 	}
 	return out
+}
+
+// sumHeads computes the head sums of every head anew (at Open, and after
+// a failed commit reloads the heads). Caller holds mu, or owns n alone.
+func (n *Node) sumHeads() {
+	n.headSums, n.headSum = [headBuckets][headSumSize]byte{}, make(map[crdt.ReplicaID][headSumSize]byte, len(n.heads))
+	for r := range n.heads {
+		n.sumHead(r)
+	}
+}
+
+// sumHead brings replica r's part of the head sums up to its head now.
+// Caller holds mu.
+func (n *Node) sumHead(r crdt.ReplicaID) {
+	s := &n.headSums[headBucket(r)]
+	if old, ok := n.headSum[r]; ok {
+		for i := range old {
+			s[i] ^= old[i]
+		}
+	}
+	d := headDigest(r, n.heads[r])
+	for i := range d {
+		s[i] ^= d[i]
+	}
+	n.headSum[r] = d
 }
 
 // HeadsFor returns, encoded, this node's signed chain heads in the buckets

@@ -46,6 +46,25 @@ func compareHistories(tb testing.TB, from, to *Node) int {
 	return found
 }
 
+// sumsAnew computes n's head sums from its heads, as HeadSums keeps them
+// commit by commit.
+func sumsAnew(n *Node) []byte {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var sums [headBuckets][headSumSize]byte
+	for r, h := range n.heads {
+		d := headDigest(r, h)
+		for i := range d {
+			sums[headBucket(r)][i] ^= d[i]
+		}
+	}
+	var out []byte
+	for _, s := range sums {
+		out = append(out, s[:]...)
+	}
+	return out
+}
+
 // passForks hands to the proofs of equivocation from holds that to lacks.
 func passForks(tb testing.TB, from, to *Node) {
 	tb.Helper()
@@ -285,6 +304,12 @@ func TestEquivocation_AgreeingHistoriesProveNothing(t *testing.T) {
 	}
 	if len(b.Equivocators())+len(c.Equivocators()) != 0 {
 		t.Fatal("an equivocator was named")
+	}
+	// The sums kept commit by commit are the sums of the heads.
+	for _, n := range []*Node{a, b, c} {
+		if got, want := n.HeadSums(), sumsAnew(n); !bytes.Equal(got, want) || bytes.Equal(got, make([]byte, len(got))) {
+			t.Fatalf("%s's head sums drifted from its heads (or are empty)", n.ReplicaID())
+		}
 	}
 }
 

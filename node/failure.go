@@ -81,6 +81,7 @@ func (n *Node) reload() error {
 		return err
 	}
 	n.meta, n.seen, n.applied, n.digest, n.heads = m, seen, applied, crdt.NewDigest(applied), heads
+	n.sumHeads()
 	n.durable = m.Seq
 	n.stale = false
 	return nil

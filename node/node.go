@@ -41,6 +41,10 @@ type Node struct {
 	// anti-entropy (see AppliedDigest).
 	digest  *crdt.Digest
 	heads   map[crdt.ReplicaID]head // chain heads of keyed replicas, as stored under /h
+	// headSums are HeadSums as of the last commit, and headSum each
+	// replica's part of them; see equivocation.go.
+	headSums [headBuckets][headSumSize]byte
+	headSum  map[crdt.ReplicaID][headSumSize]byte
 	clock   crdt.Clock
 	filling *group            // the group being staged; nil if none
 	writing *group            // the group the commit goroutine is writing; nil if none
@@ -179,6 +183,7 @@ func (n *Node) load(ctx context.Context) error {
 		}
 		n.meta = &meta{Version: crdt.FormatVersion, Replica: string(replica), First: 1, Visible: map[string]int64{}}
 		n.seen, n.applied, n.heads = crdt.NewContext(), crdt.NewContext(), map[crdt.ReplicaID]head{}
+		n.sumHeads()
 		n.seen.Track()
 		n.applied.Track()
 		n.digest = crdt.NewDigest(n.applied)
@@ -215,6 +220,7 @@ func (n *Node) load(ctx context.Context) error {
 	if n.heads, err = readHeads(ctx, n.store); err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
+	n.sumHeads()
 	if n.bans, err = readForks(ctx, n.store); err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
@@ -600,6 +606,7 @@ func (n *Node) signGroup(g *group) {
 func (n *Node) stageHeads(g *group) {
 	for r := range g.heads {
 		n.put(g, headKey(r), encodeHead(n.heads[r]))
+		n.sumHead(r)
 	}
 }
 
