@@ -39,19 +39,19 @@ type Node struct {
 	applied *crdt.Context
 	// digest follows applied as of the last commit's bookkeeping, for
 	// anti-entropy (see AppliedDigest).
-	digest  *crdt.Digest
-	heads   map[crdt.ReplicaID]head // chain heads of keyed replicas, as stored under /h
+	digest *crdt.Digest
+	heads  map[crdt.ReplicaID]head // chain heads of keyed replicas, as stored under /h
 	// headSums are HeadSums as of the last commit, and headSum each
 	// replica's part of them; see equivocation.go.
 	headSums [headBuckets][headSumSize]byte
 	headSum  map[crdt.ReplicaID][headSumSize]byte
-	clock   crdt.Clock
-	filling *group            // the group being staged; nil if none
-	writing *group            // the group the commit goroutine is writing; nil if none
-	overlay map[string]staged // staged writes not yet durable, by key
-	ahead   map[string][]byte // item records read ahead for the write being staged (nil: absent); see readAhead
-	subs    map[*Subscription]struct{}
-	feed    feedMeta // the change feed's bookkeeping, as staged; see changes.go
+	clock    crdt.Clock
+	filling  *group            // the group being staged; nil if none
+	writing  *group            // the group the commit goroutine is writing; nil if none
+	overlay  map[string]staged // staged writes not yet durable, by key
+	ahead    map[string][]byte // item records read ahead for the write being staged (nil: absent); see readAhead
+	subs     map[*Subscription]struct{}
+	feed     feedMeta // the change feed's bookkeeping, as staged; see changes.go
 	// feedSizes are the sizes of the history's records, First to Last, as
 	// staged: trimming the history needs no read of what it deletes.
 	feedSizes []int32
