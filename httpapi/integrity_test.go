@@ -3,6 +3,7 @@ package httpapi
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
 	"github.com/crdt-catalog/crdt-catalog/node"
+	"github.com/fxamacker/cbor/v2"
 )
 
 // Issue 9, rows 1 and 2, through POST /crdt/delta: a delta claiming the
@@ -157,4 +159,79 @@ func TestAPI_MintedReplicasForgedGapsAndFarFutureAreContained(t *testing.T) {
 		t.Fatalf("/status does not count the far-future timestamp: %s", st)
 	}
 	mustDo(t, s, 201, "POST", "/snapshots/add/still-writing", ctJSON, `{}`)
+}
+
+// Issue 9, row 3, through POST /crdt/state on a signed node: a crafted
+// state (a header and a trailer, no items) whose seen context claims a
+// live keyed replica's operations far beyond what the node applied,
+// without that replica's signed head, is refused whole; the node's items
+// stay, and the replica's next operation still joins instead of being
+// taken as seen.
+func TestAPI_CraftedStateClaimingAReplicasFutureIsRefused(t *testing.T) {
+	_, nodeKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t, func(c *node.Config) { c.Key = nodeKey })
+	s := newServer(t, n, nil)
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := crdt.NewKeyedReplicaID(pub, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := crdt.MakeTimestamp(time.Now().UnixMilli(), 0)
+	prev := crdt.ChainStart(live)
+	liveAdd := func(counter uint64, id string) *crdt.Delta {
+		d, err := crdt.AddDelta(crdt.Key{Collection: "snapshots", ID: id}, nil, crdt.Document{"v": []byte("1")}, crdt.Dot{Replica: live, Counter: counter}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Proof = crdt.Proof{Prev: prev, Split: true}
+		prev = d.Proof.Next(d, nil)
+		d.Proof.Sig = crdt.SignHead(key, live, counter, prev)
+		return d
+	}
+	post := func(ds ...*crdt.Delta) string {
+		t.Helper()
+		body, err := json.Marshal(ds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(mustDo(t, s, 200, "POST", "/crdt/delta", ctJSON, string(body)).body)
+	}
+	if got := post(liveAdd(1, "first")); !strings.Contains(got, `"new":1`) {
+		t.Fatalf("the live replica's first add: %s", got)
+	}
+	mustDo(t, s, 201, "POST", "/snapshots/add/mine", ctJSON, `{}`)
+
+	claim := crdt.NewContext()
+	for c := uint64(1); c <= 1000; c++ {
+		claim.Add(crdt.Dot{Replica: live, Counter: c})
+	}
+	enc, err := crdt.EncodeContext(claim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := func(m map[int]any) []byte {
+		b, err := cbor.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(binary.AppendUvarint(nil, uint64(len(b))), b...)
+	}
+	state := append(frame(map[int]any{1: 1, 2: crdt.FormatVersion, 3: "intruder", 4: enc, 5: enc}), frame(map[int]any{1: 3})...)
+	res := mustDo(t, s, 400, "POST", "/crdt/state", ctState, string(state))
+	if !strings.Contains(string(res.body), "carries no head") {
+		t.Fatalf("a state claiming %s up to 1000: %s", live, res.body)
+	}
+	for _, id := range []string{"first", "mine"} {
+		mustDo(t, s, 200, "GET", "/snapshots/"+id, "", "")
+	}
+	if got := post(liveAdd(2, "second")); !strings.Contains(got, `"new":1`) {
+		t.Fatalf("the live replica's next add after the crafted state: %s", got)
+	}
+	mustDo(t, s, 200, "GET", "/snapshots/second", "", "")
 }
