@@ -781,20 +781,12 @@ func (n *Node) roomFor(d *crdt.Delta) bool {
 // node's key, proves a fork. A dot trimmed from the log cannot be
 // compared. Caller holds mu.
 func (n *Node) checkOwn(ctx context.Context, g *group, d *crdt.Delta, enc []byte) error {
-	var b []byte
-	if s, ok := n.overlay[logDotKey(d.Dot).String()]; ok {
-		seq, err := decodeSeq(s.val)
-		if err != nil {
-			return err
-		}
-		b = n.overlay[logSeqKey(seq).String()].val
-	} else {
-		var err error
-		if b, err = n.logged(ctx, d.Dot); errors.Is(err, ErrLogGap) {
-			return nil
-		} else if err != nil {
-			return err
-		}
+	b, err := n.loggedOrStaged(ctx, d.Dot)
+	if errors.Is(err, ErrLogGap) {
+		return nil
+	}
+	if err != nil {
+		return err
 	}
 	_, m, mine, err := decodeLogEntry(b)
 	if err != nil {

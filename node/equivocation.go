@@ -278,22 +278,6 @@ func (n *Node) dropBanned(ctx context.Context, g *group, r crdt.ReplicaID, from 
 	return changed, nil
 }
 
-// loggedOrStaged returns the log entry of dot, staged or durable, or
-// ErrLogGap. Caller holds mu.
-func (n *Node) loggedOrStaged(ctx context.Context, dot crdt.Dot) ([]byte, error) {
-	if s, ok := n.overlay[logDotKey(dot).String()]; ok {
-		seq, err := decodeSeq(s.val)
-		if err != nil {
-			return nil, err
-		}
-		if e, ok := n.overlay[logSeqKey(seq).String()]; ok {
-			return e.val, nil
-		}
-		return get(ctx, n.store, logSeqKey(seq))
-	}
-	return n.logged(ctx, dot)
-}
-
 // restage stages item k, now cur, as post, which a proof of equivocation
 // against fork's replica from fork's counter made: its record, its index
 // entries, the visible count and the change. Caller holds mu.
@@ -308,13 +292,7 @@ func (n *Node) restage(g *group, k crdt.Key, cur, post *crdt.Item, fork crdt.Dot
 	n.stageIndexes(g, k, cur, post)
 	n.put(g, itemKey(k), rec)
 	n.stageChange(g, k, cur, post, nil, rec, ViaEquivocation, fork)
-	if was, is := cur.Visible(), post.Visible(); was != is {
-		if is {
-			n.meta.Visible[k.Collection]++
-		} else {
-			n.meta.Visible[k.Collection]--
-		}
-	}
+	n.countVisible(k, cur, post)
 	return nil
 }
 

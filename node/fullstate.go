@@ -1233,13 +1233,7 @@ func (in *importer) join(ctx context.Context, it *stateItem, local []byte) error
 	} else {
 		n.skipChange(g, cur, post) // more than the history holds
 	}
-	if was, is := cur.Visible(), post.Visible(); was != is {
-		if is {
-			n.meta.Visible[k.Collection]++
-		} else {
-			n.meta.Visible[k.Collection]--
-		}
-	}
+	n.countVisible(k, cur, post)
 	in.changed++
 	*in.sr.changed++
 	n.touchBans()

@@ -452,3 +452,19 @@ func (n *Node) PeerApplied(buckets []int, entries map[crdt.ReplicaID][]byte) (*c
 	}
 	return c, nil
 }
+
+// loggedOrStaged returns the log entry of dot, staged or durable, or
+// ErrLogGap. Caller holds mu.
+func (n *Node) loggedOrStaged(ctx context.Context, dot crdt.Dot) ([]byte, error) {
+	if s, ok := n.overlay[logDotKey(dot).String()]; ok {
+		seq, err := decodeSeq(s.val)
+		if err != nil {
+			return nil, err
+		}
+		if e, ok := n.overlay[logSeqKey(seq).String()]; ok {
+			return e.val, nil
+		}
+		return get(ctx, n.store, logSeqKey(seq))
+	}
+	return n.logged(ctx, dot)
+}

@@ -309,6 +309,18 @@ func (n *Node) joined(cur *crdt.Item, d *crdt.Delta, enc []byte) (post *crdt.Ite
 	return post, rec, nil
 }
 
+// countVisible counts k's move from cur to post in the visible items of
+// its collection. Caller holds mu.
+func (n *Node) countVisible(k crdt.Key, cur, post *crdt.Item) {
+	if was, is := cur.Visible(), post.Visible(); was != is {
+		if is {
+			n.meta.Visible[k.Collection]++
+		} else {
+			n.meta.Visible[k.Collection]--
+		}
+	}
+}
+
 // stageJoin stages what joining d moved the item from cur to post (with
 // record rec) changes: the item, the visible count, the contexts, the
 // counter, the chain head, the log entry and the change. Caller holds mu.
@@ -317,13 +329,7 @@ func (n *Node) stageJoin(g *group, cur, post *crdt.Item, rec []byte, d *crdt.Del
 	n.put(g, itemKey(k), rec)
 	n.stageIndexes(g, k, cur, post)
 	n.stageChange(g, k, cur, post, nil, rec, viaOf(local), d.Dot)
-	if was, is := cur.Visible(), post.Visible(); was != is {
-		if is {
-			n.meta.Visible[k.Collection]++
-		} else {
-			n.meta.Visible[k.Collection]--
-		}
-	}
+	n.countVisible(k, cur, post)
 	for _, c := range d.Context {
 		if c != d.Dot || !d.IsStub() { // a stub's own entries are absent, not removed
 			n.seen.Add(c)
