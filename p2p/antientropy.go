@@ -669,14 +669,17 @@ func (f *flushingReader) Read(b []byte) (int, error) {
 	return f.r.Read(b)
 }
 
-// misbehaved ends a pull or an answer that failed: the stream is reset.
+// misbehaved ends a pull or an answer that failed: the stream, if any
+// (nil once it is closed), is reset.
 // A peer that sent something that does not decode (isGarbage) is counted
 // as rejected; one that stalled or sent a full state over the limits
 // (isBad) is counted as a failure, and stalls as stalled. Either kind is a
 // bad peer: logged, disconnected and backed off. A stream that broke or
 // was cut short, or a newer format, only counts as a sync failure.
 func (p *Peer) misbehaved(s network.Stream, id peer.ID, err error) error {
-	s.Reset()
+	if s != nil {
+		s.Reset()
+	}
 	if p.ctx.Err() != nil {
 		return err
 	}

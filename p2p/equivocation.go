@@ -100,24 +100,13 @@ func (p *Peer) afterPull(ctx context.Context, id peer.ID, headsDiffer bool) {
 func (p *Peer) pullState(ctx context.Context, id peer.ID) error {
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.FullStateTimeout)
 	defer cancel()
-	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto2)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errNotCatalog, err)
+	s, br, f, err := p.sideStream(sctx, id, &syncFrame{Kind: frameState}, p.cfg.FullStateTimeout)
+	if s != nil {
+		defer s.Close()
 	}
-	defer s.Close()
-	defer context.AfterFunc(sctx, func() { _ = s.Reset() })()
-	timed := newIdleStream(s, p.cfg.SyncIdleTimeout, p.cfg.FullStateTimeout)
-	if _, err := writeFrame(timed, &syncFrame{Kind: frameState, Version: wireVersion, Network: p.cfg.Network}); err != nil {
-		return p.misbehaved(s, id, err)
-	}
-	if err := s.CloseWrite(); err != nil {
-		return p.misbehaved(s, id, err)
-	}
-	br := bufio.NewReaderSize(timed, 64<<10)
-	f, _, err := readFrame(br, maxDigestFrame)
 	switch {
 	case err != nil:
-		return p.misbehaved(s, id, err)
+		return err
 	case f.Kind == frameDone:
 		return nil // asked too soon: the next pull asks again
 	case f.Kind != frameFullPacked:
@@ -268,7 +257,7 @@ func (p *Peer) compareHistories(ctx context.Context, id peer.ID) error {
 	}
 	ranges, err := p.cat.Contradictions(ctx, f.Heads)
 	if err != nil {
-		return p.misbehavedPeer(id, fmt.Errorf("%w: chain heads: %v", ErrBadMessage, err))
+		return p.misbehaved(nil, id, fmt.Errorf("%w: chain heads: %v", ErrBadMessage, err))
 	}
 	if len(ranges) == 0 {
 		return nil
@@ -282,7 +271,7 @@ func (p *Peer) compareHistories(ctx context.Context, id peer.ID) error {
 		return err
 	}
 	if len(f.Chains) > len(ranges) {
-		return p.misbehavedPeer(id, fmt.Errorf("%w: %d chains in answer to %d runs", ErrBadMessage, len(f.Chains), len(ranges)))
+		return p.misbehaved(nil, id, fmt.Errorf("%w: %d chains in answer to %d runs", ErrBadMessage, len(f.Chains), len(ranges)))
 	}
 	for _, enc := range f.Chains {
 		if len(enc) == 0 {
@@ -290,7 +279,7 @@ func (p *Peer) compareHistories(ctx context.Context, id peer.ID) error {
 		}
 		added, err := p.cat.CheckChain(ctx, enc)
 		if errors.Is(err, crdt.ErrInvalid) || errors.Is(err, crdt.ErrTooLarge) || errors.Is(err, crdt.ErrVersion) {
-			return p.misbehavedPeer(id, fmt.Errorf("%w: chain: %v", ErrBadMessage, err))
+			return p.misbehaved(nil, id, fmt.Errorf("%w: chain: %v", ErrBadMessage, err))
 		}
 		if err != nil {
 			return err
@@ -305,42 +294,44 @@ func (p *Peer) compareHistories(ctx context.Context, id peer.ID) error {
 // sideRequest sends req on a sync/2 stream of its own and returns the
 // answer, which must be of kind want.
 func (p *Peer) sideRequest(ctx context.Context, id peer.ID, req *syncFrame, want uint) (*syncFrame, error) {
-	req.Version, req.Network = wireVersion, p.cfg.Network
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.SyncTimeout)
 	defer cancel()
-	s, err := p.h.NewStream(network.WithAllowLimitedConn(sctx, "sync"), id, p.proto2)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errNotCatalog, err)
+	s, _, f, err := p.sideStream(sctx, id, req, p.cfg.SyncTimeout)
+	if s != nil {
+		defer s.Close()
 	}
-	defer s.Close()
-	defer context.AfterFunc(sctx, func() { _ = s.Reset() })()
-	timed := newIdleStream(s, p.cfg.SyncIdleTimeout, p.cfg.SyncTimeout)
-	n, err := writeFrame(timed, req)
-	p.stats.syncBytesSent.Add(uint64(n))
-	if err != nil {
-		return nil, p.misbehaved(s, id, err)
+	if err == nil && f.Kind != want {
+		err = p.misbehaved(s, id, fmt.Errorf("%w: frame of kind %d in answer to a request of kind %d", ErrBadMessage, f.Kind, req.Kind))
 	}
-	if err := s.CloseWrite(); err != nil {
-		return nil, p.misbehaved(s, id, err)
-	}
-	f, n, err := readFrame(bufio.NewReader(timed), maxDigestFrame)
-	p.stats.syncBytesReceived.Add(uint64(n))
-	if err != nil {
-		return nil, p.misbehaved(s, id, err)
-	}
-	if f.Kind != want {
-		return nil, p.misbehaved(s, id, fmt.Errorf("%w: frame of kind %d in answer to a request of kind %d", ErrBadMessage, f.Kind, req.Kind))
-	}
-	return f, nil
+	return f, err
 }
 
-// misbehavedPeer is misbehaved for a peer whose stream is closed already.
-func (p *Peer) misbehavedPeer(id peer.ID, err error) error {
-	if isGarbage(err) && p.ctx.Err() == nil {
-		p.stats.syncRejected.Add(1)
-		p.badPeer(id, "peer sent garbage on the sync stream", err)
+// sideStream opens a sync/2 stream of its own to id, sends req, and
+// reads the first frame of the answer, all within ctx and phase; the rest
+// of the answer follows in br. The caller closes s (nil if it was never
+// opened); ctx ending resets it, and after an error it is reset already.
+func (p *Peer) sideStream(ctx context.Context, id peer.ID, req *syncFrame, phase time.Duration) (s network.Stream, br *bufio.Reader, f *syncFrame, err error) {
+	req.Version, req.Network = wireVersion, p.cfg.Network
+	if s, err = p.h.NewStream(network.WithAllowLimitedConn(ctx, "sync"), id, p.proto2); err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: %v", errNotCatalog, err)
 	}
-	return err
+	context.AfterFunc(ctx, func() { _ = s.Reset() })
+	timed := newIdleStream(s, p.cfg.SyncIdleTimeout, phase)
+	n, err := writeFrame(timed, req)
+	p.stats.syncBytesSent.Add(uint64(n))
+	if err == nil {
+		err = s.CloseWrite()
+	}
+	if err != nil {
+		return s, nil, nil, p.misbehaved(s, id, err)
+	}
+	br = bufio.NewReaderSize(timed, 64<<10)
+	f, n, err = readFrame(br, maxDigestFrame)
+	p.stats.syncBytesReceived.Add(uint64(n))
+	if err != nil {
+		return s, nil, nil, p.misbehaved(s, id, err)
+	}
+	return s, br, f, nil
 }
 
 // serveHeads answers a frameHeads request: this node's signed heads in
