@@ -216,6 +216,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) (err error) {
 		if done != nil {
 			_, applied := p.cat.Contexts()
 			p.remember(id, applied)
+			p.stateSucceeded(id)
 			p.stats.rounds.Add(1)
 			p.rounds.observe(0, bytes)
 			p.log.Debug("anti-entropy round: contexts equal", "peer", id, "bytes", bytes)
@@ -273,7 +274,7 @@ func (p *Peer) Pull(ctx context.Context, id peer.ID) (err error) {
 				theirs, err = crdt.DecodeContextMax(f.Context, p.cat.ReplicaLimit())
 			}
 			if err != nil {
-				return p.misbehaved(s, id, fmt.Errorf("%w: context: %v", ErrBadMessage, err))
+				return p.misbehaved(s, id, fmt.Errorf("%w: context: %w", ErrBadMessage, err))
 			}
 			if limit == maxDigestFrame {
 				if headsDiffer, err = p.takeDone(sctx, id, f); err != nil {

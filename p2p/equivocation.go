@@ -42,14 +42,24 @@ import (
 const (
 	maxChainsPerPull = 4
 	maxForksPerFrame = 8
+	// maxForkFrameBytes bounds the proofs of one done frame, so that with
+	// the most context entries it carries (maxEntriesBytes) it stays
+	// within maxDigestFrame.
+	maxForkFrameBytes = 2 << 20
 )
 
 // histories is a peer's equivocation bookkeeping, per remote peer.
 type histories struct {
 	mu     sync.Mutex
-	stamps map[peer.ID]uint64    // the ban stamp each peer showed last
-	pulled map[peer.ID]uint64    // the ban stamp of the last full state pulled from each
-	served map[peer.ID]time.Time // when each was last sent a full state it asked for
+	stamps map[peer.ID]uint64   // the ban stamp each peer showed last
+	pulled map[peer.ID]uint64   // the ban stamp of the last full state pulled from each
+	served map[served]time.Time // when each was last answered a side request of each kind
+}
+
+// served names a peer's side requests of one kind.
+type served struct {
+	id   peer.ID
+	kind uint
 }
 
 // chainRange is one run of a replica's chain asked for on the wire.
@@ -135,7 +145,7 @@ func (p *Peer) serveState(s network.Stream, timed *idleStream, id peer.ID) {
 	bw := bufio.NewWriterSize(timed, 64<<10)
 	cw := &countingWriter{w: bw}
 	var err error
-	if !p.mayServeFull(id) {
+	if !p.mayServe(id, frameState, p.cfg.fullGap) {
 		_, err = writeFrame(cw, &syncFrame{Kind: frameDone})
 	} else if _, err = writeFrame(cw, &syncFrame{Kind: frameFullPacked, Stamp: p.cat.BanStamp()}); err == nil {
 		if err = bw.Flush(); err == nil {
@@ -173,23 +183,32 @@ func (p *Peer) fillDone(req, f *syncFrame) error {
 	for r, c := range req.Equivocators {
 		known[crdt.ReplicaID(r)] = c
 	}
-	forks := p.cat.Forks(known)
-	f.Forks = forks[:min(len(forks), maxForksPerFrame)]
+	size := 0
+	for _, enc := range p.cat.Forks(known) {
+		if len(f.Forks) == maxForksPerFrame || size+len(enc) > maxForkFrameBytes {
+			break // the rest go in the next exchange
+		}
+		f.Forks, size = append(f.Forks, enc), size+len(enc)
+	}
 	return nil
 }
 
-// mayServeFull reports whether id, asking for a full state, gets one now,
-// and if so notes it.
-func (p *Peer) mayServeFull(id peer.ID) bool {
+// mayServe reports whether id, asking for a side request of kind, gets
+// an answer now (none of that kind within gap before), and if so notes
+// it. A side request costs the responder reads under the node's lock (a
+// chain run, every head) or a whole export: a peer may not ask for them
+// in a loop.
+func (p *Peer) mayServe(id peer.ID, kind uint, gap time.Duration) bool {
 	p.hist.mu.Lock()
 	defer p.hist.mu.Unlock()
-	if last, ok := p.hist.served[id]; ok && time.Since(last) < p.cfg.fullGap {
+	k := served{id, kind}
+	if last, ok := p.hist.served[k]; ok && time.Since(last) < gap {
 		return false
 	}
 	if p.hist.served == nil {
-		p.hist.served = map[peer.ID]time.Time{}
+		p.hist.served = map[served]time.Time{}
 	}
-	p.hist.served[id] = time.Now()
+	p.hist.served[k] = time.Now()
 	return true
 }
 
@@ -256,8 +275,11 @@ func (p *Peer) compareHistories(ctx context.Context, id peer.ID) error {
 		return err
 	}
 	ranges, err := p.cat.Contradictions(ctx, f.Heads)
-	if err != nil {
+	if errors.Is(err, crdt.ErrInvalid) {
 		return p.misbehaved(nil, id, fmt.Errorf("%w: chain heads: %v", ErrBadMessage, err))
+	}
+	if err != nil {
+		return err // this node's own failure, not the peer's
 	}
 	if len(ranges) == 0 {
 		return nil
@@ -337,10 +359,13 @@ func (p *Peer) sideStream(ctx context.Context, id peer.ID, req *syncFrame, phase
 // serveHeads answers a frameHeads request: this node's signed heads in
 // the buckets where the requester's head sums differ.
 func (p *Peer) serveHeads(s network.Stream, w *idleStream, id peer.ID, req *syncFrame) {
-	heads, err := p.cat.HeadsFor(req.HeadSums, rand.IntN(1<<16))
-	if err != nil {
-		p.misbehaved(s, id, fmt.Errorf("%w: %v", ErrBadMessage, err))
-		return
+	var heads []byte
+	if p.mayServe(id, frameHeads, p.cfg.AntiEntropyInterval) {
+		var err error
+		if heads, err = p.cat.HeadsFor(req.HeadSums, rand.IntN(1<<16)); err != nil {
+			p.misbehaved(s, id, fmt.Errorf("%w: %v", ErrBadMessage, err))
+			return
+		}
 	}
 	n, err := writeFrame(w, &syncFrame{Kind: frameHeadsAnswer, Heads: heads})
 	p.stats.syncBytesSent.Add(uint64(n))
@@ -357,6 +382,9 @@ func (p *Peer) serveChains(ctx context.Context, s network.Stream, w *idleStream,
 		return
 	}
 	out := &syncFrame{Kind: frameChain}
+	if !p.mayServe(id, frameChains, p.cfg.AntiEntropyInterval) {
+		req.Ranges = nil // asked too soon: an empty answer
+	}
 	for _, rg := range req.Ranges {
 		enc, err := p.cat.Chain(ctx, node.ChainRange{Replica: crdt.ReplicaID(rg.Replica), From: rg.From, To: rg.To})
 		switch {

@@ -300,6 +300,9 @@ func decodeEntries(f *syncFrame) ([]int, map[crdt.ReplicaID][]byte, error) {
 	if len(f.Replicas) != len(f.Entries) {
 		return nil, nil, fmt.Errorf("%w: %d replicas, %d entries", ErrBadMessage, len(f.Replicas), len(f.Entries))
 	}
+	if len(f.Replicas) > maxEntries {
+		return nil, nil, fmt.Errorf("%w: %d context entries in one frame, at most %d", ErrBadMessage, len(f.Replicas), maxEntries)
+	}
 	buckets := make([]int, len(f.Buckets))
 	for i, b := range f.Buckets {
 		if b >= crdt.DigestBuckets || (i > 0 && b <= f.Buckets[i-1]) {
