@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -59,7 +60,7 @@ func readForks(ctx context.Context, store ds.Datastore) (map[crdt.ReplicaID]fork
 		if err != nil || key != forkKey(f.Replica()).String() {
 			return false, fmt.Errorf("%w: proof of equivocation under %q: %v", ErrCorrupt, key, err)
 		}
-		forks[f.Replica()] = forkRec{f, val}
+		forks[f.Replica()] = forkRec{f, bytes.Clone(val)} // the iterator reuses val's buffer
 		return true, nil
 	})
 	return forks, err
@@ -320,13 +321,18 @@ func (n *Node) installForks(ctx context.Context, forks []forkRec) error {
 	if err != nil {
 		return err
 	}
+	staged := false
 	for _, f := range forks {
-		if _, err = n.installFork(ctx, g, f.fork, f.enc); err != nil {
+		var added bool
+		if added, err = n.installFork(ctx, g, f.fork, f.enc); err != nil {
 			break
 		}
+		staged = staged || added
 	}
 	n.mu.Unlock()
-	if werr := n.wait(ctx, g, true); err == nil {
+	// Known proofs stage nothing: every piece of a state carries them,
+	// and must not cost a commit each.
+	if werr := n.wait(ctx, g, staged || err != nil); err == nil {
 		err = werr
 	}
 	return err

@@ -3,6 +3,9 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
 	"encoding/json"
 	"errors"
 	"os"
@@ -328,4 +331,72 @@ func FuzzDecodeHeads(f *testing.F) {
 			t.Fatalf("%d heads", len(hs))
 		}
 	})
+}
+
+// madeUpFork returns a proof that a new keyed replica signed two
+// histories, parting at counter 2.
+func madeUpFork(t *testing.T) []byte {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := crdt.NewKeyedReplicaID(pub, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := func(vals ...string) *crdt.Chain {
+		c := &crdt.Chain{Replica: r, From: 1, Base: crdt.ChainStart(r)}
+		h := c.Base
+		for i, v := range vals {
+			d, err := crdt.AddDelta(key("snapshots", fmt.Sprint("f", i)), nil, mustDoc(t, `{"v":"`+v+`"}`), crdt.Dot{Replica: r, Counter: uint64(i + 1)}, testTS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := crdt.StepOf(d)
+			c.Steps = append(c.Steps, s)
+			h = crdt.ChainNextSplit(h, s.Head, s.Own)
+		}
+		c.Sig = crdt.SignHead(priv, r, c.End(), h)
+		return c
+	}
+	f, err := crdt.ForkOf(chain("same", "a"), chain("same", "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crdt.EncodeFork(f)
+}
+
+// Proofs held survive a restart, each whole (the store's iterator reuses
+// its buffer from one record to the next).
+func TestEquivocation_ProofsSurviveARestart(t *testing.T) {
+	ctx := context.Background()
+	dir, cfg := t.TempDir(), signedConfig(t)
+	n := openDir(t, dir, cfg)
+	for range 3 {
+		enc := madeUpFork(t)
+		if added, err := n.AddFork(ctx, enc); err != nil || !added {
+			t.Fatalf("AddFork: %v, %v", added, err)
+		}
+	}
+	want := n.Equivocators()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = openDir(t, dir, cfg)
+	defer n.Close()
+	if got := n.Equivocators(); fmt.Sprint(got) != fmt.Sprint(want) || len(got) != 3 {
+		t.Fatalf("after a restart: %+v, want %+v", got, want)
+	}
+	replicas := map[crdt.ReplicaID]bool{}
+	for _, enc := range n.Forks(nil) {
+		f, err := crdt.DecodeFork(enc)
+		if err != nil {
+			t.Fatalf("a proof held after a restart does not decode: %v", err)
+		}
+		replicas[f.Replica()] = true
+	}
+	if len(replicas) != 3 {
+		t.Fatalf("after a restart the proofs held convict %d replicas, want 3", len(replicas))
+	}
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -230,7 +231,7 @@ func (n *Node) openIndexes(ctx context.Context) error {
 			if !ok {
 				return false, fmt.Errorf("%w: index marker %q", ErrCorrupt, key)
 			}
-			markers[indexName(coll, field)] = val
+			markers[indexName(coll, field)] = bytes.Clone(val) // the iterator reuses val's buffer
 			return true, nil
 		})
 	}
