@@ -5,9 +5,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"fmt"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 
