@@ -385,15 +385,26 @@ func (n *Node) stageChange(g *group, k crdt.Key, cur, post *crdt.Item, curRec, r
 			e.before, err = crdt.EncodeItem(cur)
 		}
 	}
-	if is && err == nil {
+	if is {
+		var aerr error
 		if e.after = rec; rec == nil {
-			e.after, err = crdt.EncodeItem(post)
+			e.after, aerr = crdt.EncodeItem(post)
 		}
+		err = errors.Join(err, aerr)
 	}
 	if err != nil {
 		// Both were stored, so both encode; should one not, the change is
-		// numbered all the same, as a bare removal or addition.
+		// numbered all the same, as the records it has allow: a bare
+		// removal or addition (or nothing, if neither encodes).
 		n.log.Error("change feed: item does not encode", "key", k, "err", err)
+		switch {
+		case e.before != nil && e.after == nil:
+			e.Kind = ChangeRemoved
+		case e.before == nil && e.after != nil:
+			e.Kind = ChangeAdded
+		case e.before == nil && e.after == nil:
+			return
+		}
 	}
 	n.feed.Last++
 	e.Seq = n.feed.Last
@@ -460,6 +471,10 @@ type hub struct {
 	first  uint64       // the oldest stored change
 	wake   chan struct{}
 	closed bool
+	// gap is the last change a group numbered without recording it (see
+	// skipChange): a watcher reading the ring that is not past it was cut
+	// off by a trim, not by its own pace.
+	gap uint64
 }
 
 // publish hands over the changes of a durable group. Called by the
@@ -473,7 +488,7 @@ func (n *Node) publishChanges(fg feedGroup) {
 		// The changes before fg.last are gone: the ring, which must
 		// hold consecutive ones, starts again after them.
 		clear(h.ring)
-		h.ring, h.bytes, h.last = h.ring[:0], 0, fg.last
+		h.ring, h.bytes, h.last, h.gap = h.ring[:0], 0, fg.last, fg.last
 		n.wakeWatchers()
 		return
 	}
@@ -605,13 +620,13 @@ func (w *Watcher) Next(ctx context.Context, limit int) ([]*ItemEvent, error) {
 			w.live = true
 			return out, nil
 		}
-		first, last := h.first, h.last
+		first, last, gap := h.first, h.last, h.gap
 		h.mu.RUnlock()
-		if w.live {
-			return nil, fmt.Errorf("%w: more than %d changes behind", ErrWatchTooSlow, min(ringEvents, w.n.cfg.ChangeHistory))
-		}
-		if w.next < first {
+		switch {
+		case w.next < first && (!w.live || w.next <= gap):
 			return nil, fmt.Errorf("%w: changes after %d are no longer held (oldest: %d)", ErrHistoryTrimmed, w.next-1, first)
+		case w.live:
+			return nil, fmt.Errorf("%w: more than %d changes behind", ErrWatchTooSlow, min(ringEvents, w.n.cfg.ChangeHistory))
 		}
 		out, err := w.n.readChanges(ctx, w.next, min(last, w.next+uint64(limit)-1))
 		if err != nil {

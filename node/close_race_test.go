@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 )
 
 // Close while writers keep a group commit in flight: the commit
@@ -24,7 +23,7 @@ func TestNode_CloseDuringCommitsPublishesNothingTwice(t *testing.T) {
 				}
 			})
 		}
-		time.Sleep(5 * time.Millisecond)
+		waitFor(t, "commits under way", func() bool { return n.Stats().Ops >= 20 })
 		if err := n.Close(); err != nil {
 			t.Fatal(err)
 		}

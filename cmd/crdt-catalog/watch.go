@@ -74,9 +74,6 @@ func runWatch(ctx context.Context, c *client, o *clientOpts, args []string) erro
 	if o.changes < 0 || o.retryFor < 0 || o.idle <= 0 {
 		return usageErr("-n and --retry-for must not be negative, --idle-timeout must be positive")
 	}
-	// Headers come at once; the stream itself has no deadline but the
-	// idle timeout.
-	c.http.Transport.(*http.Transport).ResponseHeaderTimeout = o.reqTimeout + o.wait
 	st := &watchState{initial: o.initial, since: o.since.v, haveSeq: o.since.set}
 	var down time.Time // when the connection was lost; zero while up
 	backoff := 100 * time.Millisecond
@@ -91,9 +88,14 @@ func runWatch(ctx context.Context, c *client, o *clientOpts, args []string) erro
 			if !o.resync {
 				return &statusError{exitResync, fmt.Errorf("%w; start again with --initial (or pass --resync to do so by itself)", err)}
 			}
-			fmt.Fprintf(c.stderr, "%v; starting again from the items that match now (--resync)\n", err)
-			st.initial, st.haveSeq = true, false
-			continue
+			if !st.initial {
+				fmt.Fprintf(c.stderr, "%v; starting again from the items that match now (--resync)\n", err)
+				st.initial, st.haveSeq = true, false
+				continue
+			}
+			// Told to start again while starting from the items: the
+			// node failed its snapshot. Wait as after any failure, rather
+			// than ask for the whole collection again at once.
 		}
 		if se := (*statusError)(nil); errors.As(err, &se) && se.code != exitUnreachable {
 			return err // a refusal that a retry would not change
