@@ -515,7 +515,12 @@ func (n *Node) activate(ctx context.Context, ix *index) error {
 		}
 		it, err := crdt.DecodeStoredItem(s.val)
 		if err != nil {
-			return n.endWith(ctx, g, false, fmt.Errorf("%w: item %s/%s: %v", ErrCorrupt, ix.coll, id, err))
+			// No builder will start: say so, rather than leave the index
+			// building for ever (AddIndex would take it as under way).
+			err = fmt.Errorf("%w: item %s/%s: %v", ErrCorrupt, ix.coll, id, err)
+			ix.state, ix.err = IndexFailed, err.Error()
+			n.publishLive()
+			return n.endWith(ctx, g, false, err)
 		}
 		if e := indexEntry(ix.coll, ix.field, id, it); e != "" {
 			stage = append(stage, pending{id, e})

@@ -442,10 +442,13 @@ func TestIndex_BuildAndDropUnderFailures(t *testing.T) {
 	}
 	add("cluster")
 	add("size")
-	for i := 0; i < 10; i++ {
-		time.Sleep(3 * time.Millisecond)
+	// Ten spells of a full disk, each held until a commit has failed
+	// under it (the writers keep committing), with the builds and the
+	// drop in flight.
+	for range 10 {
+		failed := fst.commits.Load()
 		fst.set(enospc)
-		time.Sleep(3 * time.Millisecond)
+		waitFor(t, "a commit to fail", func() bool { return fst.commits.Load() > failed })
 		fst.set(nil)
 	}
 	waitFor(t, "the store takes writes", func() bool { return n.Writable() == nil })
