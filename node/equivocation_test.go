@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"testing"
 
 	"github.com/crdt-catalog/crdt-catalog/crdt"
@@ -129,28 +128,17 @@ func visible(tb testing.TB, n *Node) map[string]string {
 // writes as a fork.
 func TestEquivocation_ProvenAndConvergedWithoutLosingHonestWrites(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	cfg := signedConfig(t)
-	a := openDir(t, dir, cfg)
-	mustAdd(t, a, "x", `{"v":1}`)
-	mustAdd(t, a, "keep", `{"v":"before the fork"}`)
 	// d lags: it never sees either history past the fork, only the proof
 	// and the honest writes made on top of them.
 	b, c, d := openMem(t, signedConfig(t)), openMem(t, signedConfig(t)), openMem(t, signedConfig(t))
-	pull(t, a, b)
-	pull(t, a, c)
-	pull(t, a, d)
-	if err := a.Close(); err != nil {
-		t.Fatal(err)
-	}
-	copyDir := t.TempDir()
-	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
-		t.Fatal(err)
-	}
-	a = openDir(t, dir, cfg)
+	a, twin, _, _ := forkedPairAfter(t, func(a *Node) {
+		mustAdd(t, a, "x", `{"v":1}`)
+		mustAdd(t, a, "keep", `{"v":"before the fork"}`)
+		for _, n := range []*Node{b, c, d} {
+			pull(t, a, n)
+		}
+	})
 	defer a.Close()
-	twin := openDir(t, copyDir, cfg)
-	defer twin.Close()
 	eq := a.ReplicaID()
 
 	mustAdd(t, a, "x", `{"v":"a"}`)

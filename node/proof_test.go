@@ -247,9 +247,16 @@ func contextWithout(tb testing.TB, n *Node, r crdt.ReplicaID) *crdt.Context {
 // same key: one replica, two processes.
 func forkedPair(t *testing.T) (a, twin *Node, dir string, cfg Config) {
 	t.Helper()
+	return forkedPairAfter(t, func(a *Node) { mustAdd(t, a, "x", `{"v":1}`) })
+}
+
+// forkedPairAfter is forkedPair with before run on a's node before its
+// directory is copied.
+func forkedPairAfter(t *testing.T, before func(a *Node)) (a, twin *Node, dir string, cfg Config) {
+	t.Helper()
 	dir, cfg = t.TempDir(), signedConfig(t)
 	a = openDir(t, dir, cfg)
-	mustAdd(t, a, "x", `{"v":1}`)
+	before(a)
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}

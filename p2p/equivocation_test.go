@@ -159,8 +159,8 @@ func TestPeer_EquivocationIsProvenAndHonestPeersConverge(t *testing.T) {
 		t.Fatalf("equivocator %+v, want %s from 3", e, a.ReplicaID())
 	}
 	for i, p := range peers {
-		if st := p.Stats(); st.SyncRejected != 0 {
-			t.Fatalf("peer %d rejected %d sync answers", i, st.SyncRejected)
+		if st := p.Stats(); st.SyncRejected != 0 || st.BadPeers != 0 {
+			t.Fatalf("peer %d rejected %d sync answers and backed off %d peers", i, st.SyncRejected, st.BadPeers)
 		}
 	}
 }
