@@ -555,10 +555,7 @@ type Watcher struct {
 // ErrHistoryTrimmed if some of them are no longer held, or if since is
 // not a sequence number of this node (greater than its last).
 func (n *Node) Watch(since uint64) (*Watcher, error) {
-	n.mu.Lock()
-	last := n.feed.Last
-	n.mu.Unlock()
-	first, _ := n.ChangeBounds()
+	first, last := n.ChangeBounds() // durable: a staged number may yet be handed out again
 	switch {
 	case since > last:
 		return nil, fmt.Errorf("%w: change %d is ahead of this node's last change %d: sequence numbers are per node", ErrHistoryTrimmed, since, last)
